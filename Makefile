@@ -1,0 +1,45 @@
+# tokenledger — run `make help` for the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install demo test unit integration lint typecheck bench clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its dev tools
+
+demo: $(STAMP) ## Run the main job on the embedded defaults (writes ./out/)
+	$(BIN)/python -m tokenledger demo --out out
+
+test: $(STAMP) ## Run lint, type checks, unit and integration tests
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/pytest tests
+
+unit: $(STAMP) ## Fast pure unit tests only
+	$(BIN)/pytest tests/unit
+
+integration: $(STAMP) ## Integration tests (real broker, chdb)
+	$(BIN)/pytest tests/integration
+
+lint: $(STAMP) ## ruff + mypy strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(STAMP) ## Benchmarks (print ratios measured in one run)
+	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+
+clean: ## Remove the virtualenv and outputs
+	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

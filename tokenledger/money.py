@@ -1,0 +1,51 @@
+"""Integer money: every amount is an ``int`` of nano-units (1e-9) of a named currency.
+
+Floats never touch money. Rates are ``Decimal``; a computed amount is rounded once,
+half-to-even, at the point it becomes nanos.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+
+NANOS_PER_UNIT = 1_000_000_000
+"""Nano-units in one currency unit (1 USD = 1e9 nano-USD)."""
+
+_NANOS = Decimal(NANOS_PER_UNIT)
+
+
+def to_nanos(amount: Decimal) -> int:
+    """Round a Decimal amount in nano-units to an integer, half-to-even.
+
+    Args:
+        amount: Exact amount expressed in nano-units.
+
+    Returns:
+        The integer number of nano-units.
+    """
+    return int(amount.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+
+
+def units_to_nanos(units: Decimal) -> int:
+    """Convert whole currency units (e.g. ``Decimal("1.25")`` USD) to integer nanos."""
+    return to_nanos(units * _NANOS)
+
+
+def nanos_to_units(nanos: int) -> Decimal:
+    """Exact Decimal value in currency units of an integer nano amount."""
+    return Decimal(nanos).scaleb(-9)
+
+
+def format_money(nanos: int, currency: str = "USD", places: int = 2) -> str:
+    """Human display of a nano amount, rounded half-to-even to ``places`` decimals.
+
+    Args:
+        nanos: Amount in nano-units.
+        currency: ISO 4217 code shown after the number.
+        places: Decimal places to show (2 for invoices, 9 for exact).
+
+    Returns:
+        Text like ``"1,234.57 USD"``.
+    """
+    value = nanos_to_units(nanos).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    return f"{value:,} {currency}"
