@@ -18,13 +18,13 @@ from tokenledger.schema.v1 import LABEL_MAX_LEN, MAX_TOKENS, UsageEventV1, token
 
 # Python's ``re`` lets ``$`` match before a trailing newline; ``\Z`` is a true end anchor,
 # equivalent to ``$`` in the Rust regex pydantic uses.
-_TOKEN = r"^[!-~]+\Z"
+_PRINTABLE = r"^[!-~]+\Z"
 _LABEL = r"^[^\x00-\x1f\x7f]+\Z"
 
-EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_TOKEN)]
-Source = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=_TOKEN)]
+EventId = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_PRINTABLE)]
+Source = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=_PRINTABLE)]
 ProviderName = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*\Z")]
-ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_TOKEN)]
+ModelName = Annotated[str, msgspec.Meta(min_length=1, max_length=128, pattern=_PRINTABLE)]
 TraceId = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+\Z")]
 TokenCount = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
 LabelValue = Annotated[str, msgspec.Meta(min_length=1, max_length=LABEL_MAX_LEN, pattern=_LABEL)]

@@ -27,14 +27,14 @@ LABEL_MAX_LEN = 128
 """Longest accepted label value, in characters."""
 
 # Printable ASCII without spaces: ids, sources, model names.
-_TOKEN_PATTERN = r"^[!-~]+$"
+_PRINTABLE_PATTERN = r"^[!-~]+$"
 # Any text without control characters: label values.
 _LABEL_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
-EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=_TOKEN_PATTERN)]
-Source = Annotated[str, Field(min_length=1, max_length=256, pattern=_TOKEN_PATTERN)]
+EventId = Annotated[str, Field(min_length=1, max_length=128, pattern=_PRINTABLE_PATTERN)]
+Source = Annotated[str, Field(min_length=1, max_length=256, pattern=_PRINTABLE_PATTERN)]
 ProviderName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9._-]*$")]
-ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=_TOKEN_PATTERN)]
+ModelName = Annotated[str, Field(min_length=1, max_length=128, pattern=_PRINTABLE_PATTERN)]
 TraceId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[0-9A-Za-z_-]+$")]
 TokenCount = Annotated[int, Field(ge=0, le=MAX_TOKENS)]
 LabelValue = Annotated[str, Field(min_length=1, max_length=LABEL_MAX_LEN, pattern=_LABEL_PATTERN)]

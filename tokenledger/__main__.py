@@ -1,0 +1,5 @@
+"""``python -m tokenledger``."""
+
+from tokenledger.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,172 @@
+"""Command line: ``python -m tokenledger {demo,price,count}``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from tokenledger.money import format_money
+from tokenledger.pricing import CachedPriceTable, FxTable, LayeredPriceTable, price
+from tokenledger.sample import sample_events
+from tokenledger.schema.fastdecode import FastUsageEvent, InvalidEvent, decode_usage_event
+from tokenledger.tokens import StreamingTokenCounter, count_chat_tokens, get_encoding
+from tokenledger.tokens.models import estimation_encoding_for_model
+
+
+def price_lines(lines: Iterable[bytes], out_dir: Path, currency: str) -> dict[str, int]:
+    """Decode, de-duplicate and price JSON lines; write priced and dead-letter JSONL.
+
+    Returns:
+        Counters: events read, priced, duplicates, dead-lettered, total nano-USD.
+    """
+    table = CachedPriceTable(LayeredPriceTable.from_path())
+    fx = FxTable.from_path()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seen: set[tuple[str, str]] = set()
+    stats = {"read": 0, "priced": 0, "duplicates": 0, "dead_lettered": 0, "total_nanos_usd": 0, "total_nanos_local": 0}
+    by_model: dict[str, int] = defaultdict(int)
+    by_dept: dict[str, int] = defaultdict(int)
+    flagged: dict[str, int] = defaultdict(int)
+    with (
+        (out_dir / "priced_events.jsonl").open("w") as priced_f,
+        (out_dir / "dead_letter.jsonl").open("w") as dlq_f,
+    ):
+        for raw in lines:
+            stats["read"] += 1
+            try:
+                ev: FastUsageEvent = decode_usage_event(raw)
+            except InvalidEvent as exc:
+                stats["dead_lettered"] += 1
+                dlq_f.write(json.dumps({"reason": exc.reason, "raw": raw.decode("utf-8", "replace")}) + "\n")
+                continue
+            if ev.identity in seen:
+                stats["duplicates"] += 1
+                continue
+            seen.add(ev.identity)
+            cost = price(ev.data, ev.time, table)
+            local = fx.convert(cost.total_nanos, "USD", currency, ev.time)
+            stats["priced"] += 1
+            stats["total_nanos_usd"] += cost.total_nanos
+            stats["total_nanos_local"] += local.nanos  # each event at the rate of its own time
+            by_model[f"{ev.data.provider}/{ev.data.model}"] += cost.total_nanos
+            by_dept[ev.data.labels.department or "(none)"] += cost.total_nanos
+            for flag in cost.flags:
+                flagged[flag] += 1
+            priced_f.write(
+                json.dumps(
+                    {
+                        "source": ev.source,
+                        "id": ev.id,
+                        "time": ev.time.isoformat(),
+                        "model": ev.data.model,
+                        "cost_nanos_usd": cost.total_nanos,
+                        "input_nanos_usd": cost.input_nanos,
+                        "cached_read_nanos_usd": cost.cached_read_nanos,
+                        "cache_write_nanos_usd": cost.cache_write_nanos,
+                        "output_nanos_usd": cost.output_nanos,
+                        "reasoning_nanos_usd": cost.reasoning_nanos,
+                        f"cost_nanos_{currency.lower()}": local.nanos,
+                        "fx_rate": str(local.rate),
+                        "price_version": cost.price_version,
+                        "flags": sorted(cost.flags),
+                    }
+                )
+                + "\n"
+            )
+    _print_table("Cost by model (USD)", by_model)
+    _print_table("Cost by department (USD)", by_dept)
+    if flagged:
+        print("Flags:", ", ".join(f"{k}={v}" for k, v in sorted(flagged.items())))
+    return stats
+
+
+def _print_table(title: str, rows: dict[str, int]) -> None:
+    print(f"\n{title}")
+    for key, nanos in sorted(rows.items(), key=lambda kv: -kv[1]):
+        print(f"  {key:<40} {format_money(nanos, 'USD', 4):>18}")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Price a synthetic month of traffic, including invalid and duplicate events."""
+    out = Path(args.out)
+    start = datetime(2026, 10, 1, tzinfo=UTC)
+    lines = [json.dumps(e).encode() for e in sample_events(start, args.events)]
+    lines += lines[:25]  # redelivered duplicates: must not be counted twice
+    lines += [
+        b'{"specversion": "1.0", "id": "bad-1"}',
+        b"\xff\xfe not json",
+        json.dumps({**json.loads(lines[0]), "id": "bad-2", "extra": 1}).encode(),
+    ]
+    print(f"tokenledger demo: {len(lines)} raw events (incl. 25 duplicates, 3 invalid) -> {out}/")
+    enc = get_encoding("o200k_base")
+    counter = StreamingTokenCounter(enc)
+    reply = "Sure! Here is the summary of the contract in three bullet points: ... " * 40
+    for i in range(0, len(reply), 5):
+        counter.feed(reply[i : i + 5])
+    print(
+        f"streamed reply: {counter.count} tokens counted chunk by chunk "
+        f"(whole-text count {len(enc.encode_ordinary(reply))})"
+    )
+    stats = price_lines(lines, out, args.currency)
+    print(
+        f"\nread={stats['read']} priced={stats['priced']} duplicates={stats['duplicates']} "
+        f"dead_lettered={stats['dead_lettered']}"
+    )
+    print(
+        f"TOTAL {format_money(stats['total_nanos_usd'], 'USD', 9)} "
+        f"= {format_money(stats['total_nanos_local'], args.currency)} (each event at its day's FX rate)"
+    )
+    return 0
+
+
+def cmd_price(args: argparse.Namespace) -> int:
+    """Price a JSONL file (or stdin) of v1 usage events."""
+    src = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
+    with src:
+        stats = price_lines((line.rstrip(b"\n") for line in src if line.strip()), Path(args.out), args.currency)
+    print(json.dumps(stats))
+    return 0
+
+
+def cmd_count(args: argparse.Namespace) -> int:
+    """Count tokens of stdin text, or of a JSON list of chat messages with ``--chat``."""
+    text = sys.stdin.read()
+    if args.chat:
+        print(count_chat_tokens(json.loads(text), args.model))
+    else:
+        name, exact = estimation_encoding_for_model(args.model)
+        n = len(get_encoding(name).encode_ordinary(text))
+        print(n if exact else f"{n} (estimate, {name})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    parser = argparse.ArgumentParser(prog="tokenledger", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run the main job on embedded defaults")
+    demo.add_argument("--out", default="out")
+    demo.add_argument("--events", type=int, default=5000)
+    demo.add_argument("--currency", default="CNY")
+    demo.set_defaults(func=cmd_demo)
+    pr = sub.add_parser("price", help="price a JSONL file of usage events")
+    pr.add_argument("file")
+    pr.add_argument("--out", default="out")
+    pr.add_argument("--currency", default="CNY")
+    pr.set_defaults(func=cmd_price)
+    ct = sub.add_parser("count", help="count tokens of stdin")
+    ct.add_argument("--model", default="gpt-4o")
+    ct.add_argument("--chat", action="store_true")
+    ct.set_defaults(func=cmd_count)
+    args = parser.parse_args(argv)
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,90 @@
+"""Adapter over the ``genai-prices`` snapshot bundled in its wheel (no network).
+
+genai-prices resolves effective-dated and time-of-day prices itself; we always pass the
+event timestamp and translate its ``ModelPrice`` into our :class:`PriceSpec`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from genai_prices import __version__ as GENAI_PRICES_VERSION
+from genai_prices import data_snapshot
+from genai_prices.types import TieredPrices
+
+from tokenledger.pricing.model import PriceSpec, Rates, Tier
+
+# Our token classes and the genai-prices price keys that carry them.
+_KEYS = {
+    "input": "input_mtok",
+    "cached_read": "cache_read_mtok",
+    "cache_write": "cache_write_mtok",
+    "output": "output_mtok",
+    "reasoning": "output_reasoning_mtok",
+}
+
+
+class GenaiPricesCatalog:
+    """Looks up list prices in the genai-prices data snapshot."""
+
+    def __init__(self, batch_discounts: dict[str, Decimal] | None = None) -> None:
+        self._snapshot = data_snapshot.get_snapshot()
+        self._batch = batch_discounts or {}
+
+    def find(self, provider: str, model: str, at: datetime) -> PriceSpec | None:
+        """Price spec for the model at ``at``, or ``None`` when genai-prices does not know it.
+
+        Tries the stated provider first; when the provider is unknown to genai-prices (e.g.
+        ``azure`` deployments of OpenAI models) it lets genai-prices infer the provider and
+        flags ``provider_inferred``.
+        """
+        flags: set[str] = set()
+        try:
+            prov, info = self._snapshot.find_provider_model(model, None, provider, None)
+        except LookupError:
+            try:
+                prov, info = self._snapshot.find_provider_model(model, None, None, None)
+            except LookupError:
+                return None
+            flags.add("provider_inferred")
+        prices = info.get_prices(at)
+        raw = {ours: getattr(prices, key, None) for ours, key in _KEYS.items()}
+        if raw["input"] is None or raw["output"] is None:
+            return None  # not a token-priced model (audio, images): outside this ledger
+        thresholds = sorted({t.start for v in raw.values() if isinstance(v, TieredPrices) for t in v.tiers})
+        return PriceSpec(
+            provider=prov.id,
+            model=info.id,
+            rates=_rates_at(raw, -1),
+            tiers=tuple(Tier(above_input_tokens=t, rates=_rates_at(raw, t)) for t in thresholds),
+            source="genai-prices",
+            origin=f"v{GENAI_PRICES_VERSION}",
+            batch_discount=self._batch.get(prov.id, Decimal(0)),
+            flags=frozenset(flags),
+        )
+
+
+def _rates_at(raw: dict[str, Any], threshold: int) -> Rates:
+    """Rates in force for requests whose input exceeds ``threshold`` (-1: base tier)."""
+
+    def value(key: str) -> Decimal | None:
+        v = raw[key]
+        if isinstance(v, TieredPrices):
+            chosen: Decimal = v.base
+            for tier in v.tiers:
+                if tier.start <= threshold:
+                    chosen = tier.price
+            return chosen
+        return v if isinstance(v, Decimal) else None
+
+    inp, out = value("input"), value("output")
+    assert inp is not None and out is not None
+    return Rates(
+        input=inp,
+        output=out,
+        cached_read=value("cached_read"),
+        cache_write=value("cache_write"),
+        reasoning=value("reasoning"),
+    )

@@ -1,0 +1,72 @@
+"""The price table the pipeline uses: overrides, then genai-prices, then the fallback rule."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+from tokenledger.pricing.catalog import GenaiPricesCatalog
+from tokenledger.pricing.model import PriceSpec, PriceTable
+from tokenledger.pricing.overrides import OverrideBook
+
+DEFAULT_OVERRIDES = Path(__file__).resolve().parent.parent / "data" / "price_overrides.yaml"
+
+
+class LayeredPriceTable:
+    """Resolve a price: a local override in force wins; else genai-prices; else the fallback.
+
+    An unknown model is never free: it is priced at the configured fallback rates (a
+    conservative flagship price) and flagged ``unknown_model`` so reports can surface it.
+    """
+
+    def __init__(self, overrides: OverrideBook, catalog: GenaiPricesCatalog | None = None) -> None:
+        self._overrides = overrides
+        self._catalog = catalog if catalog is not None else GenaiPricesCatalog(overrides.batch_discounts)
+
+    @classmethod
+    def from_path(cls, path: Path = DEFAULT_OVERRIDES) -> LayeredPriceTable:
+        """Build from an override file (default: the one shipped in the package)."""
+        return cls(OverrideBook.from_file(path))
+
+    def lookup(self, provider: str, model: str, at: datetime) -> PriceSpec:
+        """Price spec in force for ``provider``/``model`` at ``at``."""
+        spec = self._overrides.find(provider, model, at)
+        if spec is None:
+            spec = self._catalog.find(provider, model, at)
+        if spec is None:
+            spec = PriceSpec(
+                provider=provider,
+                model=model,
+                rates=self._overrides.fallback,
+                source="fallback",
+                origin=self._overrides.version,
+                batch_discount=self._overrides.batch_discounts.get(provider, Decimal(0)),
+                flags=frozenset({"unknown_model"}),
+            )
+        return spec
+
+
+class CachedPriceTable:
+    """Memoises lookups per ``(provider, model, minute)`` for the hot path.
+
+    Price changes (effective dates, off-peak windows) start on whole minutes, so a minute
+    bucket never mixes two prices.
+    """
+
+    def __init__(self, inner: PriceTable, maxsize: int = 65_536) -> None:
+        self._inner = inner
+        self._maxsize = maxsize
+        self._cache: OrderedDict[tuple[str, str, int], PriceSpec] = OrderedDict()
+
+    def lookup(self, provider: str, model: str, at: datetime) -> PriceSpec:
+        """Same answer as the inner table, cached."""
+        key = (provider, model, int(at.timestamp()) // 60)
+        spec = self._cache.get(key)
+        if spec is None:
+            spec = self._inner.lookup(provider, model, at)
+            self._cache[key] = spec
+            if len(self._cache) > self._maxsize:
+                self._cache.popitem(last=False)
+        return spec
