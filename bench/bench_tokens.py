@@ -17,7 +17,8 @@ def corpus() -> str:
     """About 8k tokens of mixed prose, code and CJK text."""
     block = (
         "The ledger prices every call and attributes the cost to users, departments and projects.\n"
-        "def allocate(total: int, weights: list[int]) -> list[int]:\n    return largest_remainder(total, weights)\n"
+        "def allocate(total: int, weights: list[int]) -> list[int]:\n"
+        "    return largest_remainder(total, weights)\n"
         "计费系统必须精确到纳美元，绝不重复计数。\n"
     )
     return block * 120

@@ -28,7 +28,14 @@ def price_lines(lines: Iterable[bytes], out_dir: Path, currency: str) -> dict[st
     fx = FxTable.from_path()
     out_dir.mkdir(parents=True, exist_ok=True)
     seen: set[tuple[str, str]] = set()
-    stats = {"read": 0, "priced": 0, "duplicates": 0, "dead_lettered": 0, "total_nanos_usd": 0, "total_nanos_local": 0}
+    stats = {
+        "read": 0,
+        "priced": 0,
+        "duplicates": 0,
+        "dead_lettered": 0,
+        "total_nanos_usd": 0,
+        "total_nanos_local": 0,
+    }
     by_model: dict[str, int] = defaultdict(int)
     by_dept: dict[str, int] = defaultdict(int)
     flagged: dict[str, int] = defaultdict(int)
@@ -119,7 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     )
     print(
         f"TOTAL {format_money(stats['total_nanos_usd'], 'USD', 9)} "
-        f"= {format_money(stats['total_nanos_local'], args.currency)} (each event at its day's FX rate)"
+        f"= {format_money(stats['total_nanos_local'], args.currency)} (each event at its own FX rate)"
     )
     return 0
 
@@ -128,7 +135,9 @@ def cmd_price(args: argparse.Namespace) -> int:
     """Price a JSONL file (or stdin) of v1 usage events."""
     src = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
     with src:
-        stats = price_lines((line.rstrip(b"\n") for line in src if line.strip()), Path(args.out), args.currency)
+        stats = price_lines(
+            (line.rstrip(b"\n") for line in src if line.strip()), Path(args.out), args.currency
+        )
     print(json.dumps(stats))
     return 0
 
