@@ -1,0 +1,111 @@
+"""Sink against the real broker and chdb: exact totals through outages and crashes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from stream_jobs.store_sink import StoreSink
+from tests.factories import event_dict
+from tokenledger.kafka_config import KafkaSettings
+from tokenledger.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
+from tokenledger.pricing import LayeredPriceTable, price
+from tokenledger.schema.fastdecode import decode_usage_event
+from tokenledger.schema.priced import encode_priced
+from tokenledger.store.base import StoreUnavailable
+from tokenledger.store.chdb_store import ChdbStore
+
+TABLE = LayeredPriceTable.from_path()
+
+
+class OutageStore:
+    """Wraps the real store; refuses inserts while ``down`` is positive."""
+
+    def __init__(self, inner: ChdbStore, down: int) -> None:
+        self.inner, self.down = inner, down
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if self.down > 0:
+            self.down -= 1
+            raise StoreUnavailable("simulated outage")
+        self.inner.insert(table, columns, rows)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def publish(settings: KafkaSettings, n: int) -> int:
+    """Publish n priced events, a redelivery of the first 50 and 2 garbage messages.
+
+    Returns the ground-truth total in nano-USD of the n distinct events.
+    """
+    producer = Producer(settings.client_config())
+    total = 0
+    values = []
+    for i in range(n):
+        doc = event_dict(request_id=f"r{i}", input_tokens=1000 + i, output_tokens=100 + i % 7)
+        doc["id"] = f"e{i}"
+        ev = decode_usage_event(json.dumps(doc).encode())
+        cost = price(ev.data, ev.time, TABLE)
+        total += cost.total_nanos
+        values.append((f"e{i}".encode(), encode_priced(ev, cost)))
+    for key, value in [*values, *values[:50], (b"x", b"{not json"), (b"y", b'{"type": "other"}')]:
+        producer.produce(settings.topics.usage_priced, value, key=key)
+    assert producer.flush(30) == 0
+    return total
+
+
+def drain(sink: StoreSink, expected_messages: int, max_rounds: int = 400) -> int:
+    seen = 0
+    for _ in range(max_rounds):
+        seen += sink.run_once()
+        if seen >= expected_messages:
+            break
+    return seen
+
+
+def totals(store: ChdbStore) -> tuple[int, int]:
+    count, nanos = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
+    return int(count), int(nanos)
+
+
+def test_sink_exact_totals_through_outage_and_crash(kafka: KafkaSettings, store: ChdbStore) -> None:
+    n = 1500
+    truth = publish(kafka, n)
+    expected_messages = n + 50 + 2
+
+    # First worker: the store is down for its first 3 attempts; it crashes (no commit) after
+    # its second batch was inserted.
+    consumer = ConfluentBatchConsumer(kafka, kafka.topics.usage_priced, "sink")
+    dlq = KafkaDeadLetter(kafka)
+    sink = StoreSink(OutageStore(store, down=3), consumer, dlq, batch_size=400, sleep=lambda s: None)
+    sink.run_once()
+    assert sink.stats.retries == 3
+    real_commit = consumer.commit
+    consumer.commit = lambda offsets: (_ for _ in ()).throw(RuntimeError("killed"))  # type: ignore[method-assign]
+    with contextlib.suppress(RuntimeError):
+        sink.run_once()
+    consumer.commit = real_commit  # type: ignore[method-assign]
+    consumer.close()
+
+    # Second worker resumes from the committed offsets; the uncommitted batch is redelivered.
+    consumer2 = ConfluentBatchConsumer(kafka, kafka.topics.usage_priced, "sink")
+    sink2 = StoreSink(store, consumer2, dlq, batch_size=400, sleep=lambda s: None)
+    consumed = drain(sink2, expected_messages - 400)
+    assert consumed >= expected_messages - 400
+    consumer2.close()
+
+    assert totals(store) == (n, truth)
+
+    # Both garbage messages are in the dead-letter topic with a reason.
+    reader = Consumer({**kafka.client_config(), "group.id": "dlq-check", "auto.offset.reset": "earliest"})
+    reader.assign([TopicPartition(kafka.topics.dead_letter, 0, 0)])
+    letters = [orjson.loads(m.value() or b"") for m in reader.consume(10, 5.0) if not m.error()]
+    reader.close()
+    assert sorted(d["value"] for d in letters) == ['{"type": "other"}', "{not json"]
+    assert all(d["reason"].startswith("not a priced event:") for d in letters)

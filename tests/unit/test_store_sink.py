@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+from stream_jobs.store_sink import Backoff, Message, StoreSink
+from tests.factories import event_dict
+from tests.fakes import FakeConsumer, FlakyStore, ListDeadLetter
+from tokenledger.pricing import LayeredPriceTable, price
+from tokenledger.schema.fastdecode import decode_usage_event
+from tokenledger.schema.priced import encode_priced
+from tokenledger.store.records import USAGE_COLUMNS, usage_row
+
+TABLE = LayeredPriceTable.from_path()
+
+
+def priced(n: int) -> bytes:
+    doc = event_dict(request_id=f"r{n}")
+    doc["id"] = f"e{n}"
+    ev = decode_usage_event(json.dumps(doc).encode())
+    return encode_priced(ev, price(ev.data, ev.time, TABLE))
+
+
+def messages() -> list[Message]:
+    vals = [priced(0), priced(1), priced(1), b"garbage", priced(2)]
+    return [Message("usage-priced", i % 2, 10 + i, v) for i, v in enumerate(vals)]
+
+
+def test_rows_written_then_offsets_committed() -> None:
+    consumer, store, dlq = FakeConsumer(messages()), FlakyStore(), ListDeadLetter()
+    sink = StoreSink(store, consumer, dlq, batch_size=100, sleep=lambda s: None)
+    assert sink.run_once() == 5
+    ids = [r[USAGE_COLUMNS.index("event_id")] for r in store.rows]
+    assert ids == ["e0", "e1", "e2"]  # duplicate e1 collapsed, garbage dead-lettered
+    # gpt-4o: 1000 uncached x $2.50/M + 200 cached x $1.25/M + 300 out x $10/M = $0.00575
+    assert {r[USAGE_COLUMNS.index("cost_nanos")] for r in store.rows} == {5_750_000}
+    assert dlq.sent[0][1].startswith("not a priced event:")
+    assert consumer.committed == {("usage-priced", 0): 15, ("usage-priced", 1): 14}
+    assert sink.stats.rows == 3 and sink.stats.dead_lettered == 1
+
+
+def test_store_outage_pauses_retries_and_commits_only_after_ack() -> None:
+    consumer, store, dlq = FakeConsumer(messages()), FlakyStore(failures=4), ListDeadLetter()
+    sleeps: list[float] = []
+    sink = StoreSink(store, consumer, dlq, sleep=sleeps.append, backoff=Backoff(base_s=1, cap_s=4))
+    sink.run_once()
+    assert store.attempts == 5
+    assert len(sleeps) == 4 and all(0 <= s <= 4 for s in sleeps)
+    assert consumer.events == ["pause", "resume", "commit"]
+    assert consumer.keepalives == 4
+    assert len(store.rows) == 3
+
+
+def test_usage_row_matches_columns() -> None:
+    doc = event_dict()
+    ev = decode_usage_event(json.dumps(doc).encode())
+    assert ev.time == datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
+    row = usage_row(ev, price(ev.data, ev.time, TABLE))
+    assert len(row) == len(USAGE_COLUMNS)
+    assert dict(zip(USAGE_COLUMNS, row, strict=True))["department"] == "research"

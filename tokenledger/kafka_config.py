@@ -1,0 +1,75 @@
+"""Kafka connection settings from the environment: the embedded broker or any real cluster."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names (override with ``TOKENLEDGER_TOPIC_<NAME>``)."""
+
+    usage_raw: str = "usage-raw"
+    usage_priced: str = "usage-priced"
+    thresholds: str = "thresholds"
+    breakers: str = "breakers"
+    anomalies: str = "anomalies"
+    dead_letter: str = "dead-letter"
+
+    @classmethod
+    def from_env(cls) -> Topics:
+        """Topic names with environment overrides applied."""
+        return cls(
+            **{
+                name: os.environ.get(f"TOKENLEDGER_TOPIC_{name.upper()}", default)
+                for name, default in cls().__dict__.items()
+            }
+        )
+
+
+@dataclass(frozen=True)
+class KafkaSettings:
+    """librdkafka client settings.
+
+    ``assignment`` is ``static`` (assign every partition, commit offsets under the group id;
+    needs no group rebalancing, the default for the embedded broker) or ``group`` (subscribe
+    and let the cluster balance partitions across workers: use it on a real cluster).
+    """
+
+    bootstrap_servers: str = DEFAULT_BOOTSTRAP
+    security_protocol: str | None = None
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
+    assignment: str = "static"
+    topics: Topics = field(default_factory=Topics)
+
+    @classmethod
+    def from_env(cls) -> KafkaSettings:
+        """Read ``TOKENLEDGER_KAFKA_*`` variables."""
+        env = os.environ.get
+        return cls(
+            bootstrap_servers=env("TOKENLEDGER_KAFKA_BOOTSTRAP", DEFAULT_BOOTSTRAP),
+            security_protocol=env("TOKENLEDGER_KAFKA_SECURITY_PROTOCOL"),
+            sasl_mechanism=env("TOKENLEDGER_KAFKA_SASL_MECHANISM"),
+            sasl_username=env("TOKENLEDGER_KAFKA_SASL_USERNAME"),
+            sasl_password=env("TOKENLEDGER_KAFKA_SASL_PASSWORD"),
+            assignment=env("TOKENLEDGER_KAFKA_ASSIGNMENT", "static"),
+            topics=Topics.from_env(),
+        )
+
+    def client_config(self) -> dict[str, str | int | float | bool]:
+        """Common librdkafka config (bootstrap plus SASL/TLS where given)."""
+        conf: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap_servers}
+        if self.security_protocol:
+            conf["security.protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            conf["sasl.mechanism"] = self.sasl_mechanism
+        if self.sasl_username is not None:
+            conf["sasl.username"] = self.sasl_username
+        if self.sasl_password is not None:
+            conf["sasl.password"] = self.sasl_password
+        return conf

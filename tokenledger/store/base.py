@@ -1,0 +1,65 @@
+"""The store interface the sink and billing jobs use; SQL text is the same on every engine."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
+
+
+class StoreUnavailable(RuntimeError):
+    """The store could not be reached or refused the write; the caller should retry later."""
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    """Rows of a query with their column names."""
+
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+
+    def dicts(self) -> Iterator[dict[str, Any]]:
+        """Rows as dicts keyed by column name."""
+        for row in self.rows:
+            yield dict(zip(self.columns, row, strict=True))
+
+    def scalar(self) -> Any:
+        """The single value of a one-row, one-column result."""
+        return self.rows[0][0]
+
+
+class Store(Protocol):
+    """A ClickHouse database. Parameters use ClickHouse's ``{name:Type}`` binding."""
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement that returns nothing."""
+        ...
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> QueryResult:
+        """Run a SELECT and return typed rows (ints, str, date, aware datetime, list)."""
+        ...
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert rows in one block; raises :class:`StoreUnavailable` when not acknowledged."""
+        ...
+
+    def close(self) -> None:
+        """Release the connection."""
+        ...
+
+
+def load_query(name: str) -> str:
+    """Text of ``sql/queries/<name>.sql``."""
+    return (SQL_DIR / "queries" / f"{name}.sql").read_text()
+
+
+def split_statements(text: str) -> list[str]:
+    """Split a SQL file on statement-ending semicolons (our files keep ``;`` out of strings)."""
+    return [s.strip() for s in text.split(";\n") if s.strip() and not _only_comments(s)]
+
+
+def _only_comments(stmt: str) -> bool:
+    return all(not line.strip() or line.strip().startswith("--") for line in stmt.splitlines())

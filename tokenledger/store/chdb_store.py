@@ -1,0 +1,84 @@
+"""Embedded ClickHouse (chdb) with a persistent directory."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from chdb import session as chdb_session
+
+from tokenledger.store.base import QueryResult, StoreUnavailable
+
+
+class ChdbStore:
+    """A :class:`~tokenledger.store.base.Store` on chdb. One per process (chdb's own rule)."""
+
+    def __init__(self, path: Path, database: str = "tokenledger") -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._session = chdb_session.Session(str(path))
+        self.database = database
+        self._raw(f"CREATE DATABASE IF NOT EXISTS {database}")
+        self._raw(f"USE {database}")
+
+    def _raw(self, sql: str, fmt: str = "CSV", params: Mapping[str, Any] | None = None) -> Any:
+        with self._lock:
+            try:
+                return self._session.query(sql, fmt, params=dict(params) if params else None)
+            except Exception as exc:  # chdb raises bare RuntimeError for engine errors
+                raise StoreUnavailable(str(exc)) from exc
+
+    def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
+        """Run a statement."""
+        self._raw(sql, "CSV", params)
+
+    def query(self, sql: str, params: Mapping[str, Any] | None = None) -> QueryResult:
+        """Run a SELECT; values converted to Python types from the result's column types."""
+        res = self._raw(sql + "\nSETTINGS output_format_json_quote_64bit_integers = 0", "JSONCompact", params)
+        text = res.bytes() if hasattr(res, "bytes") else bytes(res)
+        if not text.strip():
+            return QueryResult((), [])
+        doc = orjson.loads(text)
+        meta = [(m["name"], m["type"]) for m in doc["meta"]]
+        rows = [tuple(_convert(t, v) for (_, t), v in zip(meta, row, strict=True)) for row in doc["data"]]
+        return QueryResult(tuple(name for name, _ in meta), rows)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert as one JSONEachRow block (identical retried blocks are de-duplicated)."""
+        if not rows:
+            return
+        body = b"\n".join(
+            orjson.dumps(dict(zip(columns, (_wire(v) for v in row), strict=True))) for row in rows
+        )
+        cols = ", ".join(columns)
+        self._raw(f"INSERT INTO {table} ({cols}) FORMAT JSONEachRow\n" + body.decode())
+
+    def close(self) -> None:
+        """Close the session."""
+        with self._lock:
+            self._session.close()
+
+
+def _wire(v: Any) -> Any:
+    if isinstance(v, datetime):
+        return v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(v, date):
+        return v.isoformat()
+    return v
+
+
+def _convert(ch_type: str, v: Any) -> Any:
+    if v is None:
+        return None
+    base = ch_type.removeprefix("LowCardinality(").removeprefix("Nullable(")
+    if base.startswith("Date32") or base == "Date":
+        return date.fromisoformat(v)
+    if base.startswith("DateTime"):
+        return datetime.fromisoformat(v).replace(tzinfo=UTC)
+    if base.startswith("Decimal"):
+        raise TypeError("Decimal columns lose precision in JSON: select toString(x) or Int64 nanos")
+    return v
