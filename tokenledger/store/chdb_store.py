@@ -28,7 +28,8 @@ class ChdbStore:
     def _raw(self, sql: str, fmt: str = "CSV", params: Mapping[str, Any] | None = None) -> Any:
         with self._lock:
             try:
-                return self._session.query(sql, fmt, params=dict(params) if params else None)
+                bound = {k: _param_text(v) for k, v in params.items()} if params else None
+                return self._session.query(sql, fmt, params=bound)
             except Exception as exc:  # chdb raises bare RuntimeError for engine errors
                 raise StoreUnavailable(str(exc)) from exc
 
@@ -61,6 +62,23 @@ class ChdbStore:
         """Close the session."""
         with self._lock:
             self._session.close()
+
+
+def _param_text(v: Any) -> Any:
+    """Query parameter in ClickHouse's text form (chdb passes ``str(value)`` through)."""
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_quote(x) for x in v) + "]"
+    if isinstance(v, datetime):
+        return v.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    if isinstance(v, date):
+        return v.isoformat()
+    return v
+
+
+def _quote(x: Any) -> str:
+    if isinstance(x, str):
+        return "'" + x.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    return str(x)
 
 
 def _wire(v: Any) -> Any:

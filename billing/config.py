@@ -1,0 +1,75 @@
+"""Billing configuration (YAML, validated)."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+DEFAULT_BILLING_CONFIG = Path(__file__).resolve().parents[1] / "tokenledger" / "data" / "billing.yaml"
+_FORBID = ConfigDict(extra="forbid", frozen=True)
+
+
+class CacheAdvice(BaseModel):
+    """When a low cache-hit ratio is worth a suggestion."""
+
+    model_config = _FORBID
+    min_avg_input_tokens: int = 1024
+    low_ratio: Decimal = Decimal("0.20")
+    target_ratio: Decimal = Decimal("0.50")
+
+
+class AdviceConfig(BaseModel):
+    """Optimisation advice thresholds."""
+
+    model_config = _FORBID
+    short_output_tokens: int = 200
+    min_requests: int = 20
+    cache: CacheAdvice = Field(default_factory=CacheAdvice)
+    offline_features: tuple[str, ...] = ()
+    cheaper_model: dict[str, str] = Field(default_factory=dict)
+
+    def cheaper_for(self, model: str) -> tuple[str, str] | None:
+        """``(provider, model)`` suggested instead of ``model`` (longest matching prefix)."""
+        best = max((p for p in self.cheaper_model if model.startswith(p)), key=len, default=None)
+        if best is None:
+            return None
+        provider, _, target = self.cheaper_model[best].partition("/")
+        return provider, target
+
+
+class Access(BaseModel):
+    """One bearer token (sha256 digest) bound to one tenant."""
+
+    model_config = _FORBID
+    tenant: str
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class BillingConfig(BaseModel):
+    """The billing YAML."""
+
+    model_config = _FORBID
+    timezone: str = "UTC"
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    advice: AdviceConfig = Field(default_factory=AdviceConfig)
+    access: tuple[Access, ...] = ()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        ZoneInfo(v)
+        return v
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The billing timezone."""
+        return ZoneInfo(self.timezone)
+
+    @classmethod
+    def load(cls, path: Path = DEFAULT_BILLING_CONFIG) -> BillingConfig:
+        """Read and validate a YAML file."""
+        return cls.model_validate(yaml.safe_load(path.read_text()))

@@ -1,0 +1,418 @@
+"""Bill documents finance downloads: JSON (complete), CSV (spreadsheet blocks), PDF (designed)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import orjson
+from fpdf import FPDF
+from fpdf.fonts import FontFace
+
+from billing.model import Bill
+from tokenledger.money import format_money, nanos_to_units
+
+_FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+_INK = (33, 37, 41)
+_ACCENT = (13, 71, 161)
+_MUTED = (108, 117, 125)
+_BAND = (232, 240, 254)
+
+
+def _plain(value: Any, currency: str) -> Any:
+    """JSON-ready value; every ``*_nanos`` int gains an exact decimal sibling in its unit."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            out[f.name] = _plain(v, currency)
+            if isinstance(v, int) and f.name.endswith("_nanos_local"):
+                out[f.name.removesuffix("_nanos_local") + f"_{currency.lower()}"] = str(nanos_to_units(v))
+            elif isinstance(v, int) and f.name.endswith("_nanos"):
+                out[f.name.removesuffix("_nanos") + "_usd"] = str(nanos_to_units(v))
+        return out
+    if isinstance(value, tuple | list):
+        return [_plain(v, currency) for v in value]
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    return value
+
+
+def bill_to_dict(bill: Bill) -> dict[str, Any]:
+    """The whole bill as plain data (ints for nanos, strings for decimals and dates)."""
+    doc: dict[str, Any] = _plain(bill, bill.currency)
+    doc["units"] = {
+        "*_nanos": "integer nano-USD (1 USD = 1e9)",
+        "*_nanos_local": f"integer nano-{bill.currency}",
+        "*_usd": "exact decimal USD",
+        f"*_{bill.currency.lower()}": f"exact decimal {bill.currency}",
+    }
+    doc["saving_nanos"] = bill.saving_nanos
+    return doc
+
+
+def render_json(bill: Bill) -> bytes:
+    """JSON document."""
+    return orjson.dumps(bill_to_dict(bill), option=orjson.OPT_INDENT_2)
+
+
+def render_csv(bill: Bill) -> bytes:
+    """CSV with one block per section (blank line between), amounts as exact decimals."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    s, cur = bill.summary, bill.currency
+    w.writerow(["section", "bill"])
+    for k, v in [
+        ("tenant", bill.scope.tenant),
+        ("scope", f"{bill.scope.dimension}={bill.scope.value}"),
+        ("period", bill.period),
+        ("timezone", bill.timezone),
+        ("rating", bill.rating),
+        ("generated_at", bill.generated_at.isoformat()),
+    ]:
+        w.writerow([k, v])
+    w.writerow([])
+    w.writerow(["section", "summary"])
+    summary_rows: list[tuple[str, object]] = [
+        ("requests", s.requests),
+        ("input_tokens", s.input_tokens),
+        ("output_tokens", s.output_tokens),
+        ("cached_read_tokens", s.cached_read_tokens),
+        ("cache_write_tokens", s.cache_write_tokens),
+        ("reasoning_tokens", s.reasoning_tokens),
+        ("cached_ratio", s.cached_ratio),
+        ("total_usd", nanos_to_units(s.cost_nanos)),
+        (f"total_{cur.lower()}", nanos_to_units(s.cost_nanos_local)),
+        ("avg_cost_per_request_usd", nanos_to_units(s.avg_cost_nanos_per_request)),
+        ("unknown_model_requests", s.unknown_model_requests),
+    ]
+    for k, v in summary_rows:
+        w.writerow([k, v])
+    w.writerow([])
+    w.writerow(["section", "by_model"])
+    w.writerow(
+        [
+            "provider",
+            "model",
+            "requests",
+            "input_tokens",
+            "output_tokens",
+            "cached_read_tokens",
+            "cost_usd",
+            "share",
+        ]
+    )
+    for m in bill.by_model:
+        w.writerow(
+            [
+                m.provider,
+                m.model,
+                m.requests,
+                m.input_tokens,
+                m.output_tokens,
+                m.cached_read_tokens,
+                nanos_to_units(m.cost_nanos),
+                m.share,
+            ]
+        )
+    w.writerow([])
+    w.writerow(["section", "by_feature"])
+    w.writerow(["feature", "requests", "input_tokens", "output_tokens", "cost_usd", "share"])
+    for f in bill.by_feature:
+        w.writerow(
+            [f.feature, f.requests, f.input_tokens, f.output_tokens, nanos_to_units(f.cost_nanos), f.share]
+        )
+    w.writerow([])
+    w.writerow(["section", "daily"])
+    w.writerow(["day", "requests", "tokens", "cost_usd", f"cost_{cur.lower()}", "fx_rate"])
+    for d in bill.daily:
+        w.writerow(
+            [
+                d.day.isoformat(),
+                d.requests,
+                d.tokens,
+                nanos_to_units(d.cost_nanos),
+                nanos_to_units(d.cost_nanos_local),
+                d.fx_rate,
+            ]
+        )
+    w.writerow([])
+    w.writerow(["section", "top_requests"])
+    w.writerow(
+        [
+            "time",
+            "source",
+            "event_id",
+            "user",
+            "model",
+            "feature",
+            "input_tokens",
+            "output_tokens",
+            "cost_usd",
+        ]
+    )
+    for t in bill.top_requests:
+        w.writerow(
+            [
+                t.event_time.isoformat(),
+                t.source,
+                t.event_id,
+                t.user_id,
+                t.model,
+                t.feature,
+                t.input_tokens,
+                t.output_tokens,
+                nanos_to_units(t.cost_nanos),
+            ]
+        )
+    w.writerow([])
+    w.writerow(["section", "suggestions"])
+    w.writerow(["kind", "title", "affected_requests", "saving_usd", "detail"])
+    for g in bill.suggestions:
+        w.writerow([g.kind, g.title, g.affected_requests, nanos_to_units(g.saving_nanos), g.detail])
+    return buf.getvalue().encode()
+
+
+class _BillPdf(FPDF):
+    def __init__(self, bill: Bill) -> None:
+        super().__init__(orientation="P", unit="mm", format="A4")
+        self.bill = bill
+        if (_FONT_DIR / "DejaVuSans.ttf").exists():
+            self.add_font("Body", "", str(_FONT_DIR / "DejaVuSans.ttf"))
+            self.add_font("Body", "B", str(_FONT_DIR / "DejaVuSans-Bold.ttf"))
+            self.body_font = "Body"
+            self.unicode = True
+        else:  # core font: latin-1 only
+            self.body_font = "Helvetica"
+            self.unicode = False
+        self.set_auto_page_break(auto=True, margin=18)
+        self.set_margins(15, 15, 15)
+
+    def bill_tz(self) -> ZoneInfo:
+        return ZoneInfo(self.bill.timezone)
+
+    def txt(self, text: str) -> str:
+        return text if self.unicode else text.encode("latin-1", "replace").decode("latin-1")
+
+    def header(self) -> None:
+        self.set_fill_color(*_ACCENT)
+        self.rect(0, 0, 210, 6, style="F")
+        self.set_y(10)
+
+    def footer(self) -> None:
+        self.set_y(-12)
+        self.set_font(self.body_font, "", 7)
+        self.set_text_color(*_MUTED)
+        b = self.bill
+        self.cell(
+            0,
+            5,
+            self.txt(
+                f"tokenledger · {b.scope.tenant} · {b.scope.dimension}={b.scope.value} · {b.period} · "
+                f"amounts exact to the nano-dollar, rounded for display · page {self.page_no()}/{{nb}}"
+            ),
+            align="C",
+        )
+
+    def heading(self, text: str) -> None:
+        self.ln(3)
+        self.set_font(self.body_font, "B", 11)
+        self.set_text_color(*_ACCENT)
+        self.cell(0, 7, self.txt(text), new_x="LMARGIN", new_y="NEXT")
+        self.set_draw_color(*_ACCENT)
+        self.line(self.l_margin, self.get_y(), 210 - self.r_margin, self.get_y())
+        self.ln(2)
+        self.set_text_color(*_INK)
+
+    def table_rows(
+        self, header: list[str], rows: list[list[str]], widths: tuple[int, ...], right_from: int
+    ) -> None:
+        self.set_font(self.body_font, "", 8)
+        self.set_fill_color(*_BAND)  # the chart leaves its bar colour as the current fill
+        self.set_text_color(*_INK)
+        aligns = tuple("LEFT" if i < right_from else "RIGHT" for i in range(len(header)))
+        with self.table(
+            col_widths=widths,
+            text_align=aligns,
+            headings_style=FontFace(emphasis="BOLD", color=(255, 255, 255), fill_color=_ACCENT),
+            cell_fill_color=_BAND,
+            cell_fill_mode="ROWS",
+            line_height=5,
+            borders_layout="NONE",
+        ) as table:
+            table.row([self.txt(h) for h in header])
+            for r in rows:
+                table.row([self.txt(c) for c in r])
+
+
+def _usd(nanos: int) -> str:
+    return format_money(nanos, "USD")
+
+
+def render_pdf(bill: Bill) -> bytes:
+    """A4 PDF: summary cards, spend by model and feature, daily trend chart, top requests, advice."""
+    pdf = _BillPdf(bill)
+    pdf.alias_nb_pages()
+    pdf.add_page()
+    s, cur = bill.summary, bill.currency
+    pdf.set_font(pdf.body_font, "B", 18)
+    pdf.set_text_color(*_INK)
+    pdf.cell(0, 10, pdf.txt(f"LLM usage bill — {bill.period}"), new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font(pdf.body_font, "", 9)
+    pdf.set_text_color(*_MUTED)
+    pdf.multi_cell(
+        0,
+        5,
+        pdf.txt(
+            f"Tenant {bill.scope.tenant} · {bill.scope.dimension}: {bill.scope.value} · "
+            f"{bill.period_start.astimezone(pdf.bill_tz()).date()} to "
+            f"{(bill.period_end.astimezone(pdf.bill_tz())).date()} (exclusive), {bill.timezone} · "
+            f"rating: {bill.rating} · generated {bill.generated_at:%Y-%m-%d %H:%M} UTC"
+        ),
+    )
+    pdf.ln(3)
+    cards = [
+        ("Total (USD)", _usd(s.cost_nanos)),
+        (f"Total ({cur})", format_money(s.cost_nanos_local, cur)),
+        ("Requests", f"{s.requests:,}"),
+        ("Avg per request", format_money(s.avg_cost_nanos_per_request, "USD", 6)),
+        ("Cached input", f"{s.cached_ratio:.1%}"),
+    ]
+    x0, y0, w = pdf.l_margin, pdf.get_y(), (210 - 30 - 4 * 3) / 5
+    for i, (label, value) in enumerate(cards):
+        x = x0 + i * (w + 3)
+        pdf.set_fill_color(*_BAND)
+        pdf.rect(x, y0, w, 18, style="F")
+        pdf.set_xy(x + 2, y0 + 2)
+        pdf.set_font(pdf.body_font, "", 7)
+        pdf.set_text_color(*_MUTED)
+        pdf.cell(w - 4, 4, pdf.txt(label))
+        pdf.set_xy(x + 2, y0 + 8)
+        pdf.set_font(pdf.body_font, "B", 10)
+        pdf.set_text_color(*_INK)
+        pdf.cell(w - 4, 6, pdf.txt(value))
+    pdf.set_y(y0 + 22)
+    pdf.set_font(pdf.body_font, "", 8)
+    pdf.set_text_color(*_MUTED)
+    pdf.multi_cell(
+        0,
+        4,
+        pdf.txt(
+            f"Tokens: {s.input_tokens:,} input ({s.cached_read_tokens:,} cached read, "
+            f"{s.cache_write_tokens:,} cache write), {s.output_tokens:,} output "
+            f"({s.reasoning_tokens:,} reasoning). {cur} amounts convert each day at that day's rate. "
+            f"Priced with {s.price_versions} price version(s)"
+            + (
+                f"; {s.unknown_model_requests} request(s) on unknown models at the fallback rate."
+                if s.unknown_model_requests
+                else "."
+            )
+        ),
+    )
+    pdf.heading("Spend by model")
+    pdf.table_rows(
+        ["Provider", "Model", "Requests", "Input tok", "Output tok", "Cost (USD)", "Share"],
+        [
+            [
+                m.provider,
+                m.model,
+                f"{m.requests:,}",
+                f"{m.input_tokens:,}",
+                f"{m.output_tokens:,}",
+                _usd(m.cost_nanos),
+                f"{m.share:.1%}",
+            ]
+            for m in bill.by_model
+        ],
+        (22, 48, 18, 24, 24, 26, 18),
+        2,
+    )
+    pdf.heading("Spend by feature")
+    pdf.table_rows(
+        ["Feature", "Requests", "Input tok", "Output tok", "Cost (USD)", "Share"],
+        [
+            [
+                f.feature,
+                f"{f.requests:,}",
+                f"{f.input_tokens:,}",
+                f"{f.output_tokens:,}",
+                _usd(f.cost_nanos),
+                f"{f.share:.1%}",
+            ]
+            for f in bill.by_feature
+        ],
+        (60, 22, 26, 26, 28, 18),
+        1,
+    )
+    _daily_chart(pdf, bill)
+    pdf.heading("Top 10 most expensive requests")
+    pdf.table_rows(
+        ["Time (UTC)", "Request", "User", "Model", "Feature", "In", "Out", "Cost (USD)"],
+        [
+            [
+                f"{t.event_time:%m-%d %H:%M}",
+                t.request_id[:18],
+                t.user_id[:12],
+                t.model[:22],
+                t.feature[:14],
+                f"{t.input_tokens:,}",
+                f"{t.output_tokens:,}",
+                format_money(t.cost_nanos, "USD", 4),
+            ]
+            for t in bill.top_requests
+        ],
+        (20, 30, 18, 34, 22, 18, 14, 24),
+        5,
+    )
+    pdf.heading(f"Optimisation suggestions — est. saving {_usd(bill.saving_nanos)} / month")
+    if not bill.suggestions:
+        pdf.set_font(pdf.body_font, "", 9)
+        pdf.cell(
+            0, 6, pdf.txt("No suggestion: spend patterns look efficient."), new_x="LMARGIN", new_y="NEXT"
+        )
+    for g in bill.suggestions:
+        pdf.set_font(pdf.body_font, "B", 9)
+        pdf.set_text_color(*_INK)
+        pdf.multi_cell(
+            0, 5, pdf.txt(f"{g.title} — saves ~{_usd(g.saving_nanos)}"), new_x="LMARGIN", new_y="NEXT"
+        )
+        pdf.set_font(pdf.body_font, "", 8)
+        pdf.set_text_color(*_MUTED)
+        pdf.multi_cell(0, 4, pdf.txt(g.detail), new_x="LMARGIN", new_y="NEXT")
+        pdf.ln(1)
+    return bytes(pdf.output())
+
+
+def _daily_chart(pdf: _BillPdf, bill: Bill) -> None:
+    pdf.heading("Daily trend (USD)")
+    if not bill.daily:
+        return
+    if pdf.get_y() > 297 - 18 - 50:
+        pdf.add_page()
+    x0, y0, width, height = pdf.l_margin + 14, pdf.get_y() + 2, 210 - 30 - 14, 36
+    peak = max(d.cost_nanos for d in bill.daily) or 1
+    n = len(bill.daily)
+    bar = width / n
+    pdf.set_font(pdf.body_font, "", 6)
+    pdf.set_text_color(*_MUTED)
+    pdf.set_xy(pdf.l_margin, y0 - 1)
+    pdf.cell(12, 3, pdf.txt(f"max {format_money(peak, 'USD')}"))
+    pdf.set_fill_color(*_ACCENT)
+    for i, d in enumerate(bill.daily):
+        h = height * d.cost_nanos / peak
+        pdf.rect(x0 + i * bar + 0.3, y0 + height - h, max(bar - 0.6, 0.2), h, style="F")
+        if n <= 31 and (i % max(1, n // 10) == 0):
+            pdf.set_xy(x0 + i * bar - 2, y0 + height + 0.5)
+            pdf.cell(bar + 4, 3, pdf.txt(f"{d.day:%d}"), align="C")
+    pdf.set_draw_color(*_MUTED)
+    pdf.line(x0, y0 + height, x0 + width, y0 + height)
+    pdf.set_fill_color(*_BAND)
+    pdf.set_y(y0 + height + 5)

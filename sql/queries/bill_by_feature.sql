@@ -1,0 +1,13 @@
+SELECT
+    feature,
+    count() AS requests,
+    sum(input_tokens) AS input_tokens,
+    sum(output_tokens) AS output_tokens,
+    sum(cost_nanos) AS cost_nanos
+FROM __SOURCE__
+WHERE tenant = {tenant:String}
+  AND {dim:Identifier} = {value:String}
+  AND event_time >= {start:DateTime64(6, 'UTC')}
+  AND event_time < {end:DateTime64(6, 'UTC')}
+GROUP BY feature
+ORDER BY cost_nanos DESC, feature

@@ -1,0 +1,13 @@
+-- Daily trend; days are calendar days in the billing timezone.
+SELECT
+    toDate(event_time, {tz:String}) AS day,
+    count() AS requests,
+    sum(input_tokens + output_tokens) AS tokens,
+    sum(cost_nanos) AS cost_nanos
+FROM __SOURCE__
+WHERE tenant = {tenant:String}
+  AND {dim:Identifier} = {value:String}
+  AND event_time >= {start:DateTime64(6, 'UTC')}
+  AND event_time < {end:DateTime64(6, 'UTC')}
+GROUP BY day
+ORDER BY day
