@@ -94,8 +94,8 @@ def render_csv(bill: Bill) -> bytes:
         ("avg_cost_per_request_usd", nanos_to_units(s.avg_cost_nanos_per_request)),
         ("unknown_model_requests", s.unknown_model_requests),
     ]
-    for k, v in summary_rows:
-        w.writerow([k, v])
+    for key, value in summary_rows:
+        w.writerow([key, value])
     w.writerow([])
     w.writerow(["section", "by_model"])
     w.writerow(
