@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
@@ -21,15 +22,29 @@ _SOURCES = {
 }
 
 
-def scoped_query(store: Store, name: str, rating: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def scoped_query(
+    store: Store,
+    name: str,
+    rating: str,
+    params: dict[str, Any],
+    scope: Mapping[str, str] | None = None,
+) -> list[dict[str, Any]]:
     """Run ``sql/queries/<name>.sql`` against the as-billed rows or a re-rating run's rows.
 
     ``rating`` is ``as-billed`` or ``rerated:<run id>``; the source is one of two fixed
-    subqueries, never user text.
+    subqueries, never user text. ``scope`` fills ``__SCOPE__`` with bound conditions on
+    allowlisted dimensions (``1`` when empty).
     """
     kind, _, run = rating.partition(":")
     sql = load_query(name).replace("__SOURCE__", _SOURCES[kind])
-    bound = {**params, "rating_run": run} if kind == "rerated" else params
+    bound = {**params, "rating_run": run} if kind == "rerated" else dict(params)
+    conditions = []
+    for i, (dim, value) in enumerate(sorted((scope or {}).items())):
+        if dim not in DIMENSIONS:
+            raise ValueError(f"unknown scope dimension {dim!r}")
+        conditions.append(f"{{d{i}:Identifier}} = {{v{i}:String}}")
+        bound[f"d{i}"], bound[f"v{i}"] = dim, value
+    sql = sql.replace("__SCOPE__", " AND ".join(conditions) or "1")
     return list(store.query(sql, bound).dicts())
 
 
