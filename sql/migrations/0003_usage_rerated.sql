@@ -5,6 +5,7 @@ CREATE TABLE IF NOT EXISTS usage_rerated
     rating_run          String,
     source              String,
     event_id            String,
+    request_id          String,
     event_time          DateTime64(6, 'UTC'),
     tenant              LowCardinality(String),
     user_id             String,
