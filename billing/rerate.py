@@ -77,7 +77,7 @@ def reprice_row(row: dict[str, Any], table: PriceTable) -> Cost:
 
 
 def rerate_period(
-    store: Store, tenant: str, period: Period, table: PriceTable, run_id: str, batch_size: int = 50_000
+    store: Store, tenant: str, period: Period, table: PriceTable, run_id: str, *, batch_size: int = 50_000
 ) -> RerateReport:
     """Re-price every stored request of ``tenant`` in ``period`` into rating run ``run_id``.
 
@@ -98,7 +98,9 @@ def rerate_period(
             report.new_total_nanos += cost.total_nanos
             if cost.total_nanos != old or cost.price_version != row["price_version"]:
                 report.changed_rows += 1
-                report.by_version_change[(str(row["price_version"]), cost.price_version)] += cost.total_nanos - old
+                report.by_version_change[(str(row["price_version"]), cost.price_version)] += (
+                    cost.total_nanos - old
+                )
             new = {
                 **row,
                 "input_nanos": cost.input_nanos,

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import yaml
+
 from billing.bill import build_bill
 from billing.context import BillingContext
 from billing.model import Scope
@@ -15,8 +17,6 @@ from tokenledger.pricing.overrides import OverrideFile
 from tokenledger.pricing.table import DEFAULT_OVERRIDES
 from tokenledger.store.chdb_store import ChdbStore
 from tokenledger.store.ingest import ingest_raw
-
-import yaml
 
 NOW = datetime(2026, 11, 2, tzinfo=UTC)
 
@@ -58,5 +58,7 @@ def test_rerate_applies_override_from_valid_from(store: ChdbStore) -> None:
 
     again = rerate_period(store, "acme", period, new_prices(), "2026-10-r1")  # idempotent re-run
     assert again.new_total_nanos == report.new_total_nanos
-    assert build_bill(store, scope, period, ctx, rating="rerated:2026-10-r1").summary.cost_nanos == 987_972_500
+    assert (
+        build_bill(store, scope, period, ctx, rating="rerated:2026-10-r1").summary.cost_nanos == 987_972_500
+    )
     assert isinstance(FxTable.from_path(), FxTable)

@@ -1,0 +1,5 @@
+"""``python -m billing``."""
+
+from billing.cli import main
+
+raise SystemExit(main())

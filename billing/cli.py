@@ -1,0 +1,119 @@
+"""``python -m billing``: run any billing job on demand, serve downloads, or run the scheduler."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from billing.bill import AS_BILLED, DIMENSIONS, build_bill
+from billing.context import BillingContext
+from billing.http_api import BillingServer
+from billing.jobs import (
+    allocation_csv,
+    allocation_for_month,
+    generate_monthly_bills,
+    run_forecasts,
+    write_bill,
+)
+from billing.model import Scope
+from billing.periods import month_period
+from billing.rerate import rerate_period
+from billing.scheduler import run_blocking
+from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
+from tokenledger.money import format_money
+from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
+from tokenledger.pricing.table import DEFAULT_OVERRIDES
+from tokenledger.store import open_store
+from tokenledger.store.migrations import migrate
+
+
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one flat command table
+    """Entry point."""
+    p = argparse.ArgumentParser(prog="billing", description=__doc__)
+    p.add_argument(
+        "--store", help="chdb:///dir or clickhouse://user:pass@host:8123/db (env TOKENLEDGER_CLICKHOUSE_URL)"
+    )
+    p.add_argument("--budgets", type=Path, default=DEFAULT_BUDGETS)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("migrate", help="apply pending sql/migrations")
+    b = sub.add_parser("bills", help="bills per department and project for a month")
+    b.add_argument("--month", required=True)
+    b.add_argument("--tenant")
+    b.add_argument("--out", type=Path, default=Path("out/bills"))
+    one = sub.add_parser("bill", help="one bill")
+    one.add_argument("--tenant", required=True)
+    one.add_argument("--month", required=True)
+    one.add_argument("--dimension", choices=DIMENSIONS, default="department")
+    one.add_argument("--value", required=True)
+    one.add_argument("--rating", default=AS_BILLED)
+    one.add_argument("--out", type=Path, default=Path("out/bills"))
+    f = sub.add_parser("forecast", help="month-end forecast of every monthly budget")
+    f.add_argument("--out", type=Path, default=Path("out"))
+    a = sub.add_parser("allocate", help="split a month's traced spend")
+    a.add_argument("--tenant", required=True)
+    a.add_argument("--month", required=True)
+    a.add_argument("--method", choices=["direct", "proportional", "weighted", "hybrid"], default="hybrid")
+    a.add_argument("--party", choices=["project", "department", "source"], default="project")
+    r = sub.add_parser("rerate", help="re-price a month at the prices in force at each event's time")
+    r.add_argument("--tenant", required=True)
+    r.add_argument("--month", required=True)
+    r.add_argument("--run", required=True, help="rating run id")
+    r.add_argument("--overrides", type=Path, default=DEFAULT_OVERRIDES)
+    s = sub.add_parser("serve", help="HTTP downloads with per-tenant access control")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=8088)
+    sc = sub.add_parser("schedule", help="run the apscheduler jobs in the foreground")
+    sc.add_argument("--out", type=Path, default=Path("out"))
+    args = p.parse_args(argv)
+
+    store = open_store(args.store)
+    migrate(store)
+    ctx = BillingContext.default()
+    budgets = BudgetFile.load(args.budgets)
+    try:
+        if args.cmd == "migrate":
+            print("migrations applied")
+        elif args.cmd == "bills":
+            for w in generate_monthly_bills(store, ctx, args.month, args.out, args.tenant):
+                print(
+                    f"{w.bill.scope.tenant} {w.bill.scope.dimension}={w.bill.scope.value}: "
+                    f"{format_money(w.bill.summary.cost_nanos, 'USD')} -> {w.paths[0].parent}"
+                )
+        elif args.cmd == "bill":
+            scope = Scope(args.tenant, args.dimension, args.value)
+            bill = build_bill(store, scope, month_period(args.month, ctx.config.tz), ctx, args.rating)
+            for path in write_bill(bill, args.out).paths:
+                print(path)
+        elif args.cmd == "forecast":
+            for fc in run_forecasts(store, budgets, ctx, args.out):
+                fo = fc.forecast
+                low, high = format_money(fo.low_nanos, "USD"), format_money(fo.high_nanos, "USD")
+                print(
+                    f"{fc.budget_id}: projected {format_money(fo.projected_nanos, 'USD')} [{low} .. {high}]"
+                    f" exhausted on {fo.exhausted_on or '-'}"
+                )
+        elif args.cmd == "allocate":
+            amount, split = allocation_for_month(
+                store, ctx, args.tenant, args.month, method=args.method, party=args.party
+            )
+            sys.stdout.write(allocation_csv(amount, split, args.method, args.party).decode())
+        elif args.cmd == "rerate":
+            table = CachedPriceTable(LayeredPriceTable.from_path(args.overrides))
+            rep = rerate_period(store, args.tenant, month_period(args.month, ctx.config.tz), table, args.run)
+            old, new = (
+                format_money(rep.old_total_nanos, "USD", 9),
+                format_money(rep.new_total_nanos, "USD", 9),
+            )
+            print(f"run {rep.run_id}: {rep.rows} rows, {rep.changed_rows} changed, {old} -> {new}")
+            print(f"bill it with: python -m billing bill ... --rating rerated:{rep.run_id}")
+        elif args.cmd == "serve":
+            BillingServer(store, ctx, budgets, args.host, args.port).serve_forever(
+                lambda u: print(f"serving on {u}")
+            )
+        elif args.cmd == "schedule":
+            run_blocking(store, budgets, ctx, args.out)
+    finally:
+        store.close()
+    return 0

@@ -1,0 +1,124 @@
+"""The scheduled (and on-demand) billing jobs: monthly bills, forecasts, allocations."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+
+from billing.allocation import Method, Span, allocate
+from billing.bill import AS_BILLED, build_bill, scoped_query
+from billing.context import BillingContext
+from billing.forecast_job import BudgetForecast, forecast_budgets
+from billing.model import Bill, Scope
+from billing.periods import Period, month_period
+from billing.render import _plain, render_csv, render_json, render_pdf
+from tokenledger.budgets import BudgetFile
+from tokenledger.money import nanos_to_units
+from tokenledger.store.base import Store, load_query
+
+BILL_DIMENSIONS = ("department", "project")
+
+
+@dataclass(frozen=True)
+class WrittenBill:
+    """A bill and the files written for it."""
+
+    bill: Bill
+    paths: tuple[Path, ...]
+
+
+def bill_scopes(store: Store, period: Period, dimension: str, tenant: str | None = None) -> list[Scope]:
+    """Every (tenant, value) of ``dimension`` with spend in the period."""
+    rows = store.query(
+        load_query("scopes"), {"dim": dimension, "start": period.start, "end": period.end}
+    ).rows
+    return [Scope(str(t), dimension, str(v)) for t, v in rows if tenant is None or t == tenant]
+
+
+def write_bill(bill: Bill, out_dir: Path) -> WrittenBill:
+    """Write JSON, CSV and PDF under ``out_dir/<tenant>/<month>/``."""
+    folder = out_dir / bill.scope.tenant / bill.period
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = f"bill-{bill.scope.dimension}-{_safe(bill.scope.value)}"
+    if bill.rating != AS_BILLED:
+        stem += "-" + _safe(bill.rating)
+    paths = []
+    for ext, render in (("json", render_json), ("csv", render_csv), ("pdf", render_pdf)):
+        path = folder / f"{stem}.{ext}"
+        path.write_bytes(render(bill))
+        paths.append(path)
+    return WrittenBill(bill, tuple(paths))
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:80]
+
+
+def generate_monthly_bills(
+    store: Store, ctx: BillingContext, month: str, out_dir: Path, tenant: str | None = None
+) -> list[WrittenBill]:
+    """Bills per department and per project for ``month`` (the scheduled job's body)."""
+    period = month_period(month, ctx.config.tz)
+    written = []
+    for dimension in BILL_DIMENSIONS:
+        for scope in bill_scopes(store, period, dimension, tenant):
+            written.append(write_bill(build_bill(store, scope, period, ctx), out_dir))
+    return written
+
+
+def run_forecasts(
+    store: Store, budgets: BudgetFile, ctx: BillingContext, out_dir: Path
+) -> list[BudgetForecast]:
+    """Forecast every monthly budget and write ``forecasts.json``."""
+    results = forecast_budgets(store, budgets, ctx)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "generated_at": ctx.clock().isoformat(),
+        "units": "nano-USD",
+        "forecasts": [_plain(r, "USD") for r in results],
+    }
+    (out_dir / "forecasts.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+    return results
+
+
+def allocation_for_month(
+    store: Store, ctx: BillingContext, tenant: str, month: str, *, method: Method, party: str = "project"
+) -> tuple[int, dict[str, int]]:
+    """Split the month's traced spend of ``tenant`` across ``party`` values.
+
+    Returns:
+        ``(amount_nanos, {party value: nanos})``; the values sum exactly to the amount.
+    """
+    if party not in ("project", "department", "source"):
+        raise ValueError("party must be project, department or source")
+    period = month_period(month, ctx.config.tz)
+    rows = scoped_query(
+        store, "trace_spans", AS_BILLED, {"tenant": tenant, "start": period.start, "end": period.end}
+    )
+    spans = [
+        Span(
+            str(r["trace_id"]),
+            str(r["span_id"]),
+            str(r["parent_span_id"]),
+            str(r[party]) or "(none)",
+            int(r["cost_nanos"]),
+        )
+        for r in rows
+    ]
+    amount = sum(s.cost_nanos for s in spans)
+    return amount, allocate(amount, spans, method) if spans else {}
+
+
+def allocation_csv(amount: int, split: dict[str, int], method: str, party: str) -> bytes:
+    """CSV of a split, with exact USD and the check total."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([party, "method", "cost_nanos_usd", "cost_usd"])
+    for name, nanos in split.items():
+        w.writerow([name, method, nanos, nanos_to_units(nanos)])
+    w.writerow(["TOTAL", method, sum(split.values()), nanos_to_units(amount)])
+    return buf.getvalue().encode()

@@ -1,0 +1,77 @@
+"""HTTP downloads with per-tenant access control, against chdb on loopback."""
+
+from __future__ import annotations
+
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import orjson
+import pytest
+
+from billing.context import BillingContext
+from billing.http_api import BillingServer
+from tests.billing_fixture import EVENTS
+from tokenledger.budgets import BudgetFile
+from tokenledger.pricing import LayeredPriceTable
+from tokenledger.store.chdb_store import ChdbStore
+from tokenledger.store.ingest import ingest_raw
+
+
+@pytest.fixture
+def server(store: ChdbStore) -> Iterator[str]:
+    ingest_raw(store, EVENTS, LayeredPriceTable.from_path())
+    ctx = BillingContext.default(clock=lambda: datetime(2026, 10, 21, 1, tzinfo=UTC))
+    srv = BillingServer(store, ctx, BudgetFile.load()).start()
+    yield srv.url
+    srv.stop()
+
+
+def get(url: str, token: str | None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def test_bill_downloads_in_three_formats(server: str) -> None:
+    base = f"{server}/v1/tenants/acme/bills/2026-10/department/research"
+    status, headers, body = get(base + ".json", "demo-acme-token")
+    assert status == 200 and headers["Content-Type"] == "application/json"
+    assert orjson.loads(body)["summary"]["cost_nanos"] == 1_337_972_500
+    status, headers, body = get(base + ".csv", "demo-acme-token")
+    assert status == 200 and b"total_usd,1.337972500" in body
+    status, headers, body = get(base + ".pdf", "demo-acme-token")
+    assert status == 200 and body.startswith(b"%PDF-")
+    assert (
+        headers["Content-Disposition"] == 'attachment; filename="bill-acme-2026-10-department-research.pdf"'
+    )
+
+
+def test_access_control(server: str) -> None:
+    url = f"{server}/v1/tenants/acme/bills/2026-10/department/research.json"
+    assert get(url, None)[0] == 401
+    assert get(url, "wrong-token")[0] == 401
+    status, _, body = get(url, "demo-globex-token")  # a valid token of another tenant
+    assert status == 403 and orjson.loads(body)["error"]["code"] == 403
+    assert get(f"{server}/v1/tenants/acme/bills/2026-13/department/x.json", "demo-acme-token")[0] == 404
+    assert get(f"{server}/v1/tenants/acme/bills/2026-10/secret_col/x.json", "demo-acme-token")[0] == 400
+
+
+def test_allocation_and_forecast_endpoints(server: str) -> None:
+    status, _, body = get(
+        f"{server}/v1/tenants/acme/allocations/2026-10.json?method=direct&party=project", "demo-acme-token"
+    )
+    doc = orjson.loads(body)
+    assert status == 200
+    assert sum(doc["split_nanos"].values()) == doc["amount_nanos"] == 1_337_972_500 - 700_000_000 + 7_500_000
+    status, _, body = get(f"{server}/v1/tenants/acme/forecasts.json", "demo-acme-token")
+    forecasts = orjson.loads(body)["forecasts"]
+    assert status == 200
+    assert [f["budget_id"] for f in forecasts] == ["acme-research-month", "acme-legal-month"]
+    research = forecasts[0]["forecast"]
+    assert research["as_of"] == "2026-10-20"
+    assert research["month_to_date_nanos"] == 1_337_972_500
