@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
 demo: $(STAMP) ## Run the main job on the embedded defaults (writes ./out/)
-	$(BIN)/python -m tokenledger demo --out out
+	$(BIN)/python -m infra.demo --out out
 
 test: $(STAMP) ## Run lint, type checks, unit and integration tests
 	$(BIN)/ruff check .

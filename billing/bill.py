@@ -54,9 +54,7 @@ def _ratio(part: int, whole: int, places: int = 4) -> Decimal:
     return (Decimal(part) / whole).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
 
 
-def build_bill(
-    store: Store, scope: Scope, period: Period, ctx: BillingContext, rating: str = AS_BILLED
-) -> Bill:
+def build_bill(store: Store, scope: Scope, period: Period, ctx: BillingContext, rating: str = AS_BILLED) -> Bill:
     """Query the store and assemble the bill.
 
     Args:
@@ -103,9 +101,7 @@ def assemble_bill(q: dict[str, Any], scope: Scope, period: Period, ctx: BillingC
     for d in q["daily"]:
         conv = fx.convert(int(d["cost_nanos"]), "USD", config.currency, day_start(d["day"], period.tz))
         daily.append(
-            DayLine(
-                d["day"], int(d["requests"]), int(d["tokens"]), int(d["cost_nanos"]), conv.nanos, conv.rate
-            )
+            DayLine(d["day"], int(d["requests"]), int(d["tokens"]), int(d["cost_nanos"]), conv.nanos, conv.rate)
         )
     summary = Summary(
         requests=requests,

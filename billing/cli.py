@@ -109,9 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one flat 
             print(f"run {rep.run_id}: {rep.rows} rows, {rep.changed_rows} changed, {old} -> {new}")
             print(f"bill it with: python -m billing bill ... --rating rerated:{rep.run_id}")
         elif args.cmd == "serve":
-            BillingServer(store, ctx, budgets, args.host, args.port).serve_forever(
-                lambda u: print(f"serving on {u}")
-            )
+            BillingServer(store, ctx, budgets, args.host, args.port).serve_forever(lambda u: print(f"serving on {u}"))
         elif args.cmd == "schedule":
             run_blocking(store, budgets, ctx, args.out)
     finally:

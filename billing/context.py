@@ -26,6 +26,4 @@ class BillingContext:
     @classmethod
     def default(cls, clock: Callable[[], datetime] = _utc_now) -> BillingContext:
         """Shipped configuration, price overrides and FX table."""
-        return cls(
-            BillingConfig.load(), CachedPriceTable(LayeredPriceTable.from_path()), FxTable.from_path(), clock
-        )
+        return cls(BillingConfig.load(), CachedPriceTable(LayeredPriceTable.from_path()), FxTable.from_path(), clock)

@@ -3,12 +3,14 @@
 Pure: a function of a daily series and a date. Arithmetic in ``Decimal``; amounts are
 returned as integer nano-USD. Model, per scope:
 
-1. seasonal factors: mean spend on weekdays and on weekend days over the history, each
-   divided by the overall mean;
-2. trend: least squares line through the de-seasonalised last ``trend_days`` days;
+1. seasonal factors: median spend on weekdays and on weekend days over the history,
+   normalised so that a week's factors average one (medians: a runaway day does not move them);
+2. trend: robust line through the de-seasonalised last ``trend_days`` days (Theil-Sen slope,
+   median intercept), so a single runaway day does not extrapolate into the month;
 3. forecast of each remaining day = trend value x that day's seasonal factor (never < 0);
-4. interval: OLS prediction interval of the remaining days' total (residual noise plus the
-   uncertainty of level and slope), at the stated z (default 1.2816: 80 % two-sided);
+4. interval: prediction interval of the remaining days' total (residual RMS, winsorised at
+   three robust sigmas, plus the uncertainty of level and slope), at the stated z (default
+   1.2816: 80 % two-sided);
 5. exhaustion: the first day on which actual then forecast cumulative spend reaches the limit.
 
 The backtest replays the same model from past origins over the stored history and reports
@@ -46,15 +48,14 @@ class Forecast:
 
 
 def _round(x: Decimal) -> int:
-    return int(x.quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    return int(x.to_integral_value(rounding=ROUND_HALF_EVEN))
 
 
 def _dense(series: Sequence[tuple[date, int]], start: date, end: date) -> list[tuple[date, int]]:
     """Every day from ``start`` to ``end`` inclusive, zero where no spend was stored."""
     by_day = dict(series)
     return [
-        (start + timedelta(days=i), by_day.get(start + timedelta(days=i), 0))
-        for i in range((end - start).days + 1)
+        (start + timedelta(days=i), by_day.get(start + timedelta(days=i), 0)) for i in range((end - start).days + 1)
     ]
 
 
@@ -95,13 +96,13 @@ class _Model:
 
 
 def _fit(history: list[tuple[date, int]], trend_days: int) -> _Model:
-    values = [Decimal(v) for _, v in history]
     zero = Decimal(0)
-    overall = sum(values, zero) / len(values) if values else zero
     wd = [Decimal(v) for d, v in history if d.weekday() < 5]
     we = [Decimal(v) for d, v in history if d.weekday() >= 5]
-    if overall > 0 and wd and we:
-        weekday, weekend = (sum(wd, zero) / len(wd)) / overall, (sum(we, zero) / len(we)) / overall
+    # Medians, normalised so a week's factors average 1: robust to a runaway day.
+    level = (5 * _median(wd) + 2 * _median(we)) / 7 if wd and we else zero
+    if level > 0:
+        weekday, weekend = _median(wd) / level, _median(we) / level
     else:
         weekday = weekend = Decimal(1)
     recent = history[-trend_days:]
@@ -109,15 +110,33 @@ def _fit(history: list[tuple[date, int]], trend_days: int) -> _Model:
     xs = [Decimal((d - origin).days) for d, _ in recent]
     ys = [Decimal(v) / (weekend if d.weekday() >= 5 else weekday) for d, v in recent]
     n = Decimal(len(recent))
-    mx, my = sum(xs, zero) / n, sum(ys, zero) / n
+    mx = sum(xs, zero) / n
     sxx = sum(((x - mx) ** 2 for x in xs), zero)
-    sxy = sum(((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)), zero)
-    slope = sxy / sxx if sxx else zero
-    intercept = my - slope * mx
+    # Theil-Sen: the median of pairwise slopes. One runaway day must not tilt the month.
+    slopes = [
+        (ys[j] - ys[i]) / (xs[j] - xs[i]) for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[j] != xs[i]
+    ]
+    slope = _median(slopes) if slopes else zero
+    intercept = _median([y - slope * x for x, y in zip(xs, ys, strict=True)])
     resid = [y - (intercept + slope * x) for x, y in zip(xs, ys, strict=True)]
+    # Residual scale: RMS of the residuals winsorised at 3 robust sigmas (1.4826 x MAD), so a
+    # runaway day is capped but ordinary and systematic error still widens the interval.
+    cap = 3 * _MAD_TO_SIGMA * _median([abs(r) for r in resid]) if resid else zero
+    clipped = [min(abs(r), cap) if cap else abs(r) for r in resid]
     dof = max(len(resid) - 2, 1)
-    sigma = (sum((r * r for r in resid), zero) / dof).sqrt()
+    sigma = (sum((r * r for r in clipped), zero) / dof).sqrt()
+    # Floor at 0.1 % of the level: a perfectly regular history must not give a zero-width band.
+    sigma = max(sigma, abs(sum(ys, zero) / n) / 1000)
     return _Model(weekday, weekend, intercept, slope, sigma, origin, len(recent), mx, sxx)
+
+
+_MAD_TO_SIGMA = Decimal("1.4826")
+
+
+def _median(values: Sequence[Decimal]) -> Decimal:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def forecast_month(
@@ -129,6 +148,7 @@ def forecast_month(
     limit_nanos: int | None = None,
     trend_days: int = 28,
     z: Decimal = Z_80,
+    level: Decimal = Decimal("0.8"),
 ) -> Forecast:
     """Forecast the month's total from daily spend up to and including ``as_of``.
 
@@ -139,7 +159,8 @@ def forecast_month(
         month_start: First day of the month.
         limit_nanos: Budget limit, for the exhaustion date.
         trend_days: Days in the trend fit.
-        z: Normal quantile of the interval.
+        z: Normal quantile used when the history is too short to calibrate.
+        level: Interval coverage aimed at.
     """
     first = min((d for d, _ in series), default=as_of)
     history = _dense([(d, v) for d, v in series if d <= as_of], min(first, as_of), as_of)
@@ -149,7 +170,10 @@ def forecast_month(
     remaining = [as_of + timedelta(days=i) for i in range(1, (month_end - as_of).days + 1)]
     daily = [(d, model.predict(d)) for d in remaining]
     projected = Decimal(mtd) + sum((v for _, v in daily), Decimal(0))
-    half = model.sum_half_width(remaining, z)
+    # Interval multiplier calibrated on this scope's own past errors (split conformal),
+    # falling back to the normal quantile when the history is short.
+    scores = [r.score for r in _replay(history, max(len(remaining), 1), 21, trend_days)]
+    half = model.sum_half_width(remaining, _calibrated_z(scores, z, level))
     low, high = max(Decimal(mtd), projected - half), projected + half
 
     def exhaustion(shift: Decimal) -> date | None:
@@ -195,14 +219,58 @@ class Backtest:
     coverage: Decimal  # share of horizons whose actual total fell inside the interval, percent
 
 
+@dataclass(frozen=True)
+class _Replay:
+    end: date  # last day of the horizon window
+    error: Decimal  # |actual - predicted| / actual
+    score: Decimal  # |actual - predicted| / (interval half-width at z = 1)
+    predicted: Decimal
+    actual: Decimal
+    unit: Decimal
+
+
+def _replay(dense: list[tuple[date, int]], horizon: int, min_history: int, trend_days: int) -> list[_Replay]:
+    out = []
+    for i in range(min_history, len(dense) - horizon + 1):
+        model = _fit(dense[:i], trend_days)
+        window = dense[i : i + horizon]
+        predicted = sum((model.predict(d) for d, _ in window), Decimal(0))
+        actual = Decimal(sum(v for _, v in window))
+        unit = model.sum_half_width([d for d, _ in window], Decimal(1))
+        if actual == 0:
+            continue
+        score = abs(actual - predicted) / unit if unit else Decimal(0)
+        out.append(_Replay(window[-1][0], abs(predicted - actual) / actual, score, predicted, actual, unit))
+    return out
+
+
+_MIN_CALIBRATION = 10
+_MAX_Z = Decimal(100)
+
+
+def _calibrated_z(scores: Sequence[Decimal], z: Decimal, level: Decimal) -> Decimal:
+    """Split-conformal multiplier: the ceil((n+1) x level)-th smallest past score.
+
+    Falls back to ``z`` with fewer than 10 past scores.
+    """
+    if len(scores) < _MIN_CALIBRATION:
+        return z
+    ordered = sorted(scores)
+    k = min(len(ordered), int((Decimal(len(ordered) + 1) * level).to_integral_value(rounding="ROUND_CEILING")))
+    return min(max(ordered[k - 1], Decimal("0.1")), _MAX_Z)
+
+
 def backtest(
     series: Sequence[tuple[date, int]],
     horizon_days: int = 7,
     min_history: int = 21,
     trend_days: int = 28,
-    z: Decimal = Z_80,
+    level: Decimal = Decimal("0.8"),
 ) -> Backtest | None:
     """Replay the model from every origin with ``min_history`` days behind it.
+
+    Coverage is out of sample: each origin's interval is calibrated only on replays whose
+    windows had ended before that origin.
 
     Returns:
         The error figures, or ``None`` when the history is too short.
@@ -210,25 +278,19 @@ def backtest(
     if not series:
         return None
     first, last = min(d for d, _ in series), max(d for d, _ in series)
-    dense = _dense(series, first, last)
-    errors: list[Decimal] = []
-    covered = 0
-    for i in range(min_history, len(dense) - horizon_days + 1):
-        model = _fit(dense[:i], trend_days)
-        window = dense[i : i + horizon_days]
-        predicted = sum((model.predict(d) for d, _ in window), Decimal(0))
-        actual = Decimal(sum(v for _, v in window))
-        if actual == 0:
-            continue
-        errors.append(abs(predicted - actual) / actual)
-        half = model.sum_half_width([d for d, _ in window], z)
-        covered += predicted - half <= actual <= predicted + half
-    if not errors:
+    replays = _replay(_dense(series, first, last), horizon_days, min_history, trend_days)
+    if not replays:
         return None
+    covered = 0
+    for r in replays:
+        origin = r.end - timedelta(days=horizon_days - 1)
+        past = [p.score for p in replays if p.end < origin]
+        half = _calibrated_z(past, Z_80, level) * r.unit
+        covered += r.predicted - half <= r.actual <= r.predicted + half
     hundred = Decimal(100)
     return Backtest(
-        origins=len(errors),
+        origins=len(replays),
         horizon_days=horizon_days,
-        mape=(sum(errors, Decimal(0)) / len(errors) * hundred).quantize(Decimal("0.01")),
-        coverage=(Decimal(covered) / len(errors) * hundred).quantize(Decimal("0.1")),
+        mape=(sum((r.error for r in replays), Decimal(0)) / len(replays) * hundred).quantize(Decimal("0.01")),
+        coverage=(Decimal(covered) / len(replays) * hundred).quantize(Decimal("0.1")),
     )

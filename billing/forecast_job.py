@@ -27,9 +27,7 @@ class BudgetForecast:
     backtest: Backtest | None
 
 
-def daily_series(
-    store: Store, budget: Budget, tz_name: str, start: datetime, end: datetime
-) -> list[tuple[date, int]]:
+def daily_series(store: Store, budget: Budget, tz_name: str, start: datetime, end: datetime) -> list[tuple[date, int]]:
     """Stored daily spend (nano-USD) of the budget's scope over ``[start, end)``."""
     rows = scoped_query(
         store,

@@ -86,9 +86,7 @@ def make_handler(store: Store, ctx: BillingContext, budgets: BudgetFile) -> type
             self.wfile.write(body)
 
         def _error(self, status: HTTPStatus, message: str) -> None:
-            self._send(
-                status, orjson.dumps({"error": {"code": status.value, "message": message}}), _TYPES["json"]
-            )
+            self._send(status, orjson.dumps({"error": {"code": status.value, "message": message}}), _TYPES["json"])
 
         def do_GET(self) -> None:
             url = urlparse(self.path)
@@ -153,9 +151,7 @@ def make_handler(store: Store, ctx: BillingContext, budgets: BudgetFile) -> type
                 timezone=budgets.timezone, budgets=tuple(b for b in budgets.budgets if b.tenant == tenant)
             )
             results = [_plain(r, "USD") for r in forecast_budgets(store, mine, ctx)]
-            self._send(
-                HTTPStatus.OK, orjson.dumps({"units": "nano-USD", "forecasts": results}), _TYPES["json"]
-            )
+            self._send(HTTPStatus.OK, orjson.dumps({"units": "nano-USD", "forecasts": results}), _TYPES["json"])
 
     return Handler
 

@@ -33,9 +33,7 @@ class WrittenBill:
 
 def bill_scopes(store: Store, period: Period, dimension: str, tenant: str | None = None) -> list[Scope]:
     """Every (tenant, value) of ``dimension`` with spend in the period."""
-    rows = store.query(
-        load_query("scopes"), {"dim": dimension, "start": period.start, "end": period.end}
-    ).rows
+    rows = store.query(load_query("scopes"), {"dim": dimension, "start": period.start, "end": period.end}).rows
     return [Scope(str(t), dimension, str(v)) for t, v in rows if tenant is None or t == tenant]
 
 
@@ -70,9 +68,7 @@ def generate_monthly_bills(
     return written
 
 
-def run_forecasts(
-    store: Store, budgets: BudgetFile, ctx: BillingContext, out_dir: Path
-) -> list[BudgetForecast]:
+def run_forecasts(store: Store, budgets: BudgetFile, ctx: BillingContext, out_dir: Path) -> list[BudgetForecast]:
     """Forecast every monthly budget and write ``forecasts.json``."""
     results = forecast_budgets(store, budgets, ctx)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -96,9 +92,7 @@ def allocation_for_month(
     if party not in ("project", "department", "source"):
         raise ValueError("party must be project, department or source")
     period = month_period(month, ctx.config.tz)
-    rows = scoped_query(
-        store, "trace_spans", AS_BILLED, {"tenant": tenant, "start": period.start, "end": period.end}
-    )
+    rows = scoped_query(store, "trace_spans", AS_BILLED, {"tenant": tenant, "start": period.start, "end": period.end})
     spans = [
         Span(
             str(r["trace_id"]),

@@ -128,6 +128,10 @@ class Bill:
     suggestions: tuple[Suggestion, ...]
 
     @property
-    def saving_nanos(self) -> int:
-        """Sum of the suggestions' estimated savings (they may overlap)."""
-        return sum(s.saving_nanos for s in self.suggestions)
+    def best_saving_nanos(self) -> int:
+        """The largest single suggestion's saving, nano-USD.
+
+        Suggestions can touch the same requests (a batch-eligible feature on a flagship
+        model), so their savings are not added.
+        """
+        return max((s.saving_nanos for s in self.suggestions), default=0)

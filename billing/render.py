@@ -55,7 +55,7 @@ def bill_to_dict(bill: Bill) -> dict[str, Any]:
         "*_usd": "exact decimal USD",
         f"*_{bill.currency.lower()}": f"exact decimal {bill.currency}",
     }
-    doc["saving_nanos"] = bill.saving_nanos
+    doc["best_saving_nanos"] = bill.best_saving_nanos
     return doc
 
 
@@ -127,9 +127,7 @@ def render_csv(bill: Bill) -> bytes:
     w.writerow(["section", "by_feature"])
     w.writerow(["feature", "requests", "input_tokens", "output_tokens", "cost_usd", "share"])
     for f in bill.by_feature:
-        w.writerow(
-            [f.feature, f.requests, f.input_tokens, f.output_tokens, nanos_to_units(f.cost_nanos), f.share]
-        )
+        w.writerow([f.feature, f.requests, f.input_tokens, f.output_tokens, nanos_to_units(f.cost_nanos), f.share])
     w.writerow([])
     w.writerow(["section", "daily"])
     w.writerow(["day", "requests", "tokens", "cost_usd", f"cost_{cur.lower()}", "fx_rate"])
@@ -232,9 +230,7 @@ class _BillPdf(FPDF):
         self.ln(2)
         self.set_text_color(*_INK)
 
-    def table_rows(
-        self, header: list[str], rows: list[list[str]], widths: tuple[int, ...], right_from: int
-    ) -> None:
+    def table_rows(self, header: list[str], rows: list[list[str]], widths: tuple[int, ...], right_from: int) -> None:
         self.set_font(self.body_font, "", 8)
         self.set_fill_color(*_BAND)  # the chart leaves its bar colour as the current fill
         self.set_text_color(*_INK)
@@ -262,7 +258,6 @@ def render_pdf(bill: Bill) -> bytes:
     pdf = _BillPdf(bill)
     pdf.alias_nb_pages()
     pdf.add_page()
-    s, cur = bill.summary, bill.currency
     pdf.set_font(pdf.body_font, "B", 18)
     pdf.set_text_color(*_INK)
     pdf.cell(0, 10, pdf.txt(f"LLM usage bill — {bill.period}"), new_x="LMARGIN", new_y="NEXT")
@@ -279,44 +274,7 @@ def render_pdf(bill: Bill) -> bytes:
         ),
     )
     pdf.ln(3)
-    cards = [
-        ("Total (USD)", _usd(s.cost_nanos)),
-        (f"Total ({cur})", format_money(s.cost_nanos_local, cur)),
-        ("Requests", f"{s.requests:,}"),
-        ("Avg per request", format_money(s.avg_cost_nanos_per_request, "USD", 6)),
-        ("Cached input", f"{s.cached_ratio:.1%}"),
-    ]
-    x0, y0, w = pdf.l_margin, pdf.get_y(), (210 - 30 - 4 * 3) / 5
-    for i, (label, value) in enumerate(cards):
-        x = x0 + i * (w + 3)
-        pdf.set_fill_color(*_BAND)
-        pdf.rect(x, y0, w, 18, style="F")
-        pdf.set_xy(x + 2, y0 + 2)
-        pdf.set_font(pdf.body_font, "", 7)
-        pdf.set_text_color(*_MUTED)
-        pdf.cell(w - 4, 4, pdf.txt(label))
-        pdf.set_xy(x + 2, y0 + 8)
-        pdf.set_font(pdf.body_font, "B", 10)
-        pdf.set_text_color(*_INK)
-        pdf.cell(w - 4, 6, pdf.txt(value))
-    pdf.set_y(y0 + 22)
-    pdf.set_font(pdf.body_font, "", 8)
-    pdf.set_text_color(*_MUTED)
-    pdf.multi_cell(
-        0,
-        4,
-        pdf.txt(
-            f"Tokens: {s.input_tokens:,} input ({s.cached_read_tokens:,} cached read, "
-            f"{s.cache_write_tokens:,} cache write), {s.output_tokens:,} output "
-            f"({s.reasoning_tokens:,} reasoning). {cur} amounts convert each day at that day's rate. "
-            f"Priced with {s.price_versions} price version(s)"
-            + (
-                f"; {s.unknown_model_requests} request(s) on unknown models at the fallback rate."
-                if s.unknown_model_requests
-                else "."
-            )
-        ),
-    )
+    _summary_cards(pdf, bill)
     pdf.heading("Spend by model")
     pdf.table_rows(
         ["Provider", "Model", "Requests", "Input tok", "Output tok", "Cost (USD)", "Share"],
@@ -372,23 +330,67 @@ def render_pdf(bill: Bill) -> bytes:
         (20, 30, 18, 34, 22, 18, 14, 24),
         5,
     )
-    pdf.heading(f"Optimisation suggestions — est. saving {_usd(bill.saving_nanos)} / month")
+    pdf.heading(f"Optimisation suggestions — the best saves ~{_usd(bill.best_saving_nanos)} / month")
     if not bill.suggestions:
         pdf.set_font(pdf.body_font, "", 9)
-        pdf.cell(
-            0, 6, pdf.txt("No suggestion: spend patterns look efficient."), new_x="LMARGIN", new_y="NEXT"
-        )
+        pdf.cell(0, 6, pdf.txt("No suggestion: spend patterns look efficient."), new_x="LMARGIN", new_y="NEXT")
+    elif len(bill.suggestions) > 1:
+        pdf.set_font(pdf.body_font, "", 7)
+        pdf.set_text_color(*_MUTED)
+        note = "Estimates can overlap on the same requests: do not add them."
+        pdf.cell(0, 4, pdf.txt(note), new_x="LMARGIN", new_y="NEXT")
     for g in bill.suggestions:
         pdf.set_font(pdf.body_font, "B", 9)
         pdf.set_text_color(*_INK)
-        pdf.multi_cell(
-            0, 5, pdf.txt(f"{g.title} — saves ~{_usd(g.saving_nanos)}"), new_x="LMARGIN", new_y="NEXT"
-        )
+        pdf.multi_cell(0, 5, pdf.txt(f"{g.title} — saves ~{_usd(g.saving_nanos)}"), new_x="LMARGIN", new_y="NEXT")
         pdf.set_font(pdf.body_font, "", 8)
         pdf.set_text_color(*_MUTED)
         pdf.multi_cell(0, 4, pdf.txt(g.detail), new_x="LMARGIN", new_y="NEXT")
         pdf.ln(1)
     return bytes(pdf.output())
+
+
+def _summary_cards(pdf: _BillPdf, bill: Bill) -> None:
+    """Five key figures in tinted boxes, then the token breakdown."""
+    s, cur = bill.summary, bill.currency
+    cards = [
+        ("Total (USD)", _usd(s.cost_nanos)),
+        (f"Total ({cur})", format_money(s.cost_nanos_local, cur)),
+        ("Requests", f"{s.requests:,}"),
+        ("Avg per request", format_money(s.avg_cost_nanos_per_request, "USD", 6)),
+        ("Cached input", f"{s.cached_ratio:.1%}"),
+    ]
+    x0, y0, w = pdf.l_margin, pdf.get_y(), (210 - 30 - 4 * 3) / 5
+    for i, (label, value) in enumerate(cards):
+        x = x0 + i * (w + 3)
+        pdf.set_fill_color(*_BAND)
+        pdf.rect(x, y0, w, 18, style="F")
+        pdf.set_xy(x + 2, y0 + 2)
+        pdf.set_font(pdf.body_font, "", 7)
+        pdf.set_text_color(*_MUTED)
+        pdf.cell(w - 4, 4, pdf.txt(label))
+        pdf.set_xy(x + 2, y0 + 8)
+        pdf.set_font(pdf.body_font, "B", 10)
+        pdf.set_text_color(*_INK)
+        pdf.cell(w - 4, 6, pdf.txt(value))
+    pdf.set_y(y0 + 22)
+    pdf.set_font(pdf.body_font, "", 8)
+    pdf.set_text_color(*_MUTED)
+    pdf.multi_cell(
+        0,
+        4,
+        pdf.txt(
+            f"Tokens: {s.input_tokens:,} input ({s.cached_read_tokens:,} cached read, "
+            f"{s.cache_write_tokens:,} cache write), {s.output_tokens:,} output "
+            f"({s.reasoning_tokens:,} reasoning). {cur} amounts convert each day at that day's rate. "
+            f"Priced with {s.price_versions} price version(s)"
+            + (
+                f"; {s.unknown_model_requests} request(s) on unknown models at the fallback rate."
+                if s.unknown_model_requests
+                else "."
+            )
+        ),
+    )
 
 
 def _daily_chart(pdf: _BillPdf, bill: Bill) -> None:

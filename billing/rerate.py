@@ -98,9 +98,7 @@ def rerate_period(
             report.new_total_nanos += cost.total_nanos
             if cost.total_nanos != old or cost.price_version != row["price_version"]:
                 report.changed_rows += 1
-                report.by_version_change[(str(row["price_version"]), cost.price_version)] += (
-                    cost.total_nanos - old
-                )
+                report.by_version_change[(str(row["price_version"]), cost.price_version)] += cost.total_nanos - old
             new = {
                 **row,
                 "input_nanos": cost.input_nanos,

@@ -30,9 +30,7 @@ def monthly_bills_job(store: Store, ctx: BillingContext, out_dir: Path) -> Calla
     return run
 
 
-def forecasts_job(
-    store: Store, budgets: BudgetFile, ctx: BillingContext, out_dir: Path
-) -> Callable[[], None]:
+def forecasts_job(store: Store, budgets: BudgetFile, ctx: BillingContext, out_dir: Path) -> Callable[[], None]:
     """The daily month-end forecast of every monthly budget."""
 
     def run() -> None:

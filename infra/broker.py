@@ -53,9 +53,7 @@ class EmbeddedBroker:
                 self.process.wait(timeout_s)
 
 
-def start_broker(
-    port: int | None = None, log_path: Path | None = None, timeout_s: float = 10.0
-) -> EmbeddedBroker:
+def start_broker(port: int | None = None, log_path: Path | None = None, timeout_s: float = 10.0) -> EmbeddedBroker:
     """Start tansu and wait until it accepts connections.
 
     Raises:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m tokenledger {demo,price,count}``."""
+"""Command line: ``python -m tokenledger {price,count}`` (the demo is ``make demo``)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,12 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 from tokenledger.money import format_money
 from tokenledger.pricing import CachedPriceTable, FxTable, LayeredPriceTable, price
-from tokenledger.sample import sample_events
 from tokenledger.schema.fastdecode import FastUsageEvent, InvalidEvent, decode_usage_event
-from tokenledger.tokens import StreamingTokenCounter, count_chat_tokens, get_encoding
+from tokenledger.tokens import count_chat_tokens, get_encoding
 from tokenledger.tokens.models import estimation_encoding_for_model
 
 
@@ -98,46 +96,11 @@ def _print_table(title: str, rows: dict[str, int]) -> None:
         print(f"  {key:<40} {format_money(nanos, 'USD', 4):>18}")
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    """Price a synthetic month of traffic, including invalid and duplicate events."""
-    out = Path(args.out)
-    start = datetime(2026, 10, 1, tzinfo=UTC)
-    lines = [json.dumps(e).encode() for e in sample_events(start, args.events)]
-    lines += lines[:25]  # redelivered duplicates: must not be counted twice
-    lines += [
-        b'{"specversion": "1.0", "id": "bad-1"}',
-        b"\xff\xfe not json",
-        json.dumps({**json.loads(lines[0]), "id": "bad-2", "extra": 1}).encode(),
-    ]
-    print(f"tokenledger demo: {len(lines)} raw events (incl. 25 duplicates, 3 invalid) -> {out}/")
-    enc = get_encoding("o200k_base")
-    counter = StreamingTokenCounter(enc)
-    reply = "Sure! Here is the summary of the contract in three bullet points: ... " * 40
-    for i in range(0, len(reply), 5):
-        counter.feed(reply[i : i + 5])
-    print(
-        f"streamed reply: {counter.count} tokens counted chunk by chunk "
-        f"(whole-text count {len(enc.encode_ordinary(reply))})"
-    )
-    stats = price_lines(lines, out, args.currency)
-    print(
-        f"\nread={stats['read']} priced={stats['priced']} duplicates={stats['duplicates']} "
-        f"dead_lettered={stats['dead_lettered']}"
-    )
-    print(
-        f"TOTAL {format_money(stats['total_nanos_usd'], 'USD', 9)} "
-        f"= {format_money(stats['total_nanos_local'], args.currency)} (each event at its own FX rate)"
-    )
-    return 0
-
-
 def cmd_price(args: argparse.Namespace) -> int:
     """Price a JSONL file (or stdin) of v1 usage events."""
     src = sys.stdin.buffer if args.file == "-" else Path(args.file).open("rb")  # noqa: SIM115
     with src:
-        stats = price_lines(
-            (line.rstrip(b"\n") for line in src if line.strip()), Path(args.out), args.currency
-        )
+        stats = price_lines((line.rstrip(b"\n") for line in src if line.strip()), Path(args.out), args.currency)
     print(json.dumps(stats))
     return 0
 
@@ -158,11 +121,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="tokenledger", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="run the main job on embedded defaults")
-    demo.add_argument("--out", default="out")
-    demo.add_argument("--events", type=int, default=5000)
-    demo.add_argument("--currency", default="CNY")
-    demo.set_defaults(func=cmd_demo)
     pr = sub.add_parser("price", help="price a JSONL file of usage events")
     pr.add_argument("file")
     pr.add_argument("--out", default="out")

@@ -47,9 +47,7 @@ class ConfluentBatchConsumer:
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         """Synchronous commit; raises on failure so the batch is not reported done."""
-        self._consumer.commit(
-            offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
-        )
+        self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
 
     def pause(self) -> None:
         """Pause every assigned partition."""

@@ -34,9 +34,7 @@ def loaded(store: ChdbStore) -> ChdbStore:
 
 def test_exact_monthly_bill(loaded: ChdbStore) -> None:
     ctx = BillingContext.default(clock=lambda: NOW)
-    bill = build_bill(
-        loaded, Scope("acme", "department", "research"), month_period("2026-10", ctx.config.tz), ctx
-    )
+    bill = build_bill(loaded, Scope("acme", "department", "research"), month_period("2026-10", ctx.config.tz), ctx)
     s = bill.summary
     assert s.requests == 6
     assert s.cost_nanos == TOTAL_NANOS == 1_337_972_500
@@ -53,8 +51,7 @@ def test_exact_monthly_bill(loaded: ChdbStore) -> None:
     # CNY: each day at 7.0288 (the 2026 rate), rounded per day.
     assert s.cost_nanos_local == 9_404_341_108
     assert (
-        s.input_nanos + s.cached_read_nanos + s.cache_write_nanos + s.output_nanos + s.reasoning_nanos
-        == s.cost_nanos
+        s.input_nanos + s.cached_read_nanos + s.cache_write_nanos + s.output_nanos + s.reasoning_nanos == s.cost_nanos
     )
 
     assert [(m.model, m.cost_nanos) for m in bill.by_model] == [

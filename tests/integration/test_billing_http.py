@@ -46,9 +46,7 @@ def test_bill_downloads_in_three_formats(server: str) -> None:
     assert status == 200 and b"total_usd,1.337972500" in body
     status, headers, body = get(base + ".pdf", "demo-acme-token")
     assert status == 200 and body.startswith(b"%PDF-")
-    assert (
-        headers["Content-Disposition"] == 'attachment; filename="bill-acme-2026-10-department-research.pdf"'
-    )
+    assert headers["Content-Disposition"] == 'attachment; filename="bill-acme-2026-10-department-research.pdf"'
 
 
 def test_access_control(server: str) -> None:

@@ -17,9 +17,7 @@ def test_migrations_apply_once_and_record(tmp_path: Path) -> None:
     try:
         assert migrate(store) == [m.version for m in discover()] == [1, 2, 3]
         assert migrate(store) == []
-        rows = store.query(
-            "SELECT version, name, checksum FROM schema_migrations FINAL ORDER BY version"
-        ).rows
+        rows = store.query("SELECT version, name, checksum FROM schema_migrations FINAL ORDER BY version").rows
         assert [(r[0], r[1]) for r in rows] == [(1, "usage_events"), (2, "daily_spend"), (3, "usage_rerated")]
         assert rows[0][2] == discover()[0].checksum
         edited = [Migration(1, "usage_events", discover()[0].sql + "\n-- edited")]
@@ -47,7 +45,5 @@ def test_daily_spend_view_counts_duplicates_once(store: ChdbStore) -> None:
     ingest_raw(store, [DUPLICATE, DUPLICATE], table)
     raw_count = store.query("SELECT count() FROM usage_events").scalar()
     assert raw_count >= 9  # the duplicate block is physically there until a merge
-    total = store.query("SELECT sum(requests), sum(cost_nanos) FROM daily_spend WHERE tenant = 'acme'").rows[
-        0
-    ]
+    total = store.query("SELECT sum(requests), sum(cost_nanos) FROM daily_spend WHERE tenant = 'acme'").rows[0]
     assert total == (8, 1_337_972_500 + 7_500_000 + 7_500_000)

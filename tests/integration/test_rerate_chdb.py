@@ -58,7 +58,5 @@ def test_rerate_applies_override_from_valid_from(store: ChdbStore) -> None:
 
     again = rerate_period(store, "acme", period, new_prices(), "2026-10-r1")  # idempotent re-run
     assert again.new_total_nanos == report.new_total_nanos
-    assert (
-        build_bill(store, scope, period, ctx, rating="rerated:2026-10-r1").summary.cost_nanos == 987_972_500
-    )
+    assert build_bill(store, scope, period, ctx, rating="rerated:2026-10-r1").summary.cost_nanos == 987_972_500
     assert isinstance(FxTable.from_path(), FxTable)

@@ -27,9 +27,7 @@ def test_triggers_fire_in_billing_timezone(store: ChdbStore, tmp_path: Path) -> 
     forecasts = sched.get_job("daily-forecasts").trigger
     after = datetime(2026, 10, 15, tzinfo=UTC)
     assert bills.get_next_fire_time(None, after).astimezone(UTC) == CLOSE
-    assert forecasts.get_next_fire_time(None, after).astimezone(UTC) == datetime(
-        2026, 10, 15, 22, 0, tzinfo=UTC
-    )
+    assert forecasts.get_next_fire_time(None, after).astimezone(UTC) == datetime(2026, 10, 15, 22, 0, tzinfo=UTC)
 
 
 def test_monthly_job_writes_last_months_bills(store: ChdbStore, tmp_path: Path) -> None:

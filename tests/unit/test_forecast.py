@@ -30,9 +30,7 @@ def true_total(start: date, first: date, last: date) -> int:
 def test_exact_pattern_is_recovered() -> None:
     start = date(2026, 8, 3)  # a Monday
     series = synthetic(start, (date(2026, 10, 14) - start).days + 1)
-    f = forecast_month(
-        series, date(2026, 10, 14), date(2026, 10, 31), date(2026, 10, 1), limit_nanos=2500 * USD
-    )
+    f = forecast_month(series, date(2026, 10, 14), date(2026, 10, 31), date(2026, 10, 1), limit_nanos=2500 * USD)
     actual = true_total(start, date(2026, 10, 1), date(2026, 10, 31))
     error = abs(Decimal(f.projected_nanos - actual)) / actual
     # A multiplicative season on an additive trend is not exactly the model: small, known error.
@@ -60,9 +58,7 @@ def test_noisy_pattern_error_and_interval() -> None:
 
 def test_already_exhausted_and_no_limit() -> None:
     series = [(date(2026, 10, 1) + timedelta(days=i), 10 * USD) for i in range(10)]
-    f = forecast_month(
-        series, date(2026, 10, 10), date(2026, 10, 31), date(2026, 10, 1), limit_nanos=35 * USD
-    )
+    f = forecast_month(series, date(2026, 10, 10), date(2026, 10, 31), date(2026, 10, 1), limit_nanos=35 * USD)
     assert f.exhausted_on == date(2026, 10, 4)
     assert f.month_to_date_nanos == 100 * USD
     assert f.projected_nanos == 310 * USD  # flat 10 USD/day, no season, no trend
@@ -74,3 +70,17 @@ def test_empty_history() -> None:
     f = forecast_month([], date(2026, 10, 10), date(2026, 10, 31), date(2026, 10, 1), limit_nanos=USD)
     assert (f.projected_nanos, f.exhausted_on) == (0, None)
     assert backtest([]) is None
+
+
+def test_runaway_day_does_not_extrapolate() -> None:
+    """A one-day 30x spike (an agent loop) counts once; it does not tilt the trend."""
+    start = date(2026, 8, 3)
+    clean = synthetic(start, (date(2026, 10, 20) - start).days + 1, noise=0.05)
+    spike_day = date(2026, 10, 18)
+    spiky = [(d, v * 30 if d == spike_day else v) for d, v in clean]
+    as_of, end, first = date(2026, 10, 20), date(2026, 10, 31), date(2026, 10, 1)
+    base = forecast_month(clean, as_of, end, first)
+    hit = forecast_month(spiky, as_of, end, first)
+    extra = dict(spiky)[spike_day] - dict(clean)[spike_day]
+    # The spiky month is the clean month plus the spike itself, within 2 %.
+    assert abs(Decimal(hit.projected_nanos - base.projected_nanos - extra)) / base.projected_nanos < Decimal("0.02")

@@ -126,9 +126,7 @@ ENGLISH = st.sampled_from(
         "Ünïcödé",
     ]
 )
-CHINESE = st.sampled_from(
-    ["中文", "的", "计费", "，", "。", "模型", " ", "\n", "令牌", "2026年", "Token", "（", "）"]
-)
+CHINESE = st.sampled_from(["中文", "的", "计费", "，", "。", "模型", " ", "\n", "令牌", "2026年", "Token", "（", "）"])
 CODE = st.sampled_from(
     [
         "def ",

@@ -52,9 +52,7 @@ class ChdbStore:
         """Insert as one JSONEachRow block (identical retried blocks are de-duplicated)."""
         if not rows:
             return
-        body = b"\n".join(
-            orjson.dumps(dict(zip(columns, (_wire(v) for v in row), strict=True))) for row in rows
-        )
+        body = b"\n".join(orjson.dumps(dict(zip(columns, (_wire(v) for v in row), strict=True))) for row in rows)
         cols = ", ".join(columns)
         self._raw(f"INSERT INTO {table} ({cols}) FORMAT JSONEachRow\n" + body.decode())
 

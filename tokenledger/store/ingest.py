@@ -27,9 +27,7 @@ class IngestStats:
     total_nanos: int = 0
 
 
-def ingest_raw(
-    store: Store, lines: Iterable[bytes], table: PriceTable, batch_size: int = 20_000
-) -> IngestStats:
+def ingest_raw(store: Store, lines: Iterable[bytes], table: PriceTable, batch_size: int = 20_000) -> IngestStats:
     """Price and insert v1 events; invalid ones are returned with their reason."""
     stats = IngestStats()
     seen: set[tuple[str, str]] = set()

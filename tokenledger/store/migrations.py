@@ -62,10 +62,7 @@ def migrate(store: Store, migrations: list[Migration] | None = None) -> list[int
         MigrationDrift: An applied file's checksum changed.
     """
     store.execute(_LEDGER_DDL)
-    applied = {
-        int(r[0]): str(r[1])
-        for r in store.query("SELECT version, checksum FROM schema_migrations FINAL").rows
-    }
+    applied = {int(r[0]): str(r[1]) for r in store.query("SELECT version, checksum FROM schema_migrations FINAL").rows}
     done = []
     for m in migrations if migrations is not None else discover():
         if m.version in applied:
