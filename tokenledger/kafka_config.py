@@ -63,7 +63,11 @@ class KafkaSettings:
 
     def client_config(self) -> dict[str, str | int | float | bool]:
         """Common librdkafka config (bootstrap plus SASL/TLS where given)."""
-        conf: dict[str, str | int | float | bool] = {"bootstrap.servers": self.bootstrap_servers}
+        conf: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            # An idle connection closed by the broker is routine, not worth a log line.
+            "log.connection.close": False,
+        }
         if self.security_protocol:
             conf["security.protocol"] = self.security_protocol
         if self.sasl_mechanism:
