@@ -1,0 +1,75 @@
+"""The Faust application: settings, topics and tables shared by the agents.
+
+Configuration comes from the environment (see ``tokenledger.kafka_config``):
+``TOKENLEDGER_KAFKA_BOOTSTRAP``, ``TOKENLEDGER_BUDGETS`` (YAML path), ``TOKENLEDGER_APP_ID``,
+``TOKENLEDGER_PARTITIONS`` and ``TOKENLEDGER_SINGLE_RECORD_BATCHES``. The last one is set for
+the embedded tansu broker, which reports a partition's end offset as the base offset of its
+last record batch + 1: changelog recovery would stop short unless every batch holds one record.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import faust
+
+from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
+from tokenledger.kafka_config import KafkaSettings
+
+SETTINGS = KafkaSettings.from_env()
+BUDGETS = BudgetFile.load(Path(os.environ.get("TOKENLEDGER_BUDGETS", str(DEFAULT_BUDGETS))))
+PARTITIONS = int(os.environ.get("TOKENLEDGER_PARTITIONS", "3"))
+DEDUP_HORIZON_S = 35 * 86_400
+SINGLE_RECORD_BATCHES = os.environ.get("TOKENLEDGER_SINGLE_RECORD_BATCHES", "0") == "1"
+
+
+def _broker_credentials() -> dict[str, Any]:
+    conf: dict[str, Any] = {}
+    if SETTINGS.security_protocol:
+        conf["broker_credentials"] = faust.SASLCredentials(
+            username=SETTINGS.sasl_username or "",
+            password=SETTINGS.sasl_password or "",
+            mechanism=SETTINGS.sasl_mechanism or "PLAIN",
+        )
+    return conf
+
+
+app = faust.App(
+    os.environ.get("TOKENLEDGER_APP_ID", "tokenledger"),
+    broker=[f"kafka://{hp}" for hp in SETTINGS.bootstrap_servers.split(",")],
+    store="memory://",
+    topic_partitions=PARTITIONS,
+    topic_replication_factor=1,
+    consumer_auto_offset_reset="earliest",
+    broker_session_timeout=10.0,
+    broker_heartbeat_interval=1.0,
+    broker_commit_every=500,
+    broker_commit_interval=1.0,
+    producer_linger_ms=0 if SINGLE_RECORD_BATCHES else 5,
+    producer_max_batch_size=1 if SINGLE_RECORD_BATCHES else 65_536,
+    web_enabled=False,
+    datadir=os.environ.get("TOKENLEDGER_DATADIR", "data/faust"),
+    table_cleanup_interval=3600.0,
+    **_broker_credentials(),
+)
+
+t = SETTINGS.topics
+raw_topic = app.topic(t.usage_raw, value_serializer="raw", key_serializer="raw", partitions=PARTITIONS)
+priced_topic = app.topic(t.usage_priced, value_serializer="raw", key_serializer="raw", partitions=PARTITIONS)
+thresholds_topic = app.topic(t.thresholds, value_serializer="json", key_serializer="raw", partitions=1)
+breakers_topic = app.topic(t.breakers, value_serializer="json", key_serializer="raw", partitions=1)
+anomalies_topic = app.topic(t.anomalies, value_serializer="json", key_serializer="raw", partitions=1)
+dead_letter_topic = app.topic(t.dead_letter, value_serializer="json", key_serializer="raw", partitions=1)
+
+# Request identities already priced (source|request_id -> event epoch s), kept 35 days.
+priced_requests = app.Table("priced-requests", default=None, partitions=PARTITIONS)
+# Event identities already counted by the spend agent (source|id -> event epoch s).
+counted_events = app.Table("counted-events", default=None, partitions=PARTITIONS)
+# Spend per tenant|dimension=value (see stream_jobs.spend_state).
+spend = app.Table("spend", default=None, partitions=PARTITIONS)
+# Per budget: {"spend": state, "status": BudgetStatus fields, "spikes": [...]}.
+budget_state = app.Table("budget-state", default=None, partitions=PARTITIONS)
+# Counters: dead letters by stage and reason kind, estimates seen, duplicates dropped.
+counters = app.Table("counters", default=int, partitions=PARTITIONS)

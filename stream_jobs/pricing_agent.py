@@ -1,0 +1,72 @@
+"""Agent: raw usage events -> priced events. Validates, de-duplicates, prices.
+
+* invalid events go to the dead-letter topic with the reason, and are counted;
+* running estimates of a stream (``final=false``) are counted but not billed: a request is
+  billed once, at its final figure;
+* a request is priced once: ``source|request_id`` is remembered for 35 days (more than a
+  month, so redeliveries across a month boundary are still caught);
+* priced events are keyed by tenant, so each tenant's budget state lives in one partition.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from stream_jobs.app import DEDUP_HORIZON_S, app, counters, dead_letter_topic, priced_requests, priced_topic, raw_topic
+from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
+from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
+from tokenledger.schema.priced import encode_priced
+
+TABLE = CachedPriceTable(LayeredPriceTable.from_path())
+
+
+@app.agent(raw_topic)
+async def price_events(stream: Any) -> AsyncIterator[None]:
+    """Price every valid, final, not yet priced request."""
+    seen = 0
+    async for event in stream.events():
+        raw: bytes = event.value or b""
+        try:
+            ev = decode_usage_event(raw)
+        except InvalidEvent as exc:
+            await dead_letter_topic.send(
+                key=b"pricing",
+                value={"stage": "pricing", "reason": exc.reason, "value": raw.decode("utf-8", "replace")[:65_536]},
+            )
+            counters["dead-letter:pricing"] += 1
+            yield None
+            continue
+        if not ev.data.final:
+            counters["estimates"] += 1
+            yield None
+            continue
+        request = f"{ev.source}|{ev.data.request_id}"
+        if priced_requests.get(request) is not None:
+            counters["duplicates:pricing"] += 1
+            yield None
+            continue
+        cost = price(ev.data, ev.time, TABLE)
+        await priced_topic.send(key=ev.data.labels.tenant.encode(), value=encode_priced(ev, cost))
+        partition = event.message.partition
+        priced_requests[request] = [int(ev.time.timestamp()), partition]
+        seen += 1
+        if seen % EXPIRE_EVERY == 0:
+            expire(partition, time.time() - DEDUP_HORIZON_S)
+        yield None
+
+
+EXPIRE_EVERY = 10_000
+
+
+def expire(partition: int, horizon: float) -> int:
+    """Forget request identities older than the dedup horizon.
+
+    Only keys written from ``partition``: a table delete goes to the changelog partition of
+    the event being processed, which must be the one that holds the key.
+    """
+    old = [k for k, v in priced_requests.items() if v is not None and v[1] == partition and v[0] < horizon]
+    for key in old:
+        del priced_requests[key]
+    return len(old)

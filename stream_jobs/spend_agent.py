@@ -1,0 +1,183 @@
+"""Agent: priced events -> spend windows, budget thresholds, breakers, spike anomalies.
+
+For each priced request (counted once per ``source|id``):
+
+* spend of each dimension value (tenant, user, department, project, model, feature, api key)
+  in its calendar day and month (budget timezone) and its rolling hour;
+* every budget whose scope matches: its period spend, threshold crossings (each level once
+  per period, topic ``thresholds``) and the breaker state (compacted topic ``breakers``, key
+  = budget id), including the return to normal when a new period starts;
+* hourly spend per tenant and per department against the same hour yesterday: over 3x
+  emits an anomaly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from stream_jobs.app import (
+    BUDGETS,
+    anomalies_topic,
+    app,
+    breakers_topic,
+    budget_state,
+    counted_events,
+    counters,
+    dead_letter_topic,
+    priced_topic,
+    spend,
+    thresholds_topic,
+)
+from stream_jobs.spend_state import DIMENSIONS, add_spend, spent, state_key
+from tokenledger.budget_eval import BudgetStatus, evaluate, matches, period_of, roll_over
+from tokenledger.schema.priced import decode_priced
+from tokenledger.spikes import check_spike
+from tokenledger.windows import ROLLING
+
+TZ = BUDGETS.tz
+SPIKE_DIMENSIONS = ("tenant", "department")
+
+
+def _labels(priced: Any) -> dict[str, str]:
+    lb = priced.event.data.labels
+    return {
+        "tenant": lb.tenant,
+        "user": lb.user or "",
+        "department": lb.department or "",
+        "project": lb.project or "",
+        "feature": lb.feature or "",
+        "environment": lb.environment or "",
+        "api_key": lb.api_key or "",
+        "model": priced.event.data.model,
+    }
+
+
+def _status_from(doc: dict[str, Any] | None) -> BudgetStatus | None:
+    if not doc or not doc.get("status"):
+        return None
+    s = doc["status"]
+    end = datetime.fromisoformat(s["period_end"]) if s["period_end"] else None
+    return BudgetStatus(s["budget_id"], s["period_key"], end, s["spent_nanos"], s["state"], tuple(s["emitted"]))
+
+
+def _status_doc(status: BudgetStatus) -> dict[str, Any]:
+    doc = asdict(status)
+    doc["period_end"] = status.period_end.isoformat() if status.period_end else None
+    doc["emitted"] = list(status.emitted)
+    return doc
+
+
+@app.agent(priced_topic)
+async def track_spend(stream: Any) -> AsyncIterator[None]:
+    """Fold each priced request into the spend tables and evaluate budgets."""
+    async for event in stream.events():
+        try:
+            priced = decode_priced(event.value or b"")
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raw = (event.value or b"").decode("utf-8", "replace")[:65_536]
+            await dead_letter_topic.send(key=b"spend", value={"stage": "spend", "reason": str(exc), "value": raw})
+            counters["dead-letter:spend"] += 1
+            yield None
+            continue
+        identity = f"{priced.event.source}|{priced.event.id}"
+        if counted_events.get(identity) is not None:
+            counters["duplicates:spend"] += 1
+            yield None
+            continue
+        at = priced.event.time
+        nanos = priced.cost.to_cost().total_nanos
+        labels = _labels(priced)
+        tenant = labels["tenant"]
+        for dim in DIMENSIONS:
+            if labels[dim]:
+                key = state_key(tenant, dim, labels[dim])
+                spend[key] = add_spend(spend.get(key), at, nanos, TZ)
+        for dim in SPIKE_DIMENSIONS:
+            await _check_spike(tenant, dim, labels[dim], at)
+        for budget in BUDGETS.budgets:
+            if matches(budget, tenant, labels, labels["model"]):
+                await _evaluate_budget(budget, at, nanos)
+        counted_events[identity] = [int(at.timestamp()), event.message.partition]
+        yield None
+
+
+async def _evaluate_budget(budget: Any, at: datetime, nanos: int) -> None:
+    key = f"budget:{budget.id}"
+    doc = budget_state.get(key) or {}
+    state = add_spend(doc.get("spend"), at, nanos, TZ)
+    status = _status_from(doc)
+    period_key, _ = period_of(budget, at, BUDGETS.timezone)
+    if status is not None and budget.period not in ROLLING and period_key < status.period_key:
+        # A late event of a closed period: its spend counts there; the open period is unchanged.
+        budget_state[key] = {"spend": state, "status": _status_doc(status)}
+        return
+    new_status, crossings, breaker = evaluate(budget, status, spent(state, budget.period, at, TZ), at, BUDGETS.timezone)
+    for c in crossings:
+        await thresholds_topic.send(
+            key=budget.id.encode(),
+            value={
+                "budget_id": c.budget_id,
+                "level": c.level,
+                "period_key": c.period_key,
+                "spent_nanos": c.spent_nanos,
+                "limit_nanos": c.limit_nanos,
+                "at": c.at.astimezone(UTC).isoformat(),
+            },
+        )
+    if breaker is not None:
+        await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json())
+    budget_state[key] = {"spend": state, "status": _status_doc(new_status)}
+
+
+async def _check_spike(tenant: str, dim: str, value: str, at: datetime) -> None:
+    if not value:
+        return
+    key = state_key(tenant, dim, value)
+    state = spend.get(key)
+    if not state:
+        return
+    marker = f"spikes:{key}"
+    reported = set(budget_state.get(marker) or [])
+    hourly = {int(k): v for k, v in state["hour"].items()}
+    found = check_spike(f"{dim}={value}", hourly, at, reported)
+    if found is not None:
+        budget_state[marker] = sorted(reported)[-48:]
+        await anomalies_topic.send(
+            key=tenant.encode(),
+            value={
+                "kind": "hourly_spend_spike",
+                "tenant": tenant,
+                "key": found.key,
+                "hour_start": found.hour_start.astimezone(UTC).isoformat(),
+                "spent_nanos": found.spent_nanos,
+                "baseline_nanos": found.baseline_nanos,
+                "ratio": str(found.ratio),
+            },
+        )
+
+
+_announced: set[tuple[str, str]] = set()
+
+
+@app.timer(interval=30.0)  # type: ignore[untyped-decorator]
+async def announce_new_periods() -> None:
+    """Publish the return to normal when a calendar period starts, even before any event.
+
+    Timers cannot write tables, so the stored status moves on with the next event; this
+    only announces (at most once per budget and period per process; repeats are harmless
+    on a compacted topic).
+    """
+    now = datetime.now(UTC)
+    for budget in BUDGETS.budgets:
+        status = _status_from(budget_state.get(f"budget:{budget.id}"))
+        if status is None or status.state == "normal":
+            continue
+        breaker = roll_over(budget, status, now, BUDGETS.timezone)
+        if breaker is not None and (budget.id, breaker.period_key) not in _announced:
+            _announced.add((budget.id, breaker.period_key))
+            await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json())

@@ -1,0 +1,220 @@
+"""The Faust workers against the real broker: exact thresholds, breakers and spend totals,
+with duplicates, stream estimates, invalid events and a kill -9 and restart midway."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from infra.broker import EmbeddedBroker
+from infra.topics import create_topics
+from tests.factories import event_dict
+from tokenledger.kafka_config import KafkaSettings, Topics
+
+ROOT = Path(__file__).resolve().parents[2]
+COST = 75_000_000  # gpt-4o, 10,000 in x $2.50/M + 5,000 out x $10/M, nano-USD
+
+BUDGETS = """
+timezone: "UTC"
+budgets:
+  - id: research-month
+    tenant: acme
+    scope: {department: research}
+    period: month
+    limit_usd: "1.00"
+    downgrade_model: gpt-4o-mini
+    max_tokens_per_request: 1000
+"""
+
+
+def raw_event(n: int, time_: str = "2026-10-10T10:00:00Z", **data: Any) -> tuple[bytes, bytes]:
+    doc = event_dict(
+        **{
+            "request_id": f"req-{n}",
+            "input_tokens": 10_000,
+            "output_tokens": 5_000,
+            "cached_read_tokens": 0,
+            **data,
+        }
+    )
+    doc["id"] = f"evt-{n}-{data.get('stream_seq', 0)}"
+    doc["time"] = time_
+    return f"//svc/chat-api|req-{n}".encode(), json.dumps(doc).encode()
+
+
+class Worker:
+    def __init__(self, env: dict[str, str], log: Path) -> None:
+        self.env, self.log = env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stream_jobs", "worker", "-l", "info"],
+            cwd=ROOT,
+            env=self.env,
+            stdout=self.log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def read_all(settings: KafkaSettings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    c = Consumer({**settings.client_config(), "group.id": f"read-{uuid.uuid4().hex}", "enable.auto.commit": False})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    out: list[tuple[bytes | None, bytes | None]] = []
+    idle = 0
+    while idle < 3:
+        msgs = [m for m in c.consume(1000, 0.3) if not m.error()]
+        idle = 0 if msgs else idle + 1
+        out.extend((m.key(), m.value()) for m in msgs)
+    c.close()
+    return out
+
+
+def latest(settings: KafkaSettings, topic: str) -> dict[bytes, Any]:
+    state: dict[bytes, Any] = {}
+    for k, v in read_all(settings, topic):
+        if k is not None:
+            state[k] = orjson.loads(v) if v else None
+    return state
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    check()
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def pipeline(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[tuple[KafkaSettings, Worker, str]]:
+    suffix = uuid.uuid4().hex[:8]
+    topics = Topics(**{k: f"{v}-{suffix}" for k, v in Topics().__dict__.items()})
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap, topics=topics)
+    create_topics(settings, partitions=3)
+    budgets = tmp_path / "budgets.yaml"
+    budgets.write_text(BUDGETS)
+    app_id = f"tl-{suffix}"
+    env = {
+        **os.environ,
+        "TOKENLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "TOKENLEDGER_APP_ID": app_id,
+        "TOKENLEDGER_BUDGETS": str(budgets),
+        "TOKENLEDGER_SINGLE_RECORD_BATCHES": "1",
+        "TOKENLEDGER_DATADIR": str(tmp_path / "faust"),
+        **{f"TOKENLEDGER_TOPIC_{k.upper()}": v for k, v in topics.__dict__.items()},
+    }
+    worker = Worker(env, tmp_path / "worker.log")
+    yield settings, worker, app_id
+    worker.stop()
+
+
+def research_spend(settings: KafkaSettings, app_id: str) -> dict[str, int]:
+    state = latest(settings, f"{app_id}-spend-changelog").get(b'"acme|department=research"')
+    return state["month"] if state else {}
+
+
+def test_pipeline_exact_through_kill_and_restart(pipeline: tuple[KafkaSettings, Worker, str]) -> None:
+    settings, worker, app_id = pipeline
+    producer = Producer(settings.client_config())
+
+    def send(items: list[tuple[bytes, bytes]]) -> None:
+        for key, value in items:
+            producer.produce(settings.topics.usage_raw, value, key=key)
+        assert producer.flush(10) == 0
+
+    # Phase 1: 10 requests, 3 redelivered, 2 running estimates of a stream, 3 invalid events.
+    phase1 = [raw_event(n) for n in range(1, 11)]
+    estimates = [
+        raw_event(99, usage_source="estimated", final=False, stream_seq=s, output_tokens=100 * s) for s in (1, 2)
+    ]
+    invalid = [
+        (b"bad", b"{not json"),
+        (b"bad", json.dumps({**event_dict(input_tokens=-1)}).encode()),
+        (b"bad", json.dumps({**event_dict(), "surprise": 1}).encode()),
+    ]
+    send(phase1 + phase1[:3] + estimates + invalid)
+    worker.start()
+    october = "2026-10-01T00:00Z"
+    wait_for(lambda: research_spend(settings, app_id).get(october) == 10 * COST, 90, "phase 1 spend")
+    worker.kill9()
+
+    # Phase 2: 10 more requests, redeliveries of a phase-1 and a phase-2 request, the final
+    # figure of the streamed request; the restarted worker must recover and count each once.
+    phase2 = [raw_event(n) for n in range(11, 21)]
+    final_of_stream = raw_event(99, stream_seq=3)
+    send([*phase2, phase1[4], phase2[4], final_of_stream])
+    worker.start()
+    wait_for(lambda: research_spend(settings, app_id).get(october) == 21 * COST, 90, "phase 2 spend")
+
+    # A request in November: the budget returns to normal for the new period.
+    send([raw_event(200, time_="2026-11-02T08:00:00Z")])
+    wait_for(
+        lambda: (
+            (latest(settings, settings.topics.breakers).get(b"research-month") or {}).get("period_key")
+            == "2026-11-01T00:00Z"
+        ),
+        60,
+        "November breaker",
+    )
+
+    spend_state = research_spend(settings, app_id)
+    assert spend_state == {october: 21 * COST, "2026-11-01T00:00Z": COST}
+
+    crossings = [orjson.loads(v or b"") for _, v in read_all(settings, settings.topics.thresholds)]
+    assert [(c["level"], c["spent_nanos"]) for c in crossings] == [
+        ("warning", 7 * COST),  # 525,000,000 >= 500,000,000
+        ("throttled", 11 * COST),  # 825,000,000 >= 800,000,000
+        ("broken", 14 * COST),  # 1,050,000,000 >= 1,000,000,000
+    ]
+    assert {c["period_key"] for c in crossings} == {october}
+
+    breakers = [orjson.loads(v or b"") for _, v in read_all(settings, settings.topics.breakers)]
+    assert [(b["state"], b["period_key"]) for b in breakers] == [
+        ("normal", october),
+        ("warning", october),
+        ("throttled", october),
+        ("broken", october),
+        ("normal", "2026-11-01T00:00Z"),
+    ]
+    final = breakers[-1]
+    assert final["remaining_nanos"] == 1_000_000_000 - COST and final["remaining_usd"] == "0.925000000"
+    assert final["downgrade_model"] == "gpt-4o-mini" and final["max_tokens_per_request"] == 1000
+    broken = breakers[3]
+    assert broken["remaining_nanos"] == 0 and broken["period_end"] == "2026-11-01T00:00:00+00:00"
+
+    priced = {json.loads(v or b"")["event"]["id"] for _, v in read_all(settings, settings.topics.usage_priced)}
+    assert len(priced) == 22  # 20 + the stream's final figure + November; estimates never priced
+    letters = [orjson.loads(v or b"") for _, v in read_all(settings, settings.topics.dead_letter)]
+    assert len(letters) == 3 and all(d["stage"] == "pricing" and d["reason"] for d in letters)
+    assert any("input_tokens" in d["reason"] for d in letters)
+    assert any("surprise: Extra inputs are not permitted" in d["reason"] for d in letters)
