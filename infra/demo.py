@@ -1,28 +1,36 @@
 """``make demo``: the main job end to end on the embedded defaults.
 
-Starts the embedded Kafka broker (tansu) and the embedded ClickHouse (chdb, persistent
-directory), publishes a simulated quarter of priced usage to Kafka (with redeliveries and
-invalid messages), runs the store sink until the topic is drained, checks the store against
-ground truth to the nano-dollar, then runs the billing jobs: October bills per department
-and project (JSON/CSV/PDF), month-end forecasts for November, allocation splits and a
-re-rating after a price override. Everything lands in ``--out``; every process started is
-stopped.
+Starts the embedded Kafka broker (tansu), the embedded ClickHouse (chdb, persistent
+directory) and the Faust stream worker. September and October are backfilled directly (the
+history bills and forecasts need); November streams live: services publish usage events
+(some streamed, with running estimates; some redelivered; three invalid), the pricing agent
+prices them, the spend agent keeps windows and trips budgets (a runaway agent loop breaks
+the research budget), and the store sink writes priced events to ClickHouse. The store is
+checked against ground truth to the nano-dollar; then the billing jobs run: October bills
+per department and project (JSON/CSV/PDF), November month-end forecasts, allocation splits
+and a re-rating after a price override. Everything lands in ``--out``; every process
+started is stopped.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
+import orjson
 import yaml
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, TopicPartition
 
 from billing.allocation import Method
 from billing.bill import build_bill
@@ -41,6 +49,7 @@ from billing.periods import month_period
 from billing.rerate import RerateReport, rerate_period
 from infra.broker import start_broker
 from infra.topics import create_topics
+from producers.publisher import UsagePublisher
 from stream_jobs.store_sink import StoreSink
 from tokenledger.budgets import BudgetFile
 from tokenledger.kafka_config import KafkaSettings
@@ -50,14 +59,16 @@ from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, OverrideBoo
 from tokenledger.pricing.overrides import OverrideFile
 from tokenledger.pricing.table import DEFAULT_OVERRIDES
 from tokenledger.sample import simulate
-from tokenledger.schema.fastdecode import decode_usage_event
-from tokenledger.schema.priced import encode_priced
+from tokenledger.schema import UsageEventV1
 from tokenledger.store.chdb_store import ChdbStore
+from tokenledger.store.ingest import ingest_raw
 from tokenledger.store.migrations import migrate
 
 TZ = ZoneInfo("Asia/Shanghai")
 START = datetime(2026, 9, 1, tzinfo=TZ)
 TODAY = datetime(2026, 11, 22, 2, 0, tzinfo=TZ)  # the demo's clock: bills for October, forecast for November
+APP_ID = "tokenledger-demo"
+LIVE_FROM = "2026-11-01"  # events from November on stream live; earlier ones are backfilled
 DAYS = (TODAY.date() - START.date()).days
 
 
@@ -69,70 +80,148 @@ def say(msg: str) -> None:
 T0 = time.monotonic()
 
 
-def publish(settings: KafkaSettings, table: CachedPriceTable) -> tuple[int, int, int, dict[str, int]]:
-    """Price the simulated events and publish them, plus redeliveries and invalid messages.
+@dataclass
+class Truth:
+    """Ground truth computed on the side, to check the pipeline against."""
 
-    Returns:
-        (messages published, distinct events, ground-truth nano-USD, truth by month)
-    """
-    producer = Producer({**settings.client_config(), "linger.ms": 20, "queue.buffering.max.messages": 200_000})
-    topic = settings.topics.usage_priced
-    total = distinct = sent = 0
-    by_month: dict[str, int] = defaultdict(int)
-    redeliver: list[tuple[bytes, bytes]] = []
+    distinct: int = 0
+    nanos: int = 0
+    sent: int = 0
+    estimates: int = 0
+    redelivered: int = 0
+
+
+def backfill(store: ChdbStore, table: CachedPriceTable, truth: Truth) -> None:
+    """September and October straight into the store (the history path)."""
+    lines = (json.dumps(raw).encode() for raw in simulate(START, DAYS) if raw["time"] < LIVE_FROM)
+    stats = ingest_raw(store, lines, table)
+    truth.distinct += stats.inserted
+    truth.nanos += stats.total_nanos
+    say(f"backfilled Sep-Oct: {stats.inserted:,} requests, {format_money(stats.total_nanos, 'USD')}")
+
+
+def publish_live(settings: KafkaSettings, table: CachedPriceTable, truth: Truth) -> UsagePublisher:
+    """November as live traffic through the producers, with estimates, redeliveries, junk."""
+    publisher = UsagePublisher(settings, spool=Path("data/spool/demo-usage-raw.jsonl"))
+    n = 0
     for raw in simulate(START, DAYS):
-        ev = decode_usage_event(json.dumps(raw).encode())
-        cost = price(ev.data, ev.time, table)
-        key, value = f"{ev.source}|{ev.id}".encode(), encode_priced(ev, cost)
-        producer.produce(topic, value, key=key)
-        producer.poll(0)
-        total += cost.total_nanos
-        by_month[ev.time.astimezone(TZ).strftime("%Y-%m")] += cost.total_nanos
-        distinct += 1
-        sent += 1
-        if distinct % 997 == 0:
-            redeliver.append((key, value))  # a producer retry: same identity, sent again
-        if distinct % 10_000 == 0:
-            say(f"published {distinct:,} priced events")
-    for key, value in redeliver:
-        producer.produce(topic, value, key=key)
-        sent += 1
-    for bad in (b"{not json", b'{"type": "dev.tokenledger.priced.v1", "event": {}}', b""):
-        producer.produce(topic, bad, key=b"bad")
-        sent += 1
-    if producer.flush(60) != 0:
-        raise RuntimeError("broker did not acknowledge every message")
-    say(f"published {sent:,} messages: {distinct:,} events, {len(redeliver)} redeliveries, 3 invalid")
-    return sent, distinct, total, dict(by_month)
+        if raw["time"] < LIVE_FROM:
+            continue
+        event = UsageEventV1.model_validate_json(json.dumps(raw))
+        cost = price(event.data, event.time, table)
+        truth.distinct += 1
+        truth.nanos += cost.total_nanos
+        n += 1
+        if n % 40 == 0:  # a streamed response: two running estimates before the final figure
+            for seq in (1, 2):
+                data = event.data.model_copy(
+                    update={
+                        "usage_source": "estimated",
+                        "final": False,
+                        "stream_seq": seq,
+                        "output_tokens": event.data.output_tokens * seq // 3,
+                        "reasoning_tokens": 0,
+                    }
+                )
+                publisher.publish(event.model_copy(update={"id": f"{event.id}:est:{seq}", "data": data}))
+                truth.estimates += 1
+        publisher.publish(event)
+        if n % 997 == 0:  # a producer retry: same identity, published again
+            publisher.publish(event)
+            truth.redelivered += 1
+    for junk in (b"{not json", b'{"specversion": "1.0", "id": "x"}', b"\xff\xfe"):
+        publisher._send(b"junk", junk)
+    publisher.flush()
+    truth.sent = publisher.stats.enqueued
+    say(
+        f"published November live: {n:,} requests, {truth.estimates} estimates, "
+        f"{truth.redelivered} redeliveries, 3 invalid events"
+    )
+    return publisher
 
 
-def drain(settings: KafkaSettings, store: ChdbStore, expected: int) -> StoreSink:
-    """Run the store sink until it consumed ``expected`` messages."""
+def drain(
+    settings: KafkaSettings, store: ChdbStore, expected_rows: int, workers: list[subprocess.Popen[bytes]]
+) -> StoreSink:
+    """Run the store sink until the store holds ``expected_rows`` distinct requests."""
     consumer = ConfluentBatchConsumer(settings, settings.topics.usage_priced, "tokenledger-sink")
-    sink = StoreSink(store, consumer, KafkaDeadLetter(settings), batch_size=5000, batch_wait_s=0.5)
-    seen, idle = 0, 0
-    while seen < expected and idle < 40:
+    sink = StoreSink(store, consumer, KafkaDeadLetter(settings), batch_size=2000, batch_wait_s=0.5)
+    idle, rows = 0, 0
+    while rows < expected_rows and idle < 120:
+        if any(w.poll() is not None for w in workers):
+            raise RuntimeError("a stream worker exited: see out/logs/stream-*.log")
         n = sink.run_once()
-        seen += n
         idle = 0 if n else idle + 1
         if n:
-            stats = sink.stats
-            say(f"sink: {seen:,}/{expected:,} messages, {stats.rows:,} rows, {stats.dead_lettered} dead-lettered")
+            rows = int(store.query("SELECT count() FROM usage_events FINAL").scalar())
+            say(f"sink: {sink.stats.rows:,} priced events written, store holds {rows:,}/{expected_rows:,} requests")
     consumer.close()
     return sink
 
 
-@dataclass(frozen=True)
-class Summary:
-    """Counts of the ingestion part of the run."""
+def start_worker(settings: KafkaSettings, out: Path, role: str) -> subprocess.Popen[bytes]:
+    """A Faust worker for one role (``pricing`` or ``spend``) as a child process."""
+    env = {
+        **os.environ,
+        "TOKENLEDGER_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
+        "TOKENLEDGER_SINGLE_RECORD_BATCHES": "1",  # tansu: see stream_jobs/app.py
+        "TOKENLEDGER_DATADIR": str(out / "faust" / role),
+        "TOKENLEDGER_APP_ID": APP_ID,
+        "TOKENLEDGER_AGENTS": role,
+    }
+    (out / "faust" / role).mkdir(parents=True, exist_ok=True)
+    log = (out / "logs" / f"stream-{role}.log").open("ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "stream_jobs", "worker", "-l", "info"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
-    distinct: int
-    sent: int
-    dead_lettered: int
-    stored_nanos: int
-    truth_nanos: int
-    stored_rows: int
-    days: int
+
+def stop_worker(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM, then SIGKILL."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+
+
+def wait_for_spend_agent(settings: KafkaSettings, group: str, timeout_s: float = 300.0) -> None:
+    """Wait until the Faust group has committed every offset of ``usage-priced``."""
+    topic = settings.topics.usage_priced
+    c = Consumer({**settings.client_config(), "group.id": group, "enable.auto.commit": False})
+    parts = [TopicPartition(topic, p) for p in sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)]
+    deadline = time.monotonic() + timeout_s
+    last = -1
+    while time.monotonic() < deadline:
+        ends = sum(c.get_watermark_offsets(tp, timeout=5)[1] for tp in parts)
+        done = sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=5))
+        if done >= ends:
+            break
+        if done != last:
+            say(f"spend agent: {done:,}/{ends:,} priced events folded into windows and budgets")
+            last = done
+        time.sleep(2)
+    c.close()
+
+
+def read_topic(settings: KafkaSettings, topic: str) -> list[dict[str, Any]]:
+    """Every JSON message of a topic, in order (single-partition topics)."""
+    c = Consumer({**settings.client_config(), "group.id": f"demo-read-{topic}", "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, 0, 0)])
+    out: list[dict[str, Any]] = []
+    idle = 0
+    while idle < 3:
+        msgs = [m for m in c.consume(1000, 0.3) if not m.error()]
+        idle = 0 if msgs else idle + 1
+        out.extend(orjson.loads(m.value() or b"{}") for m in msgs)
+    c.close()
+    return out
 
 
 def _usd(nanos: int) -> str:
@@ -140,26 +229,50 @@ def _usd(nanos: int) -> str:
 
 
 def print_summary(
-    s: Summary, written: list[WrittenBill], forecasts: list[BudgetForecast], rerate: RerateReport, out: Path
+    truth: Truth,
+    stored: tuple[int, int],
+    *,
+    dead_letters: list[dict[str, Any]],
+    breakers: list[dict[str, Any]],
+    thresholds: list[dict[str, Any]],
+    written: list[WrittenBill],
+    forecasts: list[BudgetForecast],
+    rerate: RerateReport,
+    out: Path,
 ) -> None:
     """The closing report."""
     print("\n================ tokenledger demo summary ================")
     print(
-        f"events: {s.distinct:,} distinct over {s.days} days; {s.sent - s.distinct - 3} redelivered duplicates "
-        f"ignored; {s.dead_lettered} invalid messages dead-lettered with a reason"
+        f"requests: {truth.distinct:,} (Sep-Oct backfilled, November streamed live); "
+        f"{truth.estimates} running estimates not billed; {truth.redelivered} redeliveries ignored; "
+        f"{len(dead_letters)} invalid events dead-lettered with a reason"
     )
-    exact = (s.stored_rows, s.stored_nanos) == (s.distinct, s.truth_nanos)
-    print(f"store total {format_money(s.stored_nanos, 'USD', 9)} == ground truth: {exact}")
+    exact = stored == (truth.distinct, truth.nanos)
+    print(f"store total {format_money(stored[1], 'USD', 9)} == ground truth: {exact}")
+    print("\nbudget timeline (thresholds once per period; breakers for the gateways):")
+    for t in thresholds:
+        print(f"  {t['at'][:19]}  {t['budget_id']:<22} crossed {t['level']:<9} at {_usd(t['spent_nanos'])}")
+    previous: dict[str, str] = {}
+    for b in breakers:
+        before = previous.get(b["budget_id"], "normal")
+        previous[b["budget_id"]] = b["state"]
+        if b["state"] == before:
+            continue  # only transitions (the topic also carries each new period's state)
+        print(
+            f"  {b['updated_at'][:19]}  {b['budget_id']:<22} breaker {b['state']:<9} "
+            f"remaining {format_money(b['remaining_nanos'], 'USD')}"
+            + (f", downgrade to {b['downgrade_model']}" if b["state"] == "throttled" and b["downgrade_model"] else "")
+        )
     print("\nOctober 2026 (Asia/Shanghai) by department:")
     depts = sorted(
         (w.bill for w in written if w.bill.scope.dimension == "department"),
         key=lambda b: -b.summary.cost_nanos,
     )
-    for b in depts:
-        m = b.summary
+    for bill in depts:
+        m = bill.summary
         print(
-            f"  {b.scope.value:<12} {_usd(m.cost_nanos):>12} {format_money(m.cost_nanos_local, 'CNY'):>14} "
-            f"{m.requests:>6,} req  cache {m.cached_ratio:>6.1%}  best advice saves ~{_usd(b.best_saving_nanos)}"
+            f"  {bill.scope.value:<12} {_usd(m.cost_nanos):>12} {format_money(m.cost_nanos_local, 'CNY'):>14} "
+            f"{m.requests:>6,} req  cache {m.cached_ratio:>6.1%}  best advice saves ~{_usd(bill.best_saving_nanos)}"
         )
     best = max((g for w in written for g in w.bill.suggestions), key=lambda g: g.saving_nanos, default=None)
     if best:
@@ -184,7 +297,7 @@ def print_summary(
     )
 
 
-def main() -> int:
+def main() -> int:  # noqa: PLR0915 - a linear script
     """Run the demo."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", type=Path, default=Path("out"))
@@ -195,22 +308,35 @@ def main() -> int:
     say("starting the embedded Kafka broker (tansu) and ClickHouse (chdb)")
     broker = start_broker(log_path=out / "logs" / "tansu.log")
     store = ChdbStore(out / "chdb")
+    workers: list[subprocess.Popen[bytes]] = []
     try:
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
         create_topics(settings)
         migrate(store)
         table = CachedPriceTable(LayeredPriceTable.from_path())
-        sent, distinct, truth, truth_by_month = publish(settings, table)
-        sink = drain(settings, store, sent)
+        truth = Truth()
+        backfill(store, table, truth)
+        say("starting the stream workers (Faust): pricing agent and spend agent, one process each")
+        workers = [start_worker(settings, out, role) for role in ("pricing", "spend")]
+        publish_live(settings, table, truth).close()
+        drain(settings, store, truth.distinct, workers)
         rows, stored = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
-        check = "equals" if (rows, stored) == (distinct, truth) else "DIFFERS FROM"
-        say(
-            f"store: {rows:,} requests, {format_money(stored, 'USD', 9)} {check} ground truth "
-            f"({distinct:,} requests, {format_money(truth, 'USD', 9)})"
-        )
+        check = "equals" if (rows, stored) == (truth.distinct, truth.nanos) else "DIFFERS FROM"
+        say(f"store: {rows:,} requests, {format_money(stored, 'USD', 9)} {check} ground truth")
+        wait_for_spend_agent(settings, f"{APP_ID}-spend")
+        thresholds = read_topic(settings, settings.topics.thresholds)
+        breakers = read_topic(settings, settings.topics.breakers)
+        dead_letters = read_topic(settings, settings.topics.dead_letter)
+        anomalies = read_topic(settings, settings.topics.anomalies)
+        timeline = {
+            "thresholds": thresholds,
+            "breakers": breakers,
+            "anomalies": anomalies,
+            "dead_letters": dead_letters,
+        }
+        (out / "breaker_timeline.json").write_bytes(orjson.dumps(timeline, option=orjson.OPT_INDENT_2))
 
-        ctx = BillingContext.default(clock=lambda: TODAY)
-        ctx = replace(ctx, table=table)
+        ctx = replace(BillingContext.default(clock=lambda: TODAY), table=table)
         written = generate_monthly_bills(store, ctx, "2026-10", out / "bills")
         say(f"October bills: {len(written)} scopes x JSON/CSV/PDF in {out / 'bills'}")
         forecasts = run_forecasts(store, BudgetFile.load(), ctx, out)
@@ -221,37 +347,32 @@ def main() -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(allocation_csv(amount, split, method, "project"))
         doc = yaml.safe_load(DEFAULT_OVERRIDES.read_text())
+        cut = {"provider": "deepseek", "model": "deepseek-chat", "valid_from": "2026-10-15T00:00:00+08:00"}
         doc["models"].append(
-            {
-                "provider": "deepseek",
-                "model": "deepseek-chat",
-                "valid_from": "2026-10-15T00:00:00+08:00",
-                "input_per_mtok": "0.14",
-                "cached_read_per_mtok": "0.014",
-                "output_per_mtok": "0.21",
-            }
+            {**cut, "input_per_mtok": "0.14", "cached_read_per_mtok": "0.014", "output_per_mtok": "0.21"}
         )
         new_table = LayeredPriceTable(OverrideBook.from_model(OverrideFile.model_validate(doc)))
-        rerate = rerate_period(store, "acme", month_period("2026-10", TZ), new_table, "2026-10-deepseek-cut")
-        rerated = build_bill(
-            store,
-            Scope("acme", "department", "engineering"),
-            month_period("2026-10", TZ),
-            ctx,
-            rating="rerated:2026-10-deepseek-cut",
-        )
-        write_bill(rerated, out / "bills")
+        october = month_period("2026-10", TZ)
+        rerate = rerate_period(store, "acme", october, new_table, "2026-10-deepseek-cut")
+        engineering = Scope("acme", "department", "engineering")
+        write_bill(build_bill(store, engineering, october, ctx, rating="rerated:2026-10-deepseek-cut"), out / "bills")
 
         print_summary(
-            Summary(distinct, sent, sink.stats.dead_lettered, stored, truth, rows, DAYS),
-            written,
-            forecasts,
-            rerate,
-            out,
+            truth,
+            (rows, stored),
+            dead_letters=dead_letters,
+            breakers=breakers,
+            thresholds=thresholds,
+            written=written,
+            forecasts=forecasts,
+            rerate=rerate,
+            out=out,
         )
-        say("done; stopping the broker")
-        return 0 if (rows, stored) == (distinct, truth) and truth_by_month else 1
+        say("done; stopping the stream worker and the broker")
+        return 0 if (rows, stored) == (truth.distinct, truth.nanos) else 1
     finally:
+        for worker in workers:
+            stop_worker(worker)
         store.close()
         broker.stop()
 

@@ -1,6 +1,19 @@
-"""``python -m stream_jobs worker``: run the Faust worker with every agent."""
+"""``python -m stream_jobs worker``: run the Faust worker.
 
-from stream_jobs import pricing_agent, spend_agent  # noqa: F401 - registers the agents
-from stream_jobs.app import app
+``TOKENLEDGER_AGENTS`` picks the agents: ``all`` (default), ``pricing`` or ``spend``; run one
+process per role to use two cores.
+"""
 
+import sys
+
+from stream_jobs.app import ROLE, app
+
+if ROLE in ("all", "pricing"):
+    from stream_jobs import pricing_agent  # noqa: F401 - registers the agent and its tables
+if ROLE in ("all", "spend"):
+    from stream_jobs import spend_agent  # noqa: F401 - registers the agent and its tables
+
+# No embedded web server: several workers share a host, and metrics are exported separately.
+if "worker" in sys.argv and "--with-web" not in sys.argv and "--without-web" not in sys.argv:
+    sys.argv.append("--without-web")
 app.main()

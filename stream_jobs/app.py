@@ -1,8 +1,9 @@
-"""The Faust application: settings, topics and tables shared by the agents.
+"""The Faust application: settings and topics shared by the agents (each agent module owns its tables).
 
 Configuration comes from the environment (see ``tokenledger.kafka_config``):
 ``TOKENLEDGER_KAFKA_BOOTSTRAP``, ``TOKENLEDGER_BUDGETS`` (YAML path), ``TOKENLEDGER_APP_ID``,
-``TOKENLEDGER_PARTITIONS`` and ``TOKENLEDGER_SINGLE_RECORD_BATCHES``. The last one is set for
+``TOKENLEDGER_PARTITIONS``, ``TOKENLEDGER_AGENTS`` (``all``, or ``pricing`` / ``spend`` to run
+the two agents as separate processes) and ``TOKENLEDGER_SINGLE_RECORD_BATCHES``. The last one is set for
 the embedded tansu broker, which reports a partition's end offset as the base offset of its
 last record batch + 1: changelog recovery would stop short unless every batch holds one record.
 """
@@ -36,8 +37,13 @@ def _broker_credentials() -> dict[str, Any]:
     return conf
 
 
+ROLE = os.environ.get("TOKENLEDGER_AGENTS", "all")  # all | pricing | spend: one process per role scales out
+if ROLE not in ("all", "pricing", "spend"):
+    raise SystemExit(f"TOKENLEDGER_AGENTS must be all, pricing or spend, not {ROLE!r}")
+_BASE_ID = os.environ.get("TOKENLEDGER_APP_ID", "tokenledger")
+
 app = faust.App(
-    os.environ.get("TOKENLEDGER_APP_ID", "tokenledger"),
+    _BASE_ID if ROLE == "all" else f"{_BASE_ID}-{ROLE}",
     broker=[f"kafka://{hp}" for hp in SETTINGS.bootstrap_servers.split(",")],
     store="memory://",
     topic_partitions=PARTITIONS,
@@ -62,14 +68,3 @@ thresholds_topic = app.topic(t.thresholds, value_serializer="json", key_serializ
 breakers_topic = app.topic(t.breakers, value_serializer="json", key_serializer="raw", partitions=1)
 anomalies_topic = app.topic(t.anomalies, value_serializer="json", key_serializer="raw", partitions=1)
 dead_letter_topic = app.topic(t.dead_letter, value_serializer="json", key_serializer="raw", partitions=1)
-
-# Request identities already priced (source|request_id -> event epoch s), kept 35 days.
-priced_requests = app.Table("priced-requests", default=None, partitions=PARTITIONS)
-# Event identities already counted by the spend agent (source|id -> event epoch s).
-counted_events = app.Table("counted-events", default=None, partitions=PARTITIONS)
-# Spend per tenant|dimension=value (see stream_jobs.spend_state).
-spend = app.Table("spend", default=None, partitions=PARTITIONS)
-# Per budget: {"spend": state, "status": BudgetStatus fields, "spikes": [...]}.
-budget_state = app.Table("budget-state", default=None, partitions=PARTITIONS)
-# Counters: dead letters by stage and reason kind, estimates seen, duplicates dropped.
-counters = app.Table("counters", default=int, partitions=PARTITIONS)

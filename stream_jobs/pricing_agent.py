@@ -14,12 +14,17 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from stream_jobs.app import DEDUP_HORIZON_S, app, counters, dead_letter_topic, priced_requests, priced_topic, raw_topic
+from stream_jobs.app import DEDUP_HORIZON_S, PARTITIONS, app, dead_letter_topic, priced_topic, raw_topic
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
 from tokenledger.schema.priced import encode_priced
 
 TABLE = CachedPriceTable(LayeredPriceTable.from_path())
+
+# Request identities already priced: source|request_id -> [event epoch s, source partition].
+priced_requests = app.Table("priced-requests", default=None, partitions=PARTITIONS)
+# Dead letters, stream estimates and duplicates seen by this agent.
+counters = app.Table("pricing-counters", default=int, partitions=PARTITIONS)
 
 
 @app.agent(raw_topic)

@@ -22,24 +22,29 @@ import msgspec
 
 from stream_jobs.app import (
     BUDGETS,
+    PARTITIONS,
     anomalies_topic,
     app,
     breakers_topic,
-    budget_state,
-    counted_events,
-    counters,
     dead_letter_topic,
     priced_topic,
-    spend,
     thresholds_topic,
 )
-from stream_jobs.spend_state import DIMENSIONS, add_spend, spent, state_key
+from stream_jobs.spend_state import DIMENSIONS, When, add_spend, spent, state_key
 from tokenledger.budget_eval import BudgetStatus, evaluate, matches, period_of, roll_over
 from tokenledger.schema.priced import decode_priced
 from tokenledger.spikes import check_spike
 from tokenledger.windows import ROLLING
 
 TZ = BUDGETS.tz
+
+# Event identities already counted: source|id -> [event epoch s, source partition].
+counted_events = app.Table("counted-events", default=None, partitions=PARTITIONS)
+# Spend per tenant|dimension=value (see stream_jobs.spend_state).
+spend = app.Table("spend", default=None, partitions=PARTITIONS)
+# Per budget: {"spend": state, "status": BudgetStatus fields}; "spikes:<key>": reported hours.
+budget_state = app.Table("budget-state", default=None, partitions=PARTITIONS)
+counters = app.Table("spend-counters", default=int, partitions=PARTITIONS)
 SPIKE_DIMENSIONS = ("tenant", "department")
 
 
@@ -93,23 +98,25 @@ async def track_spend(stream: Any) -> AsyncIterator[None]:
         nanos = priced.cost.to_cost().total_nanos
         labels = _labels(priced)
         tenant = labels["tenant"]
+        when = When.of(at, TZ)
         for dim in DIMENSIONS:
             if labels[dim]:
                 key = state_key(tenant, dim, labels[dim])
-                spend[key] = add_spend(spend.get(key), at, nanos, TZ)
+                spend[key] = add_spend(spend.get(key), when, nanos)
         for dim in SPIKE_DIMENSIONS:
             await _check_spike(tenant, dim, labels[dim], at)
         for budget in BUDGETS.budgets:
             if matches(budget, tenant, labels, labels["model"]):
-                await _evaluate_budget(budget, at, nanos)
+                await _evaluate_budget(budget, when, nanos)
         counted_events[identity] = [int(at.timestamp()), event.message.partition]
         yield None
 
 
-async def _evaluate_budget(budget: Any, at: datetime, nanos: int) -> None:
+async def _evaluate_budget(budget: Any, when: When, nanos: int) -> None:
     key = f"budget:{budget.id}"
+    at = when.at
     doc = budget_state.get(key) or {}
-    state = add_spend(doc.get("spend"), at, nanos, TZ)
+    state = add_spend(doc.get("spend"), when, nanos)
     status = _status_from(doc)
     period_key, _ = period_of(budget, at, BUDGETS.timezone)
     if status is not None and budget.period not in ROLLING and period_key < status.period_key:

@@ -7,6 +7,7 @@ plus hourly buckets for spike detection. Old periods are dropped as time moves o
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -22,32 +23,65 @@ def state_key(tenant: str, dimension: str, value: str) -> str:
     return f"{tenant}|{dimension}={value}"
 
 
-def add_spend(state: dict[str, Any] | None, at: datetime, nanos: int, tz: ZoneInfo) -> dict[str, Any]:
+@dataclass(frozen=True)
+class When:
+    """Everything about an instant that a fold needs, computed once per event."""
+
+    at: datetime
+    day: str
+    month: str
+    minute: int
+    hour: int
+
+    @classmethod
+    def of(cls, at: datetime, tz: ZoneInfo) -> When:
+        """Calendar keys in ``tz`` and bucket starts of ``at``."""
+        return cls(
+            at,
+            calendar_window(at, "day", tz).key,
+            calendar_window(at, "month", tz).key,
+            bucket_start(at, ROLLING["rolling_1h"][1]),
+            bucket_start(at, timedelta(hours=1)),
+        )
+
+
+_HOUR_S = 3600
+_HOURLY_KEEP_S = int(HOURLY_KEEP.total_seconds())
+
+
+def add_spend(state: dict[str, Any] | None, when: When, nanos: int) -> dict[str, Any]:
     """Fold one priced request into a key's state (returns a new dict).
+
+    Keeps the current and previous calendar day and month (late events within a period),
+    minute buckets of the last hour and hour buckets of the last 49 hours (for spikes).
 
     Args:
         state: The table value (``None`` for a new key).
-        at: Event time.
+        when: The event time, pre-computed (see :class:`When`).
         nanos: Cost, nano-USD.
-        tz: Timezone of calendar periods.
     """
-    s = {"day": {}, "month": {}, "minute": {}, "hour": {}} if state is None else {k: dict(v) for k, v in state.items()}
-    day, month = calendar_window(at, "day", tz).key, calendar_window(at, "month", tz).key
-    # Keep the current and the previous calendar period only (late events within a period).
-    s["day"][day] = s["day"].get(day, 0) + nanos
-    s["month"][month] = s["month"].get(month, 0) + nanos
-    s["day"] = dict(sorted(s["day"].items())[-2:])
-    s["month"] = dict(sorted(s["month"].items())[-2:])
-    length, width = ROLLING["rolling_1h"]
-    rolling = RollingSum(length, width, {int(k): v for k, v in s["minute"].items()})
-    newest = max([at, *(datetime.fromtimestamp(int(k), tz=at.tzinfo) for k in s["minute"])])
-    rolling.add(at, nanos, newest)
-    s["minute"] = {str(k): v for k, v in rolling.buckets.items()}
-    hour = bucket_start(at, timedelta(hours=1))
-    s["hour"][str(hour)] = s["hour"].get(str(hour), 0) + nanos
-    horizon = hour - int(HOURLY_KEEP.total_seconds())
-    s["hour"] = {k: v for k, v in s["hour"].items() if int(k) > horizon}
-    return s
+    if state is None:
+        state = {"day": {}, "month": {}, "minute": {}, "hour": {}}
+    day = dict(state["day"])
+    day[when.day] = day.get(when.day, 0) + nanos
+    month = dict(state["month"])
+    month[when.month] = month.get(when.month, 0) + nanos
+    if len(day) > 2:
+        day = dict(sorted(day.items())[-2:])
+    if len(month) > 2:
+        month = dict(sorted(month.items())[-2:])
+    # Minute buckets: keep those inside the hour before the newest bucket seen.
+    minute = dict(state["minute"])
+    newest = max([when.minute, *(int(k) for k in minute)])
+    key = str(when.minute)
+    if when.minute > newest - _HOUR_S:
+        minute[key] = minute.get(key, 0) + nanos
+    minute = {k: v for k, v in minute.items() if int(k) > newest - _HOUR_S}
+    hour = dict(state["hour"])
+    hkey = str(when.hour)
+    hour[hkey] = hour.get(hkey, 0) + nanos
+    hour = {k: v for k, v in hour.items() if int(k) > when.hour - _HOURLY_KEEP_S}
+    return {"day": day, "month": month, "minute": minute, "hour": hour}
 
 
 def spent(state: dict[str, Any] | None, period: str, at: datetime, tz: ZoneInfo) -> int:

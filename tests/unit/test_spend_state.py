@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from stream_jobs.spend_state import When, add_spend, spent
+
+SH = ZoneInfo("Asia/Shanghai")
+
+
+def test_fold_keeps_calendar_periods_in_timezone_and_rolling_hour() -> None:
+    t0 = datetime(2026, 10, 31, 15, 30, tzinfo=UTC)  # Oct 31 23:30 in Shanghai
+    s = add_spend(None, When.of(t0, SH), 100)
+    s = add_spend(s, When.of(t0 + timedelta(minutes=20), SH), 30)  # 23:50, still October
+    s = add_spend(s, When.of(t0 + timedelta(minutes=40), SH), 50)  # Nov 1 00:10 in Shanghai
+    assert s["month"] == {"2026-09-30T16:00Z": 130, "2026-10-31T16:00Z": 50}
+    assert spent(s, "month", t0 + timedelta(minutes=40), SH) == 50
+    assert spent(s, "day", t0, SH) == 130
+    assert spent(s, "rolling_1h", t0 + timedelta(minutes=40), SH) == 180
+    assert spent(s, "rolling_1h", t0 + timedelta(minutes=61), SH) == 80  # the 23:30 minute left
+    # Two months later only the current and previous calendar periods are kept.
+    s = add_spend(s, When.of(t0 + timedelta(days=40), SH), 7)
+    assert len(s["month"]) == 2 and len(s["day"]) == 2
+    assert spent(s, "month", t0 + timedelta(days=40), SH) == 7
+    assert spent(s, "rolling_24h", t0 + timedelta(days=40), SH) == 7
+    assert all(int(k) > int((t0 + timedelta(days=40)).timestamp()) - 49 * 3600 for k in s["hour"])
+
+
+def test_fold_is_pure() -> None:
+    w = When.of(datetime(2026, 10, 1, tzinfo=UTC), SH)
+    a = add_spend(None, w, 5)
+    b = add_spend(a, w, 5)
+    assert a["day"] != b["day"] and spent(a, "day", w.at, SH) == 5 and spent(b, "day", w.at, SH) == 10
