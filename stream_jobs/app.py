@@ -50,6 +50,7 @@ app = faust.App(
     topic_replication_factor=1,
     consumer_auto_offset_reset="earliest",
     broker_session_timeout=10.0,
+    broker_rebalance_timeout=20.0,  # bounds the rejoin wait after a worker was killed
     broker_heartbeat_interval=1.0,
     broker_commit_every=500,
     broker_commit_interval=1.0,

@@ -14,7 +14,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from stream_jobs.app import DEDUP_HORIZON_S, PARTITIONS, app, dead_letter_topic, priced_topic, raw_topic
+from stream_jobs.app import (
+    DEDUP_HORIZON_S,
+    PARTITIONS,
+    app,
+    dead_letter_topic,
+    priced_topic,
+    raw_topic,
+)
+from stream_jobs.identities import EXPIRE_EVERY, expire_identities
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
 from tokenledger.schema.priced import encode_priced
@@ -58,20 +66,5 @@ async def price_events(stream: Any) -> AsyncIterator[None]:
         priced_requests[request] = [int(ev.time.timestamp()), partition]
         seen += 1
         if seen % EXPIRE_EVERY == 0:
-            expire(partition, time.time() - DEDUP_HORIZON_S)
+            expire_identities(priced_requests, partition, time.time() - DEDUP_HORIZON_S)
         yield None
-
-
-EXPIRE_EVERY = 10_000
-
-
-def expire(partition: int, horizon: float) -> int:
-    """Forget request identities older than the dedup horizon.
-
-    Only keys written from ``partition``: a table delete goes to the changelog partition of
-    the event being processed, which must be the one that holds the key.
-    """
-    old = [k for k, v in priced_requests.items() if v is not None and v[1] == partition and v[0] < horizon]
-    for key in old:
-        del priced_requests[key]
-    return len(old)

@@ -13,6 +13,7 @@ For each priced request (counted once per ``source|id``):
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ import msgspec
 
 from stream_jobs.app import (
     BUDGETS,
+    DEDUP_HORIZON_S,
     PARTITIONS,
     anomalies_topic,
     app,
@@ -30,6 +32,7 @@ from stream_jobs.app import (
     priced_topic,
     thresholds_topic,
 )
+from stream_jobs.identities import EXPIRE_EVERY, expire_identities
 from stream_jobs.spend_state import DIMENSIONS, When, add_spend, spent, state_key
 from tokenledger.budget_eval import BudgetStatus, evaluate, matches, period_of, roll_over
 from tokenledger.schema.priced import decode_priced
@@ -80,6 +83,7 @@ def _status_doc(status: BudgetStatus) -> dict[str, Any]:
 @app.agent(priced_topic)
 async def track_spend(stream: Any) -> AsyncIterator[None]:
     """Fold each priced request into the spend tables and evaluate budgets."""
+    counted = 0
     async for event in stream.events():
         try:
             priced = decode_priced(event.value or b"")
@@ -108,7 +112,11 @@ async def track_spend(stream: Any) -> AsyncIterator[None]:
         for budget in BUDGETS.budgets:
             if matches(budget, tenant, labels, labels["model"]):
                 await _evaluate_budget(budget, when, nanos)
-        counted_events[identity] = [int(at.timestamp()), event.message.partition]
+        partition = event.message.partition
+        counted_events[identity] = [int(at.timestamp()), partition]
+        counted += 1
+        if counted % EXPIRE_EVERY == 0:
+            expire_identities(counted_events, partition, time.time() - DEDUP_HORIZON_S)
         yield None
 
 

@@ -174,7 +174,7 @@ def test_pipeline_exact_through_kill_and_restart(pipeline: tuple[KafkaSettings, 
     final_of_stream = raw_event(99, stream_seq=3)
     send([*phase2, phase1[4], phase2[4], final_of_stream])
     worker.start()
-    wait_for(lambda: research_spend(settings, app_id).get(october) == 21 * COST, 90, "phase 2 spend")
+    wait_for(lambda: research_spend(settings, app_id).get(october) == 21 * COST, 180, "phase 2 spend")
 
     # A request in November: the budget returns to normal for the new period.
     send([raw_event(200, time_="2026-11-02T08:00:00Z")])

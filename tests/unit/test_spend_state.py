@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from stream_jobs.identities import expire_identities
 from stream_jobs.spend_state import When, add_spend, spent
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -31,3 +32,9 @@ def test_fold_is_pure() -> None:
     a = add_spend(None, w, 5)
     b = add_spend(a, w, 5)
     assert a["day"] != b["day"] and spent(a, "day", w.at, SH) == 5 and spent(b, "day", w.at, SH) == 10
+
+
+def test_identity_expiry_only_touches_its_partition() -> None:
+    t: dict[str, list[int] | None] = {"a": [100, 0], "b": [100, 1], "c": [900, 0], "d": None}
+    assert expire_identities(t, 0, 500) == 1
+    assert sorted(t) == ["b", "c", "d"]

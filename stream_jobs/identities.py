@@ -1,0 +1,21 @@
+"""Expiry of remembered identities in a Faust table (pure over a mapping)."""
+
+from __future__ import annotations
+
+from collections.abc import MutableMapping
+from typing import Any
+
+EXPIRE_EVERY = 10_000
+
+
+def expire_identities(table: MutableMapping[str, Any], partition: int, horizon_s: float) -> int:
+    """Forget identities (``[event epoch s, partition]`` values) older than ``horizon_s``.
+
+    Only keys written from ``partition``: a table delete goes to the changelog partition of
+    the event being processed, which must be the one that holds the key. Called from inside
+    an agent (Faust refuses table writes elsewhere).
+    """
+    old = [k for k, v in table.items() if v is not None and v[1] == partition and v[0] < horizon_s]
+    for key in old:
+        del table[key]
+    return len(old)
