@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -11,21 +10,9 @@ from typing import Any
 from billing.config import AdviceConfig
 from billing.model import ModelLine, Suggestion
 from tokenledger.money import format_money, to_nanos
-from tokenledger.pricing import PriceTable, price_with_spec
+from tokenledger.pricing import PriceTable, UsageRecord, price_with_spec
 
 _PER_TOKEN = Decimal(1000)  # USD per 1M tokens -> nano-USD per token
-
-
-@dataclass(frozen=True)
-class _Usage:
-    provider: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cached_read_tokens: int
-    cache_write_tokens: int
-    reasoning_tokens: int
-    batch: bool = False
 
 
 def cache_suggestions(
@@ -82,7 +69,7 @@ def downgrade_suggestions(
         spec = table.lookup(target[0], target[1], at)
         if "unknown_model" in spec.flags:
             continue
-        usage = _Usage(
+        usage = UsageRecord(
             target[0],
             target[1],
             int(r["input_tokens"]),

@@ -16,6 +16,12 @@ from tokenledger.store.base import Store, load_query
 AS_BILLED = "as-billed"
 DIMENSIONS = ("department", "project", "user_id", "feature", "model", "api_key", "environment", "tenant")
 
+# The rows one bill covers: a tenant, one dimension value, a half-open period.
+_BILL_SCOPE = """tenant = {tenant:String}
+  AND {dim:Identifier} = {value:String}
+  AND event_time >= {start:DateTime64(6, 'UTC')}
+  AND event_time < {end:DateTime64(6, 'UTC')}"""
+
 _SOURCES = {
     AS_BILLED: "(SELECT * FROM usage_events FINAL)",
     "rerated": "(SELECT * FROM usage_rerated FINAL WHERE rating_run = {rating_run:String})",
@@ -32,11 +38,12 @@ def scoped_query(
     """Run ``sql/queries/<name>.sql`` against the as-billed rows or a re-rating run's rows.
 
     ``rating`` is ``as-billed`` or ``rerated:<run id>``; the source is one of two fixed
-    subqueries, never user text. ``scope`` fills ``__SCOPE__`` with bound conditions on
+    subqueries, never user text. ``__BILL_SCOPE__`` becomes the bound tenant, dimension and
+    period filter of a bill; ``scope`` fills ``__SCOPE__`` with bound conditions on
     allowlisted dimensions (``1`` when empty).
     """
     kind, _, run = rating.partition(":")
-    sql = load_query(name).replace("__SOURCE__", _SOURCES[kind])
+    sql = load_query(name).replace("__SOURCE__", _SOURCES[kind]).replace("__BILL_SCOPE__", _BILL_SCOPE)
     bound = {**params, "rating_run": run} if kind == "rerated" else dict(params)
     conditions = []
     for i, (dim, value) in enumerate(sorted((scope or {}).items())):

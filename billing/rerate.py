@@ -14,7 +14,7 @@ from datetime import timedelta
 from typing import Any
 
 from billing.periods import Period, day_start
-from tokenledger.pricing import PriceTable, price_with_spec
+from tokenledger.pricing import PriceTable, UsageRecord, price_with_spec
 from tokenledger.pricing.model import Cost
 from tokenledger.store.base import Store, load_query
 from tokenledger.store.records import USAGE_COLUMNS
@@ -30,18 +30,6 @@ _COST_COLUMNS = (
     "price_version",
     "flags",
 )
-
-
-@dataclass(frozen=True)
-class _StoredUsage:
-    provider: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cached_read_tokens: int
-    cache_write_tokens: int
-    reasoning_tokens: int
-    batch: bool
 
 
 @dataclass
@@ -63,7 +51,7 @@ class RerateReport:
 
 def reprice_row(row: dict[str, Any], table: PriceTable) -> Cost:
     """Price one stored row again at its own event time."""
-    usage = _StoredUsage(
+    usage = UsageRecord(
         str(row["provider"]),
         str(row["model"]),
         int(row["input_tokens"]),

@@ -6,10 +6,7 @@ SELECT
     count() AS requests,
     sum(cost_nanos) AS cost_nanos
 FROM __SOURCE__
-WHERE tenant = {tenant:String}
-  AND {dim:Identifier} = {value:String}
-  AND event_time >= {start:DateTime64(6, 'UTC')}
-  AND event_time < {end:DateTime64(6, 'UTC')}
+WHERE __BILL_SCOPE__
   AND NOT batch
   AND has({features:Array(String)}, feature)
 GROUP BY provider, model, feature

@@ -9,9 +9,6 @@ SELECT
     sum(reasoning_tokens) AS reasoning_tokens,
     sum(cost_nanos) AS cost_nanos
 FROM __SOURCE__
-WHERE tenant = {tenant:String}
-  AND {dim:Identifier} = {value:String}
-  AND event_time >= {start:DateTime64(6, 'UTC')}
-  AND event_time < {end:DateTime64(6, 'UTC')}
+WHERE __BILL_SCOPE__
 GROUP BY provider, model
 ORDER BY cost_nanos DESC, provider, model

@@ -5,9 +5,6 @@ SELECT
     sum(input_tokens + output_tokens) AS tokens,
     sum(cost_nanos) AS cost_nanos
 FROM __SOURCE__
-WHERE tenant = {tenant:String}
-  AND {dim:Identifier} = {value:String}
-  AND event_time >= {start:DateTime64(6, 'UTC')}
-  AND event_time < {end:DateTime64(6, 'UTC')}
+WHERE __BILL_SCOPE__
 GROUP BY day
 ORDER BY day

@@ -15,7 +15,4 @@ SELECT
     countIf(has(flags, 'unknown_model')) AS unknown_model_requests,
     uniqExact(price_version) AS price_versions
 FROM __SOURCE__
-WHERE tenant = {tenant:String}
-  AND {dim:Identifier} = {value:String}
-  AND event_time >= {start:DateTime64(6, 'UTC')}
-  AND event_time < {end:DateTime64(6, 'UTC')}
+WHERE __BILL_SCOPE__

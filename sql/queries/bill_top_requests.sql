@@ -11,9 +11,6 @@ SELECT
     output_tokens,
     cost_nanos
 FROM __SOURCE__
-WHERE tenant = {tenant:String}
-  AND {dim:Identifier} = {value:String}
-  AND event_time >= {start:DateTime64(6, 'UTC')}
-  AND event_time < {end:DateTime64(6, 'UTC')}
+WHERE __BILL_SCOPE__
 ORDER BY cost_nanos DESC, source, event_id
 LIMIT {limit:UInt32}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -11,21 +10,10 @@ import pytest
 from pydantic import ValidationError
 
 from tokenledger.money import format_money, nanos_to_units
-from tokenledger.pricing import CachedPriceTable, FxTable, LayeredPriceTable, OverrideBook, price
+from tokenledger.pricing import CachedPriceTable, FxTable, LayeredPriceTable, OverrideBook, UsageRecord, price
 from tokenledger.pricing.overrides import OverrideFile
 
-
-@dataclass(frozen=True)
-class U:
-    provider: str
-    model: str
-    input_tokens: int
-    output_tokens: int
-    cached_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
-    batch: bool = False
-
+U = UsageRecord
 
 AT = datetime(2025, 10, 15, 12, 0, tzinfo=UTC)
 

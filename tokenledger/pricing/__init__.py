@@ -2,7 +2,7 @@
 
 from tokenledger.pricing.engine import price, price_with_spec
 from tokenledger.pricing.fx import FxTable
-from tokenledger.pricing.model import Cost, PriceSpec, PriceTable, Rates, Tier
+from tokenledger.pricing.model import Cost, PriceSpec, PriceTable, Rates, Tier, UsageRecord
 from tokenledger.pricing.overrides import OverrideBook
 from tokenledger.pricing.table import CachedPriceTable, LayeredPriceTable
 
@@ -16,6 +16,7 @@ __all__ = [
     "PriceTable",
     "Rates",
     "Tier",
+    "UsageRecord",
     "price",
     "price_with_spec",
 ]

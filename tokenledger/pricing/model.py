@@ -108,6 +108,20 @@ class UsageLike(Protocol):
 
 
 @dataclass(frozen=True)
+class UsageRecord:
+    """A concrete :class:`UsageLike` (stored rows, aggregates, what-if pricing)."""
+
+    provider: str
+    model: str
+    input_tokens: int
+    output_tokens: int
+    cached_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    batch: bool = False
+
+
+@dataclass(frozen=True)
 class Cost:
     """The priced cost of one request, per component, in integer nano-USD."""
 
