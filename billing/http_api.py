@@ -31,7 +31,7 @@ from billing.forecast_job import forecast_budgets
 from billing.jobs import allocation_csv, allocation_for_month
 from billing.model import Scope
 from billing.periods import month_period
-from billing.render import _plain, render_csv, render_json, render_pdf
+from billing.render import render_csv, render_json, render_pdf, to_plain
 from tokenledger.budgets import BudgetFile
 from tokenledger.store.base import Store
 
@@ -150,7 +150,7 @@ def make_handler(store: Store, ctx: BillingContext, budgets: BudgetFile) -> type
             mine = BudgetFile(
                 timezone=budgets.timezone, budgets=tuple(b for b in budgets.budgets if b.tenant == tenant)
             )
-            results = [_plain(r, "USD") for r in forecast_budgets(store, mine, ctx)]
+            results = [to_plain(r, "USD") for r in forecast_budgets(store, mine, ctx)]
             self._send(HTTPStatus.OK, orjson.dumps({"units": "nano-USD", "forecasts": results}), _TYPES["json"])
 
     return Handler

@@ -15,7 +15,7 @@ from billing.context import BillingContext
 from billing.forecast_job import BudgetForecast, forecast_budgets
 from billing.model import Bill, Scope
 from billing.periods import Period, month_period
-from billing.render import _plain, render_csv, render_json, render_pdf
+from billing.render import render_csv, render_json, render_pdf, to_plain
 from tokenledger.budgets import BudgetFile
 from tokenledger.money import nanos_to_units
 from tokenledger.store.base import Store, load_query
@@ -75,7 +75,7 @@ def run_forecasts(store: Store, budgets: BudgetFile, ctx: BillingContext, out_di
     doc = {
         "generated_at": ctx.clock().isoformat(),
         "units": "nano-USD",
-        "forecasts": [_plain(r, "USD") for r in results],
+        "forecasts": [to_plain(r, "USD") for r in results],
     }
     (out_dir / "forecasts.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2))
     return results

@@ -25,20 +25,24 @@ _MUTED = (108, 117, 125)
 _BAND = (232, 240, 254)
 
 
-def _plain(value: Any, currency: str) -> Any:
-    """JSON-ready value; every ``*_nanos`` int gains an exact decimal sibling in its unit."""
+def to_plain(value: Any, currency: str) -> Any:
+    """JSON-ready form of a bill or report dataclass.
+
+    Every ``*_nanos`` int gains an exact decimal sibling in its unit (``*_usd``, or the
+    billing currency for ``*_nanos_local``); Decimals and dates become strings.
+    """
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(value):
             v = getattr(value, f.name)
-            out[f.name] = _plain(v, currency)
+            out[f.name] = to_plain(v, currency)
             if isinstance(v, int) and f.name.endswith("_nanos_local"):
                 out[f.name.removesuffix("_nanos_local") + f"_{currency.lower()}"] = str(nanos_to_units(v))
             elif isinstance(v, int) and f.name.endswith("_nanos"):
                 out[f.name.removesuffix("_nanos") + "_usd"] = str(nanos_to_units(v))
         return out
     if isinstance(value, tuple | list):
-        return [_plain(v, currency) for v in value]
+        return [to_plain(v, currency) for v in value]
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, datetime | date):
@@ -48,7 +52,7 @@ def _plain(value: Any, currency: str) -> Any:
 
 def bill_to_dict(bill: Bill) -> dict[str, Any]:
     """The whole bill as plain data (ints for nanos, strings for decimals and dates)."""
-    doc: dict[str, Any] = _plain(bill, bill.currency)
+    doc: dict[str, Any] = to_plain(bill, bill.currency)
     doc["units"] = {
         "*_nanos": "integer nano-USD (1 USD = 1e9)",
         "*_nanos_local": f"integer nano-{bill.currency}",

@@ -50,10 +50,10 @@ from billing.rerate import RerateReport, rerate_period
 from infra.broker import start_broker
 from infra.topics import create_topics
 from producers.publisher import UsagePublisher
+from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.store_sink import StoreSink
 from tokenledger.budgets import BudgetFile
 from tokenledger.kafka_config import KafkaSettings
-from tokenledger.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from tokenledger.money import format_money
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, OverrideBook, price
 from tokenledger.pricing.overrides import OverrideFile
@@ -130,7 +130,7 @@ def publish_live(settings: KafkaSettings, table: CachedPriceTable, truth: Truth)
             publisher.publish(event)
             truth.redelivered += 1
     for junk in (b"{not json", b'{"specversion": "1.0", "id": "x"}', b"\xff\xfe"):
-        publisher._send(b"junk", junk)
+        publisher.publish_raw(b"junk", junk)
     publisher.flush()
     truth.sent = publisher.stats.enqueued
     say(

@@ -79,6 +79,10 @@ class UsagePublisher:
         """Enqueue one event; spool it when the local buffer is full. Never blocks."""
         self._send(kafka_key(event), encode_usage_event(event))
 
+    def publish_raw(self, key: bytes, value: bytes) -> None:
+        """Enqueue bytes as they are (replays, and the demo's deliberately invalid events)."""
+        self._send(key, value)
+
     def _send(self, key: bytes, value: bytes) -> None:
         try:
             self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery)

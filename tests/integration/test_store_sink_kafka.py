@@ -10,10 +10,10 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.store_sink import StoreSink
 from tests.factories import event_dict
 from tokenledger.kafka_config import KafkaSettings
-from tokenledger.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema.fastdecode import decode_usage_event
 from tokenledger.schema.priced import encode_priced
