@@ -70,7 +70,15 @@ def _status_from(doc: dict[str, Any] | None) -> BudgetStatus | None:
         return None
     s = doc["status"]
     end = datetime.fromisoformat(s["period_end"]) if s["period_end"] else None
-    return BudgetStatus(s["budget_id"], s["period_key"], end, s["spent_nanos"], s["state"], tuple(s["emitted"]))
+    return BudgetStatus(
+        s["budget_id"],
+        s["period_key"],
+        end,
+        s["spent_nanos"],
+        s["state"],
+        tuple(s["emitted"]),
+        s.get("published_spent", 0),
+    )
 
 
 def _status_doc(status: BudgetStatus) -> dict[str, Any]:

@@ -33,6 +33,7 @@ class BudgetStatus:
     spent_nanos: int
     state: State
     emitted: tuple[Level, ...]  # levels already announced in this period
+    published_spent: int = 0  # spend carried by the last breaker published
 
 
 @dataclass(frozen=True)
@@ -131,7 +132,8 @@ def evaluate(
 
     Returns:
         New status, crossings to emit (each level once per period), and a breaker update
-        when the state or the period changed.
+        when the state or the period changed, or spend moved by ``publish_step`` of the
+        limit since the last published breaker.
     """
     period_key, period_end = period_of(budget, now, tz_name)
     new_period = status is None or status.period_key != period_key
@@ -146,8 +148,11 @@ def evaluate(
     # Rolling windows fall back below a level as spend ages out: re-arm those levels.
     if budget.period in ROLLING:
         emitted = tuple(lv for lv in emitted if spent_nanos >= thresholds[lv])
-    new_status = BudgetStatus(budget.id, period_key, period_end, spent_nanos, state, emitted)
-    changed = status is None or new_period or status.state != state
+    last = 0 if status is None or new_period else status.published_spent
+    step = int(Decimal(budget.limit_nanos) * budget.publish_step)
+    changed = status is None or new_period or status.state != state or abs(spent_nanos - last) >= step
+    published = spent_nanos if changed else last
+    new_status = BudgetStatus(budget.id, period_key, period_end, spent_nanos, state, emitted, published)
     breaker = breaker_for(budget, new_status, now) if changed else None
     return new_status, crossings, breaker
 

@@ -49,6 +49,9 @@ class Budget(BaseModel):
     downgrade_model: str | None = None
     max_tokens_per_request: int | None = Field(default=None, gt=0)
     fail_open: bool = False
+    # Publish the breaker again whenever spend moved this share of the limit since the last
+    # publish, so gateways see a fresh remaining amount, not only state changes.
+    publish_step: Annotated[Decimal, BeforeValidator(_no_float), Field(gt=0, le=1)] = Decimal("0.01")
 
     @field_validator("scope")
     @classmethod

@@ -61,13 +61,16 @@ def test_levels_cross_exactly_once_per_period() -> None:
     assert [c.level for c in crossings] == ["warning", "throttled"]  # one jump crosses two levels
     assert breaker is not None and breaker.state == "throttled"
     assert breaker.remaining_nanos == 15 * USD and breaker.downgrade_model == "gpt-4o-mini"
+    status, crossings, breaker = evaluate(B, status, 85 * USD + USD // 2, now, "Asia/Shanghai")
+    assert crossings == [] and breaker is None  # same state, moved less than 1 % of the limit
     status, crossings, breaker = evaluate(B, status, 90 * USD, now, "Asia/Shanghai")
-    assert crossings == [] and breaker is None  # same state: nothing new to publish
+    assert crossings == [] and breaker is not None  # moved >= 1 %: fresh remaining amount
+    assert (breaker.state, breaker.remaining_nanos) == ("throttled", 10 * USD)
     status, crossings, breaker = evaluate(B, status, 100 * USD, now, "Asia/Shanghai")
     assert [c.level for c in crossings] == ["broken"] and breaker is not None
     assert breaker.state == "broken" and breaker.remaining_nanos == 0
     assert breaker.to_json()["remaining_usd"] == "0E-9"
-    status, crossings, breaker = evaluate(B, status, 130 * USD, now, "Asia/Shanghai")
+    status, crossings, breaker = evaluate(B, status, 100 * USD + USD // 2, now, "Asia/Shanghai")
     assert crossings == [] and breaker is None
 
 
