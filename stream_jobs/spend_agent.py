@@ -78,6 +78,7 @@ def _status_from(doc: dict[str, Any] | None) -> BudgetStatus | None:
         s["state"],
         tuple(s["emitted"]),
         s.get("published_spent", 0),
+        datetime.fromisoformat(s["as_of"]) if s.get("as_of") else None,
     )
 
 
@@ -85,6 +86,7 @@ def _status_doc(status: BudgetStatus) -> dict[str, Any]:
     doc = asdict(status)
     doc["period_end"] = status.period_end.isoformat() if status.period_end else None
     doc["emitted"] = list(status.emitted)
+    doc["as_of"] = status.as_of.isoformat() if status.as_of else None
     return doc
 
 
@@ -139,7 +141,12 @@ async def _evaluate_budget(budget: Any, when: When, nanos: int) -> None:
         # A late event of a closed period: its spend counts there; the open period is unchanged.
         budget_state[key] = {"spend": state, "status": _status_doc(status)}
         return
-    new_status, crossings, breaker = evaluate(budget, status, spent(state, budget.period, at, TZ), at, BUDGETS.timezone)
+    # Evaluate at the budget's watermark: events of several partitions arrive interleaved, and
+    # a rolling window or a crossing time must not move backwards with an older event.
+    now = max(at, status.as_of) if status is not None and status.as_of is not None else at
+    new_status, crossings, breaker = evaluate(
+        budget, status, spent(state, budget.period, now, TZ), now, BUDGETS.timezone
+    )
     for c in crossings:
         await thresholds_topic.send(
             key=budget.id.encode(),

@@ -34,6 +34,7 @@ class BudgetStatus:
     state: State
     emitted: tuple[Level, ...]  # levels already announced in this period
     published_spent: int = 0  # spend carried by the last breaker published
+    as_of: datetime | None = None  # watermark: the latest event time evaluated
 
 
 @dataclass(frozen=True)
@@ -152,7 +153,7 @@ def evaluate(
     step = int(Decimal(budget.limit_nanos) * budget.publish_step)
     changed = status is None or new_period or status.state != state or abs(spent_nanos - last) >= step
     published = spent_nanos if changed else last
-    new_status = BudgetStatus(budget.id, period_key, period_end, spent_nanos, state, emitted, published)
+    new_status = BudgetStatus(budget.id, period_key, period_end, spent_nanos, state, emitted, published, now)
     breaker = breaker_for(budget, new_status, now) if changed else None
     return new_status, crossings, breaker
 
