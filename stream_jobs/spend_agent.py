@@ -33,7 +33,7 @@ from stream_jobs.app import (
     thresholds_topic,
 )
 from stream_jobs.identities import EXPIRE_EVERY, expire_identities
-from stream_jobs.spend_state import DIMENSIONS, When, add_spend, spent, state_key
+from stream_jobs.spend_state import DIMENSIONS, Progress, When, add_spend, spent, state_key
 from tokenledger.budget_eval import BudgetStatus, evaluate, matches, period_of, roll_over
 from tokenledger.schema.priced import decode_priced
 from tokenledger.spikes import check_spike
@@ -109,6 +109,7 @@ async def track_spend(stream: Any) -> AsyncIterator[None]:
             yield None
             continue
         at = priced.event.time
+        _progress.seen(at)
         nanos = priced.cost.to_cost().total_nanos
         labels = _labels(priced)
         tenant = labels["tenant"]
@@ -194,15 +195,21 @@ async def _check_spike(tenant: str, dim: str, value: str, at: datetime) -> None:
 _announced: set[tuple[str, str]] = set()
 
 
+_progress = Progress()
+
+
 @app.timer(interval=30.0)  # type: ignore[untyped-decorator]
 async def announce_new_periods() -> None:
     """Publish the return to normal when a calendar period starts, even before any event.
 
-    Timers cannot write tables, so the stored status moves on with the next event; this
-    only announces (at most once per budget and period per process; repeats are harmless
-    on a compacted topic).
+    A broken budget blocks its own traffic, so this cannot wait for an event. Timers cannot
+    write tables, so the stored status moves on with the next event; this only announces (at
+    most once per budget and period per process; repeats are harmless on a compacted topic),
+    and only while the worker is live, not while it replays a backlog.
     """
     now = datetime.now(UTC)
+    if not _progress.live(now):
+        return  # replaying the past: the event-driven roll-over announces new periods
     for budget in BUDGETS.budgets:
         status = _status_from(budget_state.get(f"budget:{budget.id}"))
         if status is None or status.state == "normal":

@@ -7,6 +7,8 @@ plus hourly buckets for spike detection. Old periods are dropped as time moves o
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,3 +95,22 @@ def spent(state: dict[str, Any] | None, period: str, at: datetime, tz: ZoneInfo)
     length, width = ROLLING["rolling_1h"] if period == "rolling_1h" else (timedelta(hours=24), timedelta(hours=1))
     source = state["minute"] if period == "rolling_1h" else state["hour"]
     return RollingSum(length, width, {int(k): v for k, v in source.items()}).total(at)
+
+
+class Progress:
+    """Where a worker is in event time and when it last saw an event (process memory)."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self.watermark: datetime | None = None
+        self.last_event_at = monotonic()
+
+    def seen(self, at: datetime) -> None:
+        """Record an event of time ``at``."""
+        self.watermark = at if self.watermark is None else max(self.watermark, at)
+        self.last_event_at = self._monotonic()
+
+    def live(self, now: datetime, idle_s: float = 60.0, lag: timedelta = timedelta(minutes=5)) -> bool:
+        """Caught up with the wall clock, or idle: not replaying a backlog of past events."""
+        caught_up = self.watermark is not None and self.watermark >= now - lag
+        return caught_up or self._monotonic() - self.last_event_at > idle_s

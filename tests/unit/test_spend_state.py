@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from stream_jobs.identities import expire_identities
-from stream_jobs.spend_state import When, add_spend, spent
+from stream_jobs.spend_state import Progress, When, add_spend, spent
 
 SH = ZoneInfo("Asia/Shanghai")
 
@@ -38,3 +38,17 @@ def test_identity_expiry_only_touches_its_partition() -> None:
     t: dict[str, list[int] | None] = {"a": [100, 0], "b": [100, 1], "c": [900, 0], "d": None}
     assert expire_identities(t, 0, 500) == 1
     assert sorted(t) == ["b", "c", "d"]
+
+
+def test_progress_tells_replay_from_live() -> None:
+    clock = [1000.0]
+    p = Progress(monotonic=lambda: clock[0])
+    wall = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+    p.seen(datetime(2026, 11, 18, 6, 0, tzinfo=UTC))  # replaying four days back
+    assert not p.live(wall)
+    clock[0] += 61  # no event for a minute: idle, so live
+    assert p.live(wall)
+    p.seen(wall - timedelta(minutes=2))  # caught up
+    assert p.live(wall)
+    p.seen(datetime(2026, 11, 1, tzinfo=UTC))  # an old event does not move the watermark back
+    assert p.watermark == wall - timedelta(minutes=2)
