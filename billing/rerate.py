@@ -20,16 +20,6 @@ from tokenledger.store.base import Store, load_query
 from tokenledger.store.records import USAGE_COLUMNS
 
 RERATED_COLUMNS = ("rating_run", *USAGE_COLUMNS)
-_COST_COLUMNS = (
-    "input_nanos",
-    "cached_read_nanos",
-    "cache_write_nanos",
-    "output_nanos",
-    "reasoning_nanos",
-    "cost_nanos",
-    "price_version",
-    "flags",
-)
 
 
 @dataclass
