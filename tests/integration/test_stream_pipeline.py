@@ -143,10 +143,10 @@ def research_spend(settings: KafkaSettings, app_id: str) -> dict[str, int]:
 
 
 KILL_RESTART_FLAKE = (
-    "Known issue (open): on the embedded tansu broker, about 1 run in 8 loses two phase-2 "
-    "requests after kill -9 and restart (spend 19x instead of 21x). tansu mis-reports end "
-    "offsets and stalls group rebalances; the root cause is not yet isolated. The failure "
-    "message lists the priced event ids to tell a pricing loss from a spend loss."
+    "Known issue (open): on the embedded tansu broker, about 1 run in 8, the restarted pricing "
+    "agent stops consuming part of the raw topic after kill -9 (captured: 2 and 8 of 11 "
+    "phase-2 requests never priced). Root cause not yet isolated (tansu offsets/rebalance "
+    "suspected). The failure message lists the priced event ids."
 )
 
 
