@@ -8,7 +8,7 @@ return to ``normal`` when a new calendar period starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
@@ -197,8 +197,3 @@ def matches(budget: Budget, tenant: str, labels: dict[str, str], model: str) -> 
         if actual != value:
             return False
     return True
-
-
-def with_spend(status: BudgetStatus, spent_nanos: int) -> BudgetStatus:
-    """A copy with a different spend (for tests and replays)."""
-    return replace(status, spent_nanos=spent_nanos)

@@ -9,9 +9,9 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tokenledger.batch_pricing import BatchStats, priced_events
 from tokenledger.money import format_money
-from tokenledger.pricing import CachedPriceTable, FxTable, LayeredPriceTable, price
-from tokenledger.schema.fastdecode import FastUsageEvent, InvalidEvent, decode_usage_event
+from tokenledger.pricing import CachedPriceTable, FxTable, LayeredPriceTable
 from tokenledger.tokens import count_chat_tokens, get_encoding
 from tokenledger.tokens.models import estimation_encoding_for_model
 
@@ -25,15 +25,8 @@ def price_lines(lines: Iterable[bytes], out_dir: Path, currency: str) -> dict[st
     table = CachedPriceTable(LayeredPriceTable.from_path())
     fx = FxTable.from_path()
     out_dir.mkdir(parents=True, exist_ok=True)
-    seen: set[tuple[str, str]] = set()
-    stats = {
-        "read": 0,
-        "priced": 0,
-        "duplicates": 0,
-        "dead_lettered": 0,
-        "total_nanos_usd": 0,
-        "total_nanos_local": 0,
-    }
+    batch = BatchStats()
+    total_local = 0
     by_model: dict[str, int] = defaultdict(int)
     by_dept: dict[str, int] = defaultdict(int)
     flagged: dict[str, int] = defaultdict(int)
@@ -41,23 +34,9 @@ def price_lines(lines: Iterable[bytes], out_dir: Path, currency: str) -> dict[st
         (out_dir / "priced_events.jsonl").open("w") as priced_f,
         (out_dir / "dead_letter.jsonl").open("w") as dlq_f,
     ):
-        for raw in lines:
-            stats["read"] += 1
-            try:
-                ev: FastUsageEvent = decode_usage_event(raw)
-            except InvalidEvent as exc:
-                stats["dead_lettered"] += 1
-                dlq_f.write(json.dumps({"reason": exc.reason, "raw": raw.decode("utf-8", "replace")}) + "\n")
-                continue
-            if ev.identity in seen:
-                stats["duplicates"] += 1
-                continue
-            seen.add(ev.identity)
-            cost = price(ev.data, ev.time, table)
+        for ev, cost in priced_events(lines, table, batch):
             local = fx.convert(cost.total_nanos, "USD", currency, ev.time)
-            stats["priced"] += 1
-            stats["total_nanos_usd"] += cost.total_nanos
-            stats["total_nanos_local"] += local.nanos  # each event at the rate of its own time
+            total_local += local.nanos  # each event at the rate of its own time
             by_model[f"{ev.data.provider}/{ev.data.model}"] += cost.total_nanos
             by_dept[ev.data.labels.department or "(none)"] += cost.total_nanos
             for flag in cost.flags:
@@ -83,11 +62,20 @@ def price_lines(lines: Iterable[bytes], out_dir: Path, currency: str) -> dict[st
                 )
                 + "\n"
             )
+        for raw_text, reason in batch.invalid:
+            dlq_f.write(json.dumps({"reason": reason, "raw": raw_text}) + "\n")
     _print_table("Cost by model (USD)", by_model)
     _print_table("Cost by department (USD)", by_dept)
     if flagged:
         print("Flags:", ", ".join(f"{k}={v}" for k, v in sorted(flagged.items())))
-    return stats
+    return {
+        "read": batch.read,
+        "priced": batch.priced,
+        "duplicates": batch.duplicates,
+        "dead_lettered": len(batch.invalid),
+        "total_nanos_usd": batch.total_nanos,
+        "total_nanos_local": total_local,
+    }
 
 
 def _print_table(title: str, rows: dict[str, int]) -> None:
