@@ -60,6 +60,8 @@ class BreakerUpdate:
     spent_nanos: int
     limit_nanos: int
     remaining_nanos: int
+    warn_nanos: int
+    throttle_nanos: int
     period: str
     period_key: str
     period_end: datetime | None
@@ -80,6 +82,8 @@ class BreakerUpdate:
             "limit_nanos": self.limit_nanos,
             "remaining_nanos": self.remaining_nanos,
             "remaining_usd": str(nanos_to_units(self.remaining_nanos)),
+            "warn_nanos": self.warn_nanos,
+            "throttle_nanos": self.throttle_nanos,
             "period": self.period,
             "period_key": self.period_key,
             "period_end": self.period_end.isoformat() if self.period_end else None,
@@ -160,6 +164,7 @@ def evaluate(
 
 def breaker_for(budget: Budget, status: BudgetStatus, now: datetime) -> BreakerUpdate:
     """The breaker message for a status."""
+    levels = level_thresholds(budget)
     return BreakerUpdate(
         budget_id=budget.id,
         tenant=budget.tenant,
@@ -168,6 +173,8 @@ def breaker_for(budget: Budget, status: BudgetStatus, now: datetime) -> BreakerU
         spent_nanos=status.spent_nanos,
         limit_nanos=budget.limit_nanos,
         remaining_nanos=max(0, budget.limit_nanos - status.spent_nanos),
+        warn_nanos=levels["warning"],
+        throttle_nanos=levels["throttled"],
         period=budget.period,
         period_key=status.period_key,
         period_end=status.period_end,

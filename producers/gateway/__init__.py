@@ -1,0 +1,1 @@
+"""Reference gateway: an OpenAI-compatible proxy that enforces budgets and publishes usage."""

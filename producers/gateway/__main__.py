@@ -1,0 +1,64 @@
+"""``python -m producers.gateway serve|mock-upstream``: the reference gateway and the mock upstream.
+
+Kafka settings (bootstrap servers, SASL, topic names) come from the ``TOKENLEDGER_*``
+environment, as for every other component (see ``tokenledger.kafka_config``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from decimal import Decimal
+from pathlib import Path
+
+from aiohttp import web
+
+from producers.breaker_client import BreakerClient
+from producers.gateway.config import DEFAULT_GATEWAY_CONFIG, GatewayConfig
+from producers.gateway.mock_upstream import MockUpstream
+from producers.gateway.proxy import Gateway
+from producers.gateway.reservations import worst_case_pricer
+from producers.publisher import UsagePublisher
+from tokenledger.guard import Guard
+from tokenledger.kafka_config import KafkaSettings
+from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
+
+
+def main() -> None:
+    """Parse the command line and serve until interrupted."""
+    ap = argparse.ArgumentParser(prog="python -m producers.gateway", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="the OpenAI-compatible budget-enforcing proxy")
+    serve.add_argument("--config", type=Path, default=DEFAULT_GATEWAY_CONFIG)
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--spool", type=Path, default=Path("data/spool/gateway-usage-raw.jsonl"))
+    mock = sub.add_parser("mock-upstream", help="a local OpenAI-compatible upstream that streams")
+    mock.add_argument("--host", default="127.0.0.1")
+    mock.add_argument("--port", type=int, default=8090)
+    mock.add_argument("--chunk-delay-ms", type=float, default=20.0)
+    args = ap.parse_args()
+    if args.cmd == "mock-upstream":
+        web.run_app(MockUpstream(chunk_delay_s=args.chunk_delay_ms / 1000).app(), host=args.host, port=args.port)
+        return
+    config = GatewayConfig.load(args.config)
+    settings = KafkaSettings.from_env()
+    table = CachedPriceTable(LayeredPriceTable.from_path())
+    guard = Guard(
+        worst_case_pricer(table),
+        stale_after_s=config.stale_after_s,
+        hold_s=config.hold_s,
+        headroom_share=Decimal(config.headroom_share),
+    )
+    client = BreakerClient(settings, guard).start()
+    publisher = UsagePublisher(settings, spool=args.spool)
+    gateway = Gateway(config, guard, publisher, table, upstream_api_key=os.environ.get(config.upstream_api_key_env, ""))
+    try:
+        web.run_app(gateway.app(), host=args.host, port=args.port)
+    finally:
+        client.close()
+        publisher.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+"""Per-request budget decisions for gateways: breaker state + local reservations -> decision.
+
+Deterministic: time (``now`` for periods, ``mono`` for feed staleness) and randomness
+(``rand`` for the throttle rule) are passed in. The Kafka side lives in
+``producers.breaker_client``; this module never does I/O.
+
+Rules (every matching budget is checked; the most restrictive answer wins):
+
+* spend seen by the gateway = the breaker's ``spent_nanos`` (zero once ``period_end`` has
+  passed) + this gateway's *unconfirmed* completions (finished requests the breaker does not
+  yet include) + its *in-flight* reservations (each admitted request's worst-case cost, from
+  its prompt tokens and ``max_tokens``, until it completes);
+* ``broken`` breaker, or spend + this request's worst case > the headroom this gateway may use
+  -> **deny** (HTTP 429), ``retry_after`` = seconds to the period end (rolling windows: 60 s);
+* ``throttled`` -> **throttle rule**: admit with probability
+  ``p = (limit - spend) / (limit - throttle_level)``, a straight line from 1 at the throttle
+  level to 0 at the limit; admitted requests are downgraded; rejected ones get
+  ``retry_after`` = 5 s;
+* ``warning`` or admitted while throttled -> **downgrade**: the budget's downgrade model and
+  ``max_tokens`` capped at its ``max_tokens_per_request`` (when configured);
+* otherwise **allow**.
+
+Whitelisted features are never throttled or denied, but their cost is still reserved and
+counted. When the breaker feed is stale (no contact with the broker for ``stale_after_s``)
+or not bootstrapped yet, a ``fail_open`` budget keeps deciding on its last known state and a
+fail-closed budget denies (``retry_after`` 5 s).
+
+Overshoot bound. With one gateway in front of a budget (``headroom_share = 1``), a request
+is admitted only if confirmed spend + unconfirmed + in-flight worst cases + its own worst
+case <= limit, so the spend it admits never passes the limit; what can still overshoot is
+(a) spend that reaches the budget without passing this gateway, during one pipeline latency
+(breaker age), and (b) reservation error: zero for the output (``max_tokens`` is enforced
+upstream) and for the prompt (counted exactly), except tool schemas and non-OpenAI
+tokenizers. With ``G`` gateways, ``headroom_share = 1/G`` splits the remaining headroom so
+their in-flight sum stays under the limit too. A completion stays counted locally until a
+breaker newer than it (``updated_at`` >= its event time, received ``hold_s`` after it
+finished) has been seen: the gateway may count it twice for a moment (deny a little
+early), never zero times.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Literal
+
+Action = Literal["allow", "downgrade", "throttle", "deny"]
+_SEVERITY: dict[Action, int] = {"allow": 0, "downgrade": 1, "throttle": 2, "deny": 3}
+ROLLING_RETRY_S = 60
+THROTTLE_RETRY_S = 5
+UNAVAILABLE_RETRY_S = 5
+
+
+@dataclass(frozen=True)
+class BreakerView:
+    """A breaker message (topic ``breakers``) as the gateway needs it."""
+
+    budget_id: str
+    tenant: str
+    scope: Mapping[str, str]
+    state: str
+    spent_nanos: int
+    limit_nanos: int
+    throttle_nanos: int
+    period_end: datetime | None
+    updated_at: datetime
+    downgrade_model: str | None = None
+    max_tokens_per_request: int | None = None
+    whitelist_features: frozenset[str] = frozenset()
+    fail_open: bool = False
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> BreakerView:
+        """Parse the wire form published by the spend agent."""
+        end = doc.get("period_end")
+        limit = int(doc["limit_nanos"])
+        return cls(
+            budget_id=str(doc["budget_id"]),
+            tenant=str(doc["tenant"]),
+            scope=dict(doc.get("scope") or {}),
+            state=str(doc["state"]),
+            spent_nanos=int(doc["spent_nanos"]),
+            limit_nanos=limit,
+            throttle_nanos=int(doc.get("throttle_nanos", limit * 8 // 10)),
+            period_end=datetime.fromisoformat(end) if end else None,
+            updated_at=datetime.fromisoformat(str(doc["updated_at"])),
+            downgrade_model=doc.get("downgrade_model"),
+            max_tokens_per_request=doc.get("max_tokens_per_request"),
+            whitelist_features=frozenset(doc.get("whitelist_features") or ()),
+            fail_open=bool(doc.get("fail_open", False)),
+        )
+
+    def matches(self, tenant: str, labels: Mapping[str, str], model: str) -> bool:
+        """Whether a request falls in this budget's scope."""
+        if self.tenant != tenant:
+            return False
+        for dim, value in self.scope.items():
+            actual = model if dim == "model" else labels.get("user" if dim == "user_id" else dim, "")
+            if actual != value:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class GuardRequest:
+    """What the gateway knows before forwarding a request."""
+
+    tenant: str
+    labels: Mapping[str, str]
+    model: str
+    prompt_tokens: int
+    max_tokens: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The answer for one request. ``ticket`` must be completed or released when admitted."""
+
+    action: Action
+    model: str
+    max_tokens: int
+    reason: str = ""
+    budget_id: str | None = None
+    retry_after_s: int | None = None
+    ticket: int | None = None
+
+    @property
+    def admitted(self) -> bool:
+        """Whether the request may go upstream."""
+        return self.action in ("allow", "downgrade")
+
+
+# (prompt tokens, max output tokens, model, now) -> worst-case cost in nano-USD
+WorstCase = Callable[[str, int, int, datetime], int]
+
+
+@dataclass
+class _Local:
+    """This gateway's spend the breaker may not include yet, per budget."""
+
+    inflight: dict[int, int] = field(default_factory=dict)  # ticket -> reserved nano-USD
+    unconfirmed: list[tuple[datetime, float, int]] = field(default_factory=list)  # (event time, done mono, nanos)
+
+
+class Guard:
+    """Thread-safe decision state shared by the breaker consumer and the request handlers."""
+
+    def __init__(
+        self,
+        worst_case: WorstCase,
+        *,
+        stale_after_s: float = 10.0,
+        hold_s: float = 5.0,
+        headroom_share: Decimal = Decimal(1),
+        reservations: bool = True,
+    ) -> None:
+        """Create an empty guard.
+
+        Args:
+            worst_case: Prices a request's worst case (used for reservations).
+            stale_after_s: Feed age after which fail-open/fail-closed applies.
+            hold_s: How long a completion stays counted after a newer breaker arrived.
+            headroom_share: Share of the remaining headroom this instance may reserve (1/G).
+            reservations: Off only to measure what breakers alone would overshoot.
+        """
+        self._worst_case = worst_case
+        self._stale_after = stale_after_s
+        self._hold = hold_s
+        self._share = headroom_share
+        self._reservations = reservations
+        self._lock = threading.Lock()
+        self._breakers: dict[str, BreakerView] = {}
+        self._received: dict[str, float] = {}
+        self._local: dict[str, _Local] = {}
+        self._tickets = itertools.count(1)
+        self._ticket_budgets: dict[int, tuple[str, ...]] = {}
+        self._contact: float | None = None
+        self.bootstrapped = False
+
+    # -- feed side ---------------------------------------------------------------------
+    def apply(self, doc: Mapping[str, Any] | None, budget_id: str, mono: float) -> BreakerView | None:
+        """Fold one breaker message (``None`` = tombstone) received at ``mono``."""
+        view = BreakerView.from_json(doc) if doc is not None else None
+        with self._lock:
+            self._contact = mono
+            if view is None:
+                self._breakers.pop(budget_id, None)
+                return None
+            self._breakers[budget_id] = view
+            self._received[budget_id] = mono
+            local = self._local.get(budget_id)
+            if local is not None:
+                # Completions the breaker now includes (newer event time, held long enough).
+                local.unconfirmed = [
+                    u for u in local.unconfirmed if not (view.updated_at >= u[0] and mono - u[1] >= self._hold)
+                ]
+        return view
+
+    def touch(self, mono: float) -> None:
+        """Record contact with the broker (the feed is alive even without new messages)."""
+        with self._lock:
+            self._contact = mono
+
+    def breakers(self) -> dict[str, BreakerView]:
+        """A snapshot of the known breakers."""
+        with self._lock:
+            return dict(self._breakers)
+
+    # -- request side ------------------------------------------------------------------
+    def decide(self, req: GuardRequest, now: datetime, mono: float, rand: float) -> Decision:
+        """Decide one request; admitted requests hold a reservation under ``ticket``.
+
+        Args:
+            req: The request (attribution, model, prompt tokens, max output tokens).
+            now: Request time (aware), compared with period ends.
+            mono: Monotonic seconds, compared with the feed's last contact.
+            rand: Uniform in [0, 1), the throttle rule's draw.
+        """
+        with self._lock:
+            stale = not self.bootstrapped or self._contact is None or mono - self._contact > self._stale_after
+            views = [b for b in self._breakers.values() if b.matches(req.tenant, req.labels, req.model)]
+            feature = req.labels.get("feature", "")
+            best = Decision("allow", req.model, req.max_tokens)
+            model, max_tokens = req.model, req.max_tokens
+            # Pass 1: state-based answers (deny / throttle / downgrade), most severe wins.
+            for v in views:
+                if feature in v.whitelist_features:
+                    continue
+                d = self._by_state(v, req, now, stale, rand)
+                if _SEVERITY[d.action] > _SEVERITY[best.action]:
+                    best = d
+                if d.action == "downgrade":
+                    model = d.model
+                    max_tokens = min(max_tokens, d.max_tokens)
+            if not best.admitted:
+                return best
+            # Pass 2: the worst case of what would actually be sent must fit every budget.
+            worst = self._worst_case(model, req.prompt_tokens, max_tokens, now) if views else 0
+            for v in views:
+                if feature in v.whitelist_features or not self._reservations:
+                    continue
+                spend = self._spend(v, now)
+                headroom = self._headroom(v, now)
+                if spend + worst > headroom:
+                    return Decision(
+                        "deny",
+                        model,
+                        max_tokens,
+                        f"budget {v.budget_id}: worst case {worst} nano-USD does not fit the remaining "
+                        f"{max(0, headroom - spend)} nano-USD",
+                        v.budget_id,
+                        _retry_after(v, now),
+                    )
+            ticket = next(self._tickets)
+            ids = tuple(v.budget_id for v in views) if self._reservations else ()
+            self._ticket_budgets[ticket] = ids
+            for budget_id in ids:
+                self._local.setdefault(budget_id, _Local()).inflight[ticket] = worst
+            action: Action = "downgrade" if (model, max_tokens) != (req.model, req.max_tokens) else "allow"
+            return Decision(action, model, max_tokens, best.reason, best.budget_id, None, ticket)
+
+    def complete(self, ticket: int, cost_nanos: int, event_time: datetime, mono: float) -> None:
+        """Replace a reservation by the request's actual cost (until a breaker includes it)."""
+        with self._lock:
+            for budget_id in self._ticket_budgets.pop(ticket, ()):
+                local = self._local.setdefault(budget_id, _Local())
+                local.inflight.pop(ticket, None)
+                if cost_nanos:
+                    local.unconfirmed.append((event_time, mono, cost_nanos))
+
+    def release(self, ticket: int) -> None:
+        """Drop a reservation of a request that cost nothing (upstream refused it)."""
+        with self._lock:
+            for budget_id in self._ticket_budgets.pop(ticket, ()):
+                self._local.get(budget_id, _Local()).inflight.pop(ticket, None)
+
+    def local_nanos(self, budget_id: str) -> tuple[int, int]:
+        """``(in-flight reserved, unconfirmed completed)`` nano-USD for a budget."""
+        with self._lock:
+            local = self._local.get(budget_id, _Local())
+            return sum(local.inflight.values()), sum(u[2] for u in local.unconfirmed)
+
+    # -- internals (lock held) -----------------------------------------------------------
+    def _confirmed(self, v: BreakerView, now: datetime) -> int:
+        return 0 if v.period_end is not None and now >= v.period_end else v.spent_nanos
+
+    def _spend(self, v: BreakerView, now: datetime) -> int:
+        local = self._local.get(v.budget_id)
+        if local is None:
+            return self._confirmed(v, now)
+        ended = v.period_end is not None and now >= v.period_end
+        unconfirmed = sum(n for t, _, n in local.unconfirmed if not ended or v.period_end is None or t >= v.period_end)
+        return self._confirmed(v, now) + unconfirmed + sum(local.inflight.values())
+
+    def _headroom(self, v: BreakerView, now: datetime) -> int:
+        """The spend this instance may reach: confirmed + its share of what remains."""
+        confirmed = self._confirmed(v, now)
+        remaining = max(0, v.limit_nanos - confirmed)
+        return confirmed + int(Decimal(remaining) * self._share)
+
+    def _by_state(self, v: BreakerView, req: GuardRequest, now: datetime, stale: bool, rand: float) -> Decision:
+        if stale and not v.fail_open:
+            return Decision(
+                "deny",
+                req.model,
+                req.max_tokens,
+                f"budget {v.budget_id}: budget state unavailable (fail-closed)",
+                v.budget_id,
+                UNAVAILABLE_RETRY_S,
+            )
+        spend = self._spend(v, now)
+        ended = v.period_end is not None and now >= v.period_end
+        state = "normal" if ended else v.state
+        if state == "broken" or spend >= v.limit_nanos:
+            return Decision(
+                "deny",
+                req.model,
+                req.max_tokens,
+                f"budget {v.budget_id} exhausted: spent {spend} of {v.limit_nanos} nano-USD",
+                v.budget_id,
+                _retry_after(v, now),
+            )
+        downgraded = Decision(
+            "downgrade",
+            v.downgrade_model or req.model,
+            min(req.max_tokens, v.max_tokens_per_request or req.max_tokens),
+            f"budget {v.budget_id} is {state}",
+            v.budget_id,
+        )
+        if state == "throttled" or spend >= v.throttle_nanos:
+            span = max(1, v.limit_nanos - v.throttle_nanos)
+            p = max(0.0, min(1.0, (v.limit_nanos - spend) / span))
+            if rand >= p:
+                return Decision(
+                    "throttle",
+                    req.model,
+                    req.max_tokens,
+                    f"budget {v.budget_id} throttled: admitting {p:.0%} of requests",
+                    v.budget_id,
+                    THROTTLE_RETRY_S,
+                )
+            return downgraded
+        if state == "warning":
+            return downgraded
+        return Decision("allow", req.model, req.max_tokens)
+
+
+def _retry_after(v: BreakerView, now: datetime) -> int:
+    """Seconds until the budget's period ends (rolling windows: a re-check interval)."""
+    if v.period_end is None:
+        return ROLLING_RETRY_S
+    return max(1, int((v.period_end - now).total_seconds()) + 1)
