@@ -15,6 +15,7 @@ started is stopped.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -48,11 +50,21 @@ from billing.model import Scope
 from billing.periods import month_period
 from billing.rerate import RerateReport, rerate_period
 from infra.broker import start_broker
+from infra.demo_gateway import (
+    PROBES,
+    GatewayRig,
+    LatencyReport,
+    drive,
+    percentile_us,
+    probe_budgets_yaml,
+    probe_latency,
+    report_json,
+)
 from infra.topics import create_topics
 from producers.publisher import UsagePublisher
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.store_sink import StoreSink
-from tokenledger.budgets import BudgetFile
+from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.money import format_money
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, OverrideBook, price
@@ -100,42 +112,80 @@ def backfill(store: ChdbStore, table: CachedPriceTable, truth: Truth) -> None:
     say(f"backfilled Sep-Oct: {stats.inserted:,} requests, {format_money(stats.total_nanos, 'USD')}")
 
 
-def publish_live(settings: KafkaSettings, table: CachedPriceTable, truth: Truth) -> UsagePublisher:
-    """November as live traffic through the producers, with estimates, redeliveries, junk."""
-    publisher = UsagePublisher(settings, spool=Path("data/spool/demo-usage-raw.jsonl"))
-    n = 0
-    for raw in simulate(START, DAYS):
-        if raw["time"] < LIVE_FROM:
-            continue
-        event = UsageEventV1.model_validate_json(json.dumps(raw))
-        cost = price(event.data, event.time, table)
-        truth.distinct += 1
-        truth.nanos += cost.total_nanos
-        n += 1
-        if n % 40 == 0:  # a streamed response: two running estimates before the final figure
-            for seq in (1, 2):
-                data = event.data.model_copy(
-                    update={
-                        "usage_source": "estimated",
-                        "final": False,
-                        "stream_seq": seq,
-                        "output_tokens": event.data.output_tokens * seq // 3,
-                        "reasoning_tokens": 0,
-                    }
-                )
-                publisher.publish(event.model_copy(update={"id": f"{event.id}:est:{seq}", "data": data}))
-                truth.estimates += 1
+def gateway_kind(raw: dict[str, Any]) -> str | None:
+    """Which simulated calls go through the gateway: the runaway loop and untraced copilot chat."""
+    labels = raw["data"]["labels"]
+    if labels["feature"] == "agent-loop":
+        return "runaway"
+    if labels["project"] == "copilot" and labels["feature"] == "chat" and not raw["data"].get("trace_id"):
+        return "copilot"
+    return None
+
+
+def publish_direct(
+    publisher: UsagePublisher, raw: dict[str, Any], n: int, table: CachedPriceTable, truth: Truth
+) -> None:
+    """A service publishing its own usage: sometimes streamed (estimates first), sometimes retried."""
+    event = UsageEventV1.model_validate_json(json.dumps(raw))
+    cost = price(event.data, event.time, table)
+    truth.distinct += 1
+    truth.nanos += cost.total_nanos
+    if n % 40 == 0:  # a streamed response: two running estimates before the final figure
+        for seq in (1, 2):
+            data = event.data.model_copy(
+                update={
+                    "usage_source": "estimated",
+                    "final": False,
+                    "stream_seq": seq,
+                    "output_tokens": event.data.output_tokens * seq // 3,
+                    "reasoning_tokens": 0,
+                }
+            )
+            publisher.publish(event.model_copy(update={"id": f"{event.id}:est:{seq}", "data": data}))
+            truth.estimates += 1
+    publisher.publish(event)
+    if n % 997 == 0:  # a producer retry: same identity, published again
         publisher.publish(event)
-        if n % 997 == 0:  # a producer retry: same identity, published again
-            publisher.publish(event)
-            truth.redelivered += 1
+        truth.redelivered += 1
+
+
+def publish_live(settings: KafkaSettings, table: CachedPriceTable, truth: Truth, rig: GatewayRig) -> UsagePublisher:
+    """November, day by day: services publish directly; copilot chat and the agent loop use the gateway."""
+    publisher = UsagePublisher(settings, spool=Path("data/spool/demo-usage-raw.jsonl"))
+    days: dict[str, list[dict[str, Any]]] = {}
+    for raw in simulate(START, DAYS):
+        if raw["time"] >= LIVE_FROM:
+            days.setdefault(raw["time"][:10], []).append(raw)
+    n = 0
+    for day, raws in sorted(days.items()):
+        via_gateway: list[tuple[str, dict[str, Any]]] = []
+        for raw in raws:
+            kind = gateway_kind(raw)
+            if kind is not None:
+                via_gateway.append((kind, raw))
+                continue
+            n += 1
+            publish_direct(publisher, raw, n, table, truth)
+        publisher.flush()
+        asyncio.run(drive(rig, via_gateway))
+        d = rig.gateway.stats.decisions
+        say(
+            f"{day}: {len(raws) - len(via_gateway):4,} calls published by services, {len(via_gateway):5,} through "
+            f"the gateway (so far: {d.get('allow', 0):,} allowed, {d.get('downgrade', 0):,} downgraded, "
+            f"{d.get('throttle', 0):,} throttled, {d.get('deny', 0):,} denied)"
+        )
     for junk in (b"{not json", b'{"specversion": "1.0", "id": "x"}', b"\xff\xfe"):
         publisher.publish_raw(b"junk", junk)
     publisher.flush()
-    truth.sent = publisher.stats.enqueued
+    rig.publisher.flush()
+    stats = rig.gateway.stats
+    truth.distinct += len(stats.events)
+    truth.nanos += sum(price(e.data, e.time, table).total_nanos for e in stats.events)
+    truth.estimates += stats.estimates
+    truth.sent = publisher.stats.enqueued + rig.publisher.stats.enqueued
     say(
-        f"published November live: {n:,} requests, {truth.estimates} estimates, "
-        f"{truth.redelivered} redeliveries, 3 invalid events"
+        f"published November live: {n:,} requests by services + {len(stats.events):,} through the gateway, "
+        f"{truth.estimates} running estimates, {truth.redelivered} redeliveries, 3 invalid events"
     )
     return publisher
 
@@ -163,6 +213,7 @@ def start_worker(settings: KafkaSettings, out: Path, role: str) -> subprocess.Po
     """A Faust worker for one role (``pricing`` or ``spend``) as a child process."""
     env = {
         **os.environ,
+        "TOKENLEDGER_BUDGETS": str(out / "budgets.yaml"),
         "TOKENLEDGER_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
         "TOKENLEDGER_SINGLE_RECORD_BATCHES": "1",  # tansu: see stream_jobs/app.py
         "TOKENLEDGER_DATADIR": str(out / "faust" / role),
@@ -224,6 +275,47 @@ def read_topic(settings: KafkaSettings, topic: str) -> list[dict[str, Any]]:
     return out
 
 
+RUNAWAY_BUDGET = ("acme-agents-day", "agents", 20_000_000_000)  # id, project, limit nano-USD
+
+
+def gateway_report(store: ChdbStore, rig: GatewayRig, latency: LatencyReport) -> dict[str, Any]:
+    """What the gateway did and the two measurements of issue #5, as a JSON-ready dict."""
+    budget_id, project, limit = RUNAWAY_BUDGET
+    spent_by_day = store.query(
+        "SELECT toString(toDate(event_time, 'Asia/Shanghai')) AS d, sum(cost_nanos) FROM usage_events FINAL "
+        "WHERE tenant = 'acme' AND project = {project:String} GROUP BY d ORDER BY d",
+        {"project": project},
+    ).rows
+    worst_day, spent = max(spent_by_day, key=lambda r: r[1], default=("", 0))
+    stats = rig.gateway.stats
+    return {
+        "decisions": stats.decisions,
+        "http_status_by_traffic": {k: {str(c): n for c, n in v.items()} for k, v in rig.statuses.items()},
+        "decision_latency_us": {
+            "p50": round(percentile_us(stats.decide_ns, 0.50), 1),
+            "p99": round(percentile_us(stats.decide_ns, 0.99), 1),
+            "samples": len(stats.decide_ns),
+        },
+        "crossing_to_deny_ms": {
+            "p50": round(latency.p50, 1),
+            "p99": round(latency.p99, 1),
+            "samples": len(latency.samples_ms),
+            "denied_after": latency.denied_after,
+        },
+        "runaway": {
+            "budget_id": budget_id,
+            "day": worst_day,
+            "limit_nanos": limit,
+            "spent_nanos": int(spent),
+            "overshoot_nanos": max(0, int(spent) - limit),
+            "overshoot_usd": str(Decimal(max(0, int(spent) - limit)) / 10**9),
+            "calls": {str(c): n for c, n in rig.statuses.get("runaway", {}).items()},
+        },
+        "streams_aborted": stats.aborted_streams,
+        "upstream_errors": stats.upstream_errors,
+    }
+
+
 def _usd(nanos: int) -> str:
     return format_money(nanos, "USD")
 
@@ -239,6 +331,7 @@ def print_summary(
     forecasts: list[BudgetForecast],
     rerate: RerateReport,
     out: Path,
+    gateway: dict[str, Any],
 ) -> None:
     """The closing report."""
     print("\n================ tokenledger demo summary ================")
@@ -250,6 +343,8 @@ def print_summary(
     exact = stored == (truth.distinct, truth.nanos)
     print(f"store total {format_money(stored[1], 'USD', 9)} == ground truth: {exact}")
     print("\nbudget timeline (thresholds once per period; breakers for the gateways):")
+    thresholds = [t for t in thresholds if not t["budget_id"].startswith("probe-")]
+    breakers = [b for b in breakers if not b["budget_id"].startswith("probe-")]  # shown as latency below
     for t in thresholds:
         print(f"  {t['at'][:19]}  {t['budget_id']:<22} crossed {t['level']:<9} at {_usd(t['spent_nanos'])}")
     previous: dict[str, str] = {}
@@ -263,6 +358,23 @@ def print_summary(
             f"remaining {format_money(b['remaining_nanos'], 'USD')}"
             + (f", downgrade to {b['downgrade_model']}" if b["state"] == "throttled" and b["downgrade_model"] else "")
         )
+    d, lat, run = gateway["decisions"], gateway["crossing_to_deny_ms"], gateway["runaway"]
+    print("\ngateway (OpenAI-compatible proxy in front of the mock upstream):")
+    print(
+        f"  decisions: {d.get('allow', 0):,} allowed, {d.get('downgrade', 0):,} downgraded, "
+        f"{d.get('throttle', 0):,} throttled (429), {d.get('deny', 0):,} denied (429)\n  decision latency "
+        f"in the demo process (shares its GIL with the driver, mock upstream and consumer threads): "
+        f"p50 {gateway['decision_latency_us']['p50']} us, p99 {gateway['decision_latency_us']['p99']} us; "
+        "alone: make bench"
+    )
+    print(
+        f"  runaway agent loop on {run['day']}: {run['calls']} by HTTP status; budget {run['budget_id']} spent "
+        f"{_usd(run['spent_nanos'])} of {_usd(run['limit_nanos'])} -> overshoot {run['overshoot_usd']} USD"
+    )
+    print(
+        f"  crossing 100 % -> gateway denies: p50 {lat['p50']} ms, p99 {lat['p99']} ms over {lat['samples']} "
+        f"budgets crossed by one event each ({lat['denied_after']}/{lat['samples']} then denied)"
+    )
     print("\nOctober 2026 (Asia/Shanghai) by department:")
     depts = sorted(
         (w.bill for w in written if w.bill.scope.dimension == "department"),
@@ -289,7 +401,10 @@ def print_summary(
         f"\nre-rating after a DeepSeek cut from 2026-10-15: {rerate.changed_rows:,} of {rerate.rows:,} requests "
         f"re-priced, October {_usd(rerate.old_total_nanos)} -> {_usd(rerate.new_total_nanos)}"
     )
-    print(f"\nfiles in {out}/: bills/acme/2026-10/*.{{json,csv,pdf}}, forecasts.json, allocations/*.csv")
+    print(
+        f"\nfiles in {out}/: bills/acme/2026-10/*.{{json,csv,pdf}}, forecasts.json, allocations/*.csv, "
+        "breaker_timeline.json, gateway.json"
+    )
     print(
         f"download over HTTP: .venv/bin/python -m billing --store chdb://{out.resolve()}/chdb serve, then\n"
         "  curl -H 'Authorization: Bearer demo-acme-token' "
@@ -309,6 +424,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
     broker = start_broker(log_path=out / "logs" / "tansu.log")
     store = ChdbStore(out / "chdb")
     workers: list[subprocess.Popen[bytes]] = []
+    rig: GatewayRig | None = None
     try:
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
         create_topics(settings)
@@ -316,14 +432,26 @@ def main() -> int:  # noqa: PLR0915 - a linear script
         table = CachedPriceTable(LayeredPriceTable.from_path())
         truth = Truth()
         backfill(store, table, truth)
+        # The shipped budgets plus the latency probe tenant's (one tiny daily budget per probe).
+        (out / "budgets.yaml").write_text(DEFAULT_BUDGETS.read_text() + probe_budgets_yaml())
         say("starting the stream workers (Faust): pricing agent and spend agent, one process each")
         workers = [start_worker(settings, out, role) for role in ("pricing", "spend")]
-        publish_live(settings, table, truth).close()
+        say("starting the mock upstream and the gateway (bootstraps the breakers topic)")
+        rig = GatewayRig(settings, table, Path("data/spool"))
+        publish_live(settings, table, truth, rig).close()
+        drain(settings, store, truth.distinct, workers)
+        wait_for_spend_agent(settings, f"{APP_ID}-spend")
+        say(f"measuring crossing -> deny: {PROBES} probe budgets crossed by one event each")
+        latency, probe_events = probe_latency(rig, settings, TODAY.replace(hour=1))
+        truth.distinct += len(probe_events)
+        truth.nanos += sum(price(e.data, e.time, table).total_nanos for e in probe_events)
         drain(settings, store, truth.distinct, workers)
         rows, stored = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
         check = "equals" if (rows, stored) == (truth.distinct, truth.nanos) else "DIFFERS FROM"
         say(f"store: {rows:,} requests, {format_money(stored, 'USD', 9)} {check} ground truth")
         wait_for_spend_agent(settings, f"{APP_ID}-spend")
+        gateway_doc = gateway_report(store, rig, latency)
+        (out / "gateway.json").write_bytes(report_json(gateway_doc))
         thresholds = read_topic(settings, settings.topics.thresholds)
         breakers = read_topic(settings, settings.topics.breakers)
         dead_letters = read_topic(settings, settings.topics.dead_letter)
@@ -367,10 +495,13 @@ def main() -> int:  # noqa: PLR0915 - a linear script
             forecasts=forecasts,
             rerate=rerate,
             out=out,
+            gateway=gateway_doc,
         )
         say("done; stopping the stream worker and the broker")
         return 0 if (rows, stored) == (truth.distinct, truth.nanos) else 1
     finally:
+        if rig is not None:
+            rig.stop()
         for worker in workers:
             stop_worker(worker)
         store.close()

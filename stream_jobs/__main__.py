@@ -13,6 +13,14 @@ if ROLE in ("all", "pricing"):
 if ROLE in ("all", "spend"):
     from stream_jobs import spend_agent  # noqa: F401 - registers the agent and its tables
 
+
+@app.task  # type: ignore[untyped-decorator]
+async def _diagnostics() -> None:
+    from stream_jobs.diagnostics import install  # noqa: PLC0415 - only in the worker process
+
+    install(app)
+
+
 # No embedded web server: several workers share a host, and metrics are exported separately.
 if "worker" in sys.argv and "--with-web" not in sys.argv and "--without-web" not in sys.argv:
     sys.argv.append("--without-web")

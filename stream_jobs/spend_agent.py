@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
+from faust.types import TP
 
 from stream_jobs.app import (
     BUDGETS,
@@ -193,6 +195,36 @@ async def _check_spike(tenant: str, dim: str, value: str, at: datetime) -> None:
 
 
 _announced: set[tuple[str, str]] = set()
+_introduced: set[str] = set()
+
+
+def _owns_tenant(tenant: str) -> bool:
+    """Whether this worker holds the priced partition of ``tenant`` (where its budgets live)."""
+    partition = (murmur2(tenant.encode()) & 0x7FFFFFFF) % PARTITIONS  # the producer's default partitioner
+    return TP(priced_topic.get_topic_name(), partition) in app.assignor.assigned_actives()
+
+
+@app.timer(interval=2.0)  # type: ignore[untyped-decorator]
+async def introduce_budgets() -> None:
+    """Publish a first (normal, zero spend) breaker for every budget that has none yet.
+
+    Gateways learn budgets only from the breakers topic; without this a budget would be
+    unknown to them (and unenforced, no reservations) until its first priced event passes
+    the pipeline. Only the worker owning the tenant's partition speaks for a budget, and only
+    after table recovery, so a budget with stored spend is never announced as zero.
+    """
+    recovery = getattr(app.tables, "recovery", None)  # faust's TableManager; not on the typed interface
+    if recovery is None or not recovery.completed.is_set() or app.rebalancing:
+        return
+    now = datetime.now(UTC)
+    for budget in BUDGETS.budgets:
+        if budget.id in _introduced or not _owns_tenant(budget.tenant):
+            continue
+        _introduced.add(budget.id)
+        if budget_state.get(f"budget:{budget.id}") is None:
+            _, _, breaker = evaluate(budget, None, 0, now, BUDGETS.timezone)
+            if breaker is not None:
+                await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json())
 
 
 _progress = Progress()

@@ -99,8 +99,10 @@ class BreakerView:
         if self.tenant != tenant:
             return False
         for dim, value in self.scope.items():
-            actual = model if dim == "model" else labels.get("user" if dim == "user_id" else dim, "")
-            if actual != value:
+            if dim == "model":
+                if model != value:
+                    return False
+            elif labels.get("user" if dim == "user_id" else dim) != value:
                 return False
         return True
 
@@ -144,6 +146,19 @@ class _Local:
 
     inflight: dict[int, int] = field(default_factory=dict)  # ticket -> reserved nano-USD
     unconfirmed: list[tuple[datetime, float, int]] = field(default_factory=list)  # (event time, done mono, nanos)
+    inflight_total: int = 0  # running sums: a decision must not scan every open request
+    unconfirmed_total: int = 0
+
+    def reserve(self, ticket: int, nanos: int) -> None:
+        self.inflight[ticket] = nanos
+        self.inflight_total += nanos
+
+    def unreserve(self, ticket: int) -> None:
+        self.inflight_total -= self.inflight.pop(ticket, 0)
+
+    def confirm(self, keep: Callable[[tuple[datetime, float, int]], bool]) -> None:
+        self.unconfirmed = [u for u in self.unconfirmed if keep(u)]
+        self.unconfirmed_total = sum(u[2] for u in self.unconfirmed)
 
 
 class Guard:
@@ -174,6 +189,7 @@ class Guard:
         self._reservations = reservations
         self._lock = threading.Lock()
         self._breakers: dict[str, BreakerView] = {}
+        self._by_tenant: dict[str, dict[str, BreakerView]] = {}  # a request scans its tenant's budgets only
         self._received: dict[str, float] = {}
         self._local: dict[str, _Local] = {}
         self._tickets = itertools.count(1)
@@ -187,17 +203,18 @@ class Guard:
         view = BreakerView.from_json(doc) if doc is not None else None
         with self._lock:
             self._contact = mono
+            old = self._breakers.pop(budget_id, None)
+            if old is not None:
+                self._by_tenant.get(old.tenant, {}).pop(budget_id, None)
             if view is None:
-                self._breakers.pop(budget_id, None)
                 return None
             self._breakers[budget_id] = view
+            self._by_tenant.setdefault(view.tenant, {})[budget_id] = view
             self._received[budget_id] = mono
             local = self._local.get(budget_id)
-            if local is not None:
+            if local is not None and local.unconfirmed:
                 # Completions the breaker now includes (newer event time, held long enough).
-                local.unconfirmed = [
-                    u for u in local.unconfirmed if not (view.updated_at >= u[0] and mono - u[1] >= self._hold)
-                ]
+                local.confirm(lambda u: not (view.updated_at >= u[0] and mono - u[1] >= self._hold))
         return view
 
     def touch(self, mono: float) -> None:
@@ -222,7 +239,8 @@ class Guard:
         """
         with self._lock:
             stale = not self.bootstrapped or self._contact is None or mono - self._contact > self._stale_after
-            views = [b for b in self._breakers.values() if b.matches(req.tenant, req.labels, req.model)]
+            tenant_views = self._by_tenant.get(req.tenant, {}).values()
+            views = [b for b in tenant_views if b.matches(req.tenant, req.labels, req.model)]
             feature = req.labels.get("feature", "")
             best = Decision("allow", req.model, req.max_tokens)
             model, max_tokens = req.model, req.max_tokens
@@ -259,7 +277,7 @@ class Guard:
             ids = tuple(v.budget_id for v in views) if self._reservations else ()
             self._ticket_budgets[ticket] = ids
             for budget_id in ids:
-                self._local.setdefault(budget_id, _Local()).inflight[ticket] = worst
+                self._local.setdefault(budget_id, _Local()).reserve(ticket, worst)
             action: Action = "downgrade" if (model, max_tokens) != (req.model, req.max_tokens) else "allow"
             return Decision(action, model, max_tokens, best.reason, best.budget_id, None, ticket)
 
@@ -268,21 +286,22 @@ class Guard:
         with self._lock:
             for budget_id in self._ticket_budgets.pop(ticket, ()):
                 local = self._local.setdefault(budget_id, _Local())
-                local.inflight.pop(ticket, None)
+                local.unreserve(ticket)
                 if cost_nanos:
                     local.unconfirmed.append((event_time, mono, cost_nanos))
+                    local.unconfirmed_total += cost_nanos
 
     def release(self, ticket: int) -> None:
         """Drop a reservation of a request that cost nothing (upstream refused it)."""
         with self._lock:
             for budget_id in self._ticket_budgets.pop(ticket, ()):
-                self._local.get(budget_id, _Local()).inflight.pop(ticket, None)
+                self._local.get(budget_id, _Local()).unreserve(ticket)
 
     def local_nanos(self, budget_id: str) -> tuple[int, int]:
         """``(in-flight reserved, unconfirmed completed)`` nano-USD for a budget."""
         with self._lock:
             local = self._local.get(budget_id, _Local())
-            return sum(local.inflight.values()), sum(u[2] for u in local.unconfirmed)
+            return local.inflight_total, local.unconfirmed_total
 
     # -- internals (lock held) -----------------------------------------------------------
     def _confirmed(self, v: BreakerView, now: datetime) -> int:
@@ -292,9 +311,10 @@ class Guard:
         local = self._local.get(v.budget_id)
         if local is None:
             return self._confirmed(v, now)
-        ended = v.period_end is not None and now >= v.period_end
-        unconfirmed = sum(n for t, _, n in local.unconfirmed if not ended or v.period_end is None or t >= v.period_end)
-        return self._confirmed(v, now) + unconfirmed + sum(local.inflight.values())
+        if v.period_end is not None and now >= v.period_end:  # a new period: only what belongs to it
+            unconfirmed = sum(n for t, _, n in local.unconfirmed if t >= v.period_end)
+            return unconfirmed + local.inflight_total
+        return v.spent_nanos + local.unconfirmed_total + local.inflight_total
 
     def _headroom(self, v: BreakerView, now: datetime) -> int:
         """The spend this instance may reach: confirmed + its share of what remains."""

@@ -54,6 +54,7 @@ class GatewayStats:
     decisions: dict[str, int] = field(default_factory=dict)
     decide_ns: list[int] = field(default_factory=list)
     upstream_errors: int = 0
+    estimates: int = 0
     aborted_streams: int = 0
     cost_nanos: int = 0
     events: list[UsageEventV1] = field(default_factory=list)  # final events (kept only if asked)
@@ -260,6 +261,12 @@ class Gateway:
             f"{self.config.upstream.rstrip('/')}/v1/chat/completions", data=orjson.dumps(upstream), headers=headers
         )
 
+    def _publish_estimate(self, event: UsageEventV1) -> None:
+        """Running estimates of a stream go out as they come; the final event is settled."""
+        if not event.data.final:
+            self.publisher.publish(event)
+            self.stats.estimates += 1
+
     def _settle(self, ticket: int, event: UsageEventV1) -> None:
         """Publish the final event and replace the reservation by the priced cost."""
         self.publisher.publish(event)
@@ -302,7 +309,7 @@ class Gateway:
             model=call.decision.model,
             request_id=call.rid,
             who=call.who,
-            emit=lambda e: None if e.data.final else self.publisher.publish(e),
+            emit=self._publish_estimate,
             prompt_messages=call.messages,
             factory=EventFactory(clock=lambda: call.now),
         )

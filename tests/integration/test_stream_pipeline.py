@@ -192,10 +192,13 @@ def test_pipeline_exact(pipeline: tuple[KafkaSettings, Worker, str], kill_midway
         worker.start()
 
     def diagnose() -> dict[str, Any]:
+        if worker.proc is not None and worker.proc.poll() is None:
+            os.kill(worker.proc.pid, signal.SIGUSR2)  # task stacks + consumer positions into the worker log
+            time.sleep(2)
         priced = sorted(
             json.loads(v or b"")["event"]["id"] for _, v in read_all(settings, settings.topics.usage_priced)
         )
-        return {"spend": research_spend(settings, app_id), "priced": priced}
+        return {"spend": research_spend(settings, app_id), "priced": priced, "log": str(worker.log)}
 
     wait_for(lambda: research_spend(settings, app_id).get(october) == 21 * COST, 150, "phase 2 spend", diagnose)
 

@@ -1,0 +1,38 @@
+"""``kill -USR2 <worker pid>`` writes every asyncio task's stack and the consumer positions to stderr.
+
+For diagnosing a stalled worker in production (where is each agent awaiting?) without a
+debugger; it costs nothing until the signal arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Any
+
+
+def dump_state(app: Any) -> None:
+    """Print task stacks, assigned partitions and the consumer's positions."""
+    out = sys.stderr
+    print("==== tokenledger worker state dump ====", file=out)
+    for task in asyncio.all_tasks():
+        print(f"--- task {task.get_name()} {task.get_coro()!r}", file=out)
+        task.print_stack(limit=12, file=out)
+    try:
+        consumer = app.consumer
+        assigned = sorted(consumer.assignment(), key=str)
+        paused = {str(tp) for tp in getattr(consumer, "_paused_partitions", set())}
+        print(f"assigned: {[str(tp) for tp in assigned]}", file=out)
+        print(f"paused: {sorted(paused)}", file=out)
+        print(f"acked/committed: {getattr(consumer, '_committed_offset', {})}", file=out)
+        print(f"read offsets: {dict(getattr(consumer, '_read_offset', {}))}", file=out)
+        print(f"flow active: {app.flow_control.is_active()}", file=out)
+    except Exception as exc:  # noqa: BLE001 - diagnostics must never kill the worker
+        print(f"consumer state unavailable: {exc!r}", file=out)
+    print("==== end of dump ====", file=out, flush=True)
+
+
+def install(app: Any) -> None:
+    """Register the SIGUSR2 handler on the running loop."""
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, dump_state, app)
