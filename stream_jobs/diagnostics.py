@@ -28,7 +28,7 @@ def dump_state(app: Any) -> None:
         print(f"acked/committed: {getattr(consumer, '_committed_offset', {})}", file=out)
         print(f"read offsets: {dict(getattr(consumer, '_read_offset', {}))}", file=out)
         print(f"flow active: {app.flow_control.is_active()}", file=out)
-    except Exception as exc:  # noqa: BLE001 - diagnostics must never kill the worker
+    except Exception as exc:  # diagnostics must never kill the worker
         print(f"consumer state unavailable: {exc!r}", file=out)
     print("==== end of dump ====", file=out, flush=True)
 
