@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 
+from tokenledger import metrics
 from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
 from tokenledger.kafka_config import KafkaSettings
 
@@ -69,3 +70,19 @@ thresholds_topic = app.topic(t.thresholds, value_serializer="json", key_serializ
 breakers_topic = app.topic(t.breakers, value_serializer="json", key_serializer="raw", partitions=1)
 anomalies_topic = app.topic(t.anomalies, value_serializer="json", key_serializer="raw", partitions=1)
 dead_letter_topic = app.topic(t.dead_letter, value_serializer="json", key_serializer="raw", partitions=1)
+
+
+@app.timer(interval=5.0)  # type: ignore[untyped-decorator]
+async def export_lag() -> None:
+    """Consumer lag per source topic (highwater - last read offset) for Prometheus."""
+    consumer = app.consumer
+    by_topic: dict[str, int] = {}
+    for tp in consumer.assignment():
+        if tp.topic.endswith("-changelog"):
+            continue
+        read = getattr(consumer, "_read_offset", {}).get(tp)
+        high = consumer.highwater(tp)
+        if high is not None:
+            by_topic[tp.topic] = by_topic.get(tp.topic, 0) + max(0, high - ((read or -1) + 1))
+    for topic, lag in by_topic.items():
+        metrics.CONSUMER_LAG.labels(app.conf.id, topic).set(lag)

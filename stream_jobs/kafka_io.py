@@ -6,6 +6,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from stream_jobs.store_sink import Message
+from tokenledger import metrics
 from tokenledger.kafka_config import KafkaSettings
 
 
@@ -13,7 +14,7 @@ class ConfluentBatchConsumer:
     """Manual-commit consumer of one topic (static assignment or group subscription)."""
 
     def __init__(self, settings: KafkaSettings, topic: str, group_id: str) -> None:
-        self._topic = topic
+        self._topic, self._group = topic, group_id
         self._consumer = Consumer(
             {
                 **settings.client_config(),
@@ -48,6 +49,16 @@ class ConfluentBatchConsumer:
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         """Synchronous commit; raises on failure so the batch is not reported done."""
         self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+        metrics.CONSUMER_LAG.labels(self._group, self._topic).set(self.lag())
+
+    def lag(self) -> int:
+        """Messages between the committed offsets and the ends of the assigned partitions."""
+        total = 0
+        for tp in self._consumer.position(self._consumer.assignment()):
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            if tp.offset >= 0 and high >= 0:
+                total += max(0, high - tp.offset)
+        return total
 
     def pause(self) -> None:
         """Pause every assigned partition."""

@@ -23,6 +23,7 @@ from stream_jobs.app import (
     raw_topic,
 )
 from stream_jobs.identities import EXPIRE_EVERY, expire_identities
+from tokenledger import metrics
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
 from tokenledger.schema.priced import encode_priced
@@ -41,6 +42,7 @@ async def price_events(stream: Any) -> AsyncIterator[None]:
     seen = 0
     async for event in stream.events():
         raw: bytes = event.value or b""
+        metrics.EVENTS.labels("pricing", "in").inc()
         try:
             ev = decode_usage_event(raw)
         except InvalidEvent as exc:
@@ -49,19 +51,32 @@ async def price_events(stream: Any) -> AsyncIterator[None]:
                 value={"stage": "pricing", "reason": exc.reason, "value": raw.decode("utf-8", "replace")[:65_536]},
             )
             counters["dead-letter:pricing"] += 1
+            metrics.EVENTS.labels("pricing", "dead_letter").inc()
             yield None
             continue
         if not ev.data.final:
             counters["estimates"] += 1
+            metrics.EVENTS.labels("pricing", "estimate").inc()
             yield None
             continue
         request = f"{ev.source}|{ev.data.request_id}"
         if priced_requests.get(request) is not None:
             counters["duplicates:pricing"] += 1
+            metrics.EVENTS.labels("pricing", "duplicate").inc()
             yield None
             continue
         cost = price(ev.data, ev.time, TABLE)
         await priced_topic.send(key=ev.data.labels.tenant.encode(), value=encode_priced(ev, cost))
+        d = ev.data
+        tokens = {
+            "input": d.input_tokens - d.cached_read_tokens - d.cache_write_tokens,
+            "cached_read": d.cached_read_tokens,
+            "cache_write": d.cache_write_tokens,
+            "output": d.output_tokens - d.reasoning_tokens,
+            "reasoning": d.reasoning_tokens,
+        }
+        metrics.record_priced(d.model, d.labels.department or "", tokens, cost.total_nanos)
+        metrics.EVENTS.labels("pricing", "priced").inc()
         partition = event.message.partition
         priced_requests[request] = [int(ev.time.timestamp()), partition]
         seen += 1

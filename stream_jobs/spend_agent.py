@@ -36,6 +36,7 @@ from stream_jobs.app import (
 )
 from stream_jobs.identities import EXPIRE_EVERY, expire_identities
 from stream_jobs.spend_state import DIMENSIONS, Progress, When, add_spend, spent, state_key
+from tokenledger import metrics
 from tokenledger.budget_eval import BudgetStatus, evaluate, matches, period_of, roll_over
 from tokenledger.schema.priced import decode_priced
 from tokenledger.spikes import check_spike
@@ -103,11 +104,14 @@ async def track_spend(stream: Any) -> AsyncIterator[None]:
             raw = (event.value or b"").decode("utf-8", "replace")[:65_536]
             await dead_letter_topic.send(key=b"spend", value={"stage": "spend", "reason": str(exc), "value": raw})
             counters["dead-letter:spend"] += 1
+            metrics.EVENTS.labels("spend", "dead_letter").inc()
             yield None
             continue
         identity = f"{priced.event.source}|{priced.event.id}"
+        metrics.EVENTS.labels("spend", "in").inc()
         if counted_events.get(identity) is not None:
             counters["duplicates:spend"] += 1
+            metrics.EVENTS.labels("spend", "duplicate").inc()
             yield None
             continue
         at = priced.event.time
@@ -164,6 +168,7 @@ async def _evaluate_budget(budget: Any, when: When, nanos: int) -> None:
         )
     if breaker is not None:
         await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json())
+    metrics.record_budget(budget.id, new_status.spent_nanos, budget.limit_nanos, new_status.state)
     budget_state[key] = {"spend": state, "status": _status_doc(new_status)}
 
 

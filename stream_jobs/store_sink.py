@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from tokenledger import metrics
 from tokenledger.schema.priced import decode_priced
 from tokenledger.store.base import Store, StoreUnavailable
 from tokenledger.store.records import USAGE_COLUMNS, usage_row
@@ -138,13 +139,18 @@ class StoreSink:
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                 self._dlq.send(msg.value, f"not a priced event: {exc}", msg)
                 self.stats.dead_lettered += 1
+                metrics.EVENTS.labels("sink", "dead_letter").inc()
                 continue
             if priced.event.identity in seen:
                 continue  # duplicate inside the batch; the store would collapse it anyway
             seen.add(priced.event.identity)
             rows.append(usage_row(priced.event, priced.cost.to_cost()))
+        started = time.monotonic()
         self._insert_until_acknowledged(rows)
         self._consumer.commit(_next_offsets(messages))
+        metrics.SINK_BATCH.observe(time.monotonic() - started)
+        metrics.EVENTS.labels("sink", "in").inc(len(messages))
+        metrics.EVENTS.labels("sink", "stored").inc(len(rows))
         self.stats.batches += 1
         self.stats.rows += len(rows)
         return len(messages)

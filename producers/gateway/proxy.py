@@ -24,6 +24,7 @@ from typing import Any, Protocol
 import aiohttp
 import orjson
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from producers.adapters import openai_usage
@@ -31,6 +32,7 @@ from producers.events import Attribution, EventFactory
 from producers.gateway.config import GatewayConfig, GatewayKey, provider_for
 from producers.gateway.messages import text_messages
 from producers.streaming import OpenAIStreamTracker
+from tokenledger import metrics
 from tokenledger.guard import Decision, Guard, GuardRequest
 from tokenledger.pricing import PriceTable, price
 from tokenledger.schema import Labels, UsageEventV1
@@ -152,6 +154,7 @@ class Gateway:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/healthz", self.health)
+        app.router.add_get("/metrics", self.metrics)
         app.on_startup.append(self._open)
         app.on_cleanup.append(self._close)
         return app
@@ -172,6 +175,10 @@ class Gateway:
         }
         return web.Response(body=orjson.dumps(doc), content_type="application/json")
 
+    async def metrics(self, _request: web.Request) -> web.Response:
+        """Prometheus exposition of this process's metrics."""
+        return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
     def _key(self, request: web.Request) -> GatewayKey | None:
         auth = request.headers.get("Authorization", "")
         if not auth.startswith("Bearer "):
@@ -190,7 +197,10 @@ class Gateway:
         """Ask the guard, timing the decision."""
         t0 = time.perf_counter_ns()
         d = self.guard.decide(req, now, time.monotonic(), self._rng.random())
-        self.stats.decide_ns.append(time.perf_counter_ns() - t0)
+        elapsed = time.perf_counter_ns() - t0
+        self.stats.decide_ns.append(elapsed)
+        metrics.GATEWAY_DECISION.observe(elapsed / 1e9)
+        metrics.GATEWAY_DECISIONS.labels(d.action).inc()
         self.stats.decisions[d.action] = self.stats.decisions.get(d.action, 0) + 1
         return d
 
@@ -270,6 +280,7 @@ class Gateway:
     def _settle(self, ticket: int, event: UsageEventV1) -> None:
         """Publish the final event and replace the reservation by the priced cost."""
         self.publisher.publish(event)
+        metrics.EVENTS.labels("gateway", "published").inc()
         cost = price(event.data, event.time, self.table).total_nanos
         self.guard.complete(ticket, cost, event.time, time.monotonic())
         self.stats.cost_nanos += cost

@@ -182,6 +182,13 @@ def test_gateway_decisions_and_usage_events(gateway: tuple[KafkaSettings, Gatewa
     estimates = [e for e in events if not e["data"]["final"]]
     assert [e["data"]["output_tokens"] >= 256 for e in estimates] == [True]
     assert gw.stats.decisions == {"allow": 1, "downgrade": 2, "deny": 2}
+    # Prometheus exposition on the gateway itself.
+    import urllib.request  # noqa: PLC0415
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:  # noqa: S310 - loopback
+        text = resp.read().decode()
+    assert 'tokenledger_gateway_decisions_total{action="deny"} 2.0' in text
+    assert "tokenledger_gateway_decision_seconds_count 5.0" in text
     # Reservations were replaced by actual costs (nano-USD), none left in flight.
     assert gw.guard.local_nanos("copilot")[0] == 0
     assert gw.stats.cost_nanos > 0
