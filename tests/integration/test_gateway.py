@@ -185,7 +185,7 @@ def test_gateway_decisions_and_usage_events(gateway: tuple[KafkaSettings, Gatewa
     # Prometheus exposition on the gateway itself.
     import urllib.request  # noqa: PLC0415
 
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     assert 'tokenledger_gateway_decisions_total{action="deny"} 2.0' in text
     assert "tokenledger_gateway_decision_seconds_count 5.0" in text
