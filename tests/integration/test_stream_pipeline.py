@@ -198,7 +198,10 @@ def test_pipeline_exact(pipeline: tuple[KafkaSettings, Worker, str], kill_midway
         priced = sorted(
             json.loads(v or b"")["event"]["id"] for _, v in read_all(settings, settings.topics.usage_priced)
         )
-        return {"spend": research_spend(settings, app_id), "priced": priced, "log": str(worker.log)}
+        found = {"spend": research_spend(settings, app_id), "priced": priced, "log": str(worker.log)}
+        # An xfail hides this message: keep it beside the worker log (with the SIGUSR2 dump).
+        worker.log.with_name("diagnosis.json").write_text(json.dumps(found, indent=1))
+        return found
 
     wait_for(lambda: research_spend(settings, app_id).get(october) == 21 * COST, 150, "phase 2 spend", diagnose)
 
