@@ -8,6 +8,7 @@ return to ``normal`` when a new calendar period starts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -195,12 +196,15 @@ def roll_over(budget: Budget, status: BudgetStatus, now: datetime, tz_name: str)
     return breaker if fresh.state == "normal" else None
 
 
-def matches(budget: Budget, tenant: str, labels: dict[str, str], model: str) -> bool:
+def matches(budget: Budget, tenant: str, labels: Mapping[str, str], model: str) -> bool:
     """Whether an event with these labels falls in the budget's scope."""
-    if budget.tenant != tenant:
-        return False
-    for dim, value in budget.scope.items():
-        actual = model if dim == "model" else labels.get("user" if dim == "user_id" else dim, "")
+    return budget.tenant == tenant and scope_matches(budget.scope, labels, model)
+
+
+def scope_matches(scope: Mapping[str, str], labels: Mapping[str, str], model: str) -> bool:
+    """Whether labels and model satisfy every dimension of a scope (``user_id`` is the ``user`` label)."""
+    for dim, value in scope.items():
+        actual = model if dim == "model" else labels.get("user" if dim == "user_id" else dim)
         if actual != value:
             return False
     return True

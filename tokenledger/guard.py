@@ -48,6 +48,8 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Literal
 
+from tokenledger.budget_eval import scope_matches
+
 Action = Literal["allow", "downgrade", "throttle", "deny"]
 _SEVERITY: dict[Action, int] = {"allow": 0, "downgrade": 1, "throttle": 2, "deny": 3}
 ROLLING_RETRY_S = 60
@@ -95,16 +97,8 @@ class BreakerView:
         )
 
     def matches(self, tenant: str, labels: Mapping[str, str], model: str) -> bool:
-        """Whether a request falls in this budget's scope."""
-        if self.tenant != tenant:
-            return False
-        for dim, value in self.scope.items():
-            if dim == "model":
-                if model != value:
-                    return False
-            elif labels.get("user" if dim == "user_id" else dim) != value:
-                return False
-        return True
+        """Whether a request falls in this budget's scope (the spend agent's rule)."""
+        return self.tenant == tenant and scope_matches(self.scope, labels, model)
 
 
 @dataclass(frozen=True)
