@@ -1,8 +1,12 @@
-"""OpenAI chat request messages as the token counter needs them."""
+"""OpenAI wire helpers: chat messages as the token counter needs them, error bodies."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
+
+import orjson
+from aiohttp import web
 
 
 def text_messages(messages: Any) -> list[dict[str, str]]:
@@ -16,3 +20,11 @@ def text_messages(messages: Any) -> list[dict[str, str]]:
             content = "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
         out.append({"role": str(m.get("role", "user")), "content": str(content or "")})
     return out
+
+
+def openai_error(
+    status: int, message: str, kind: str, code: str | None, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    """An error response shaped like OpenAI's (``{"error": {message, type, param, code}}``)."""
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)

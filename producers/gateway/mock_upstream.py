@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from producers.gateway.messages import text_messages
+from producers.gateway.messages import openai_error, text_messages
 from tokenledger.tokens import count_chat_tokens, get_encoding
 from tokenledger.tokens.models import estimation_encoding_for_model
 
@@ -130,10 +130,10 @@ class MockUpstream:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
-            return _error(400, "invalid JSON body", "invalid_request_error")
+            return openai_error(400, "invalid JSON body", "invalid_request_error", None)
         fail = (body.get("metadata") or {}).get("mock_fail")
         if fail:
-            return _error(int(fail), "mock upstream failure", "server_error")
+            return openai_error(int(fail), "mock upstream failure", "server_error", None)
         messages = text_messages(body.get("messages"))
         text, finish = self._answer(body, messages)
         usage = self._usage(body, messages, text)
@@ -177,8 +177,3 @@ class MockUpstream:
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
-
-
-def _error(status: int, message: str, kind: str) -> web.Response:
-    doc = {"error": {"message": message, "type": kind, "param": None, "code": None}}
-    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json")

@@ -16,7 +16,7 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from producers.adapters import openai_usage
 from producers.events import Attribution, EventFactory
 from producers.gateway.config import GatewayConfig, GatewayKey, provider_for
-from producers.gateway.messages import text_messages
+from producers.gateway.messages import openai_error, text_messages
 from producers.streaming import OpenAIStreamTracker
 from tokenledger import metrics
 from tokenledger.guard import Decision, Guard, GuardRequest
@@ -61,14 +61,6 @@ class GatewayStats:
     cost_nanos: int = 0
     events: list[UsageEventV1] = field(default_factory=list)  # final events (kept only if asked)
     keep_events: bool = False
-
-
-def openai_error(
-    status: int, message: str, kind: str, code: str | None, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    """An error response shaped like OpenAI's."""
-    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
-    return web.Response(status=status, body=orjson.dumps(body), content_type="application/json", headers=headers)
 
 
 def _refusal(d: Decision) -> web.Response:
