@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from tests.factories import event_dict
 from tokenledger.schema import UsageEventV1
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event, encode_usage_event
+from tokenledger.schema.priced import decode_priced
 
 
 def pydantic_verdict(raw: bytes) -> UsageEventV1 | None:
@@ -108,3 +110,12 @@ def mutated_events(draw: st.DrawFn) -> bytes:
 @given(mutated_events())
 def test_random_mutations_agree(raw: bytes) -> None:
     assert_agree(raw)
+
+
+def test_invalid_utf8_is_a_reason_not_a_crash() -> None:
+    """msgspec raises UnicodeDecodeError for invalid UTF-8 inside a string; both decoders turn it into a refusal."""
+    raw = b'{"specversion": "1.0", "id": "\xff\xfe\xfd"}'
+    with pytest.raises(InvalidEvent, match="invalid unicode"):
+        decode_usage_event(raw)
+    with pytest.raises(msgspec.DecodeError, match="invalid UTF-8"):
+        decode_priced(b'{"type": "\xff"}')

@@ -108,7 +108,8 @@ def decode_usage_event(raw: bytes) -> FastUsageEvent:
     """
     try:
         event = _decoder.decode(raw)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except (msgspec.ValidationError, msgspec.DecodeError, UnicodeDecodeError):
+        # msgspec raises UnicodeDecodeError (not DecodeError) for invalid UTF-8 in a string.
         return _authoritative(raw)
     d = event.data
     if token_subset_problem(
@@ -124,6 +125,8 @@ def _authoritative(raw: bytes) -> FastUsageEvent:
         model = UsageEventV1.model_validate_json(raw)
     except ValidationError as exc:
         raise InvalidEvent(_reason(exc)) from None
+    except ValueError as exc:  # anything else a hostile payload provokes is a reason, not a crash
+        raise InvalidEvent(f"undecodable payload: {exc}") from None
     return _decoder.decode(model.model_dump_json(exclude_none=True))
 
 

@@ -70,7 +70,10 @@ def encode_priced(event: FastUsageEvent, cost: Cost) -> bytes:
 
 def decode_priced(raw: bytes) -> PricedUsageV1:
     """Decode a priced event (raises ``msgspec.ValidationError``/``DecodeError`` when malformed)."""
-    msg = _decoder.decode(raw)
+    try:
+        msg = _decoder.decode(raw)
+    except UnicodeDecodeError as exc:  # msgspec raises this, not DecodeError, for invalid UTF-8
+        raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from None
     if msg.type != PRICED_TYPE_V1:
         raise msgspec.ValidationError(f"unexpected type {msg.type!r}")
     return msg
