@@ -16,6 +16,7 @@ from typing import Any
 
 import faust
 
+from stream_jobs import faust_fixes  # noqa: F401 - patches a recovery race before the app exists
 from tokenledger import metrics
 from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
 from tokenledger.kafka_config import KafkaSettings

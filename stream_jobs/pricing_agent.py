@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -29,6 +31,8 @@ from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
 from tokenledger.schema.priced import encode_priced
 
 TABLE = CachedPriceTable(LayeredPriceTable.from_path())
+TRACE = os.environ.get("TOKENLEDGER_TRACE_EVENTS") == "1"  # log every raw event's position (diagnosis)
+log = logging.getLogger(__name__)
 
 # Request identities already priced: source|request_id -> [event epoch s, source partition].
 priced_requests = app.Table("priced-requests", default=None, partitions=PARTITIONS)
@@ -43,6 +47,8 @@ async def price_events(stream: Any) -> AsyncIterator[None]:
     async for event in stream.events():
         raw: bytes = event.value or b""
         metrics.EVENTS.labels("pricing", "in").inc()
+        if TRACE:
+            log.info("raw %s:%s key=%r", event.message.partition, event.message.offset, event.key)
         try:
             ev = decode_usage_event(raw)
         except InvalidEvent as exc:
