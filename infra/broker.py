@@ -53,8 +53,23 @@ class EmbeddedBroker:
                 self.process.wait(timeout_s)
 
 
-def start_broker(port: int | None = None, log_path: Path | None = None, timeout_s: float = 10.0) -> EmbeddedBroker:
+def start_broker(
+    port: int | None = None,
+    log_path: Path | None = None,
+    timeout_s: float = 10.0,
+    *,
+    storage_engine: str = "memory://tansu/",
+    env: dict[str, str] | None = None,
+) -> EmbeddedBroker:
     """Start tansu and wait until it accepts connections.
+
+    Args:
+        port: Loopback port (a free one by default).
+        log_path: Where its output goes.
+        timeout_s: How long to wait for it to listen.
+        storage_engine: ``memory://tansu/`` (default; lost on restart) or ``s3://bucket/``
+            (durable across restarts; S3 endpoint and credentials from ``AWS_*`` in ``env``).
+        env: Extra environment for the broker process.
 
     Raises:
         RuntimeError: It exited or did not listen in time.
@@ -71,11 +86,11 @@ def start_broker(port: int | None = None, log_path: Path | None = None, timeout_
             "--advertised-listener-url",
             url,
             "--storage-engine",
-            "memory://tansu/",
+            storage_engine,
         ],
         stdout=log,
         stderr=log,
-        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **(env or {})},
         start_new_session=True,
     )
     deadline = time.monotonic() + timeout_s

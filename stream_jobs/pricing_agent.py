@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -38,6 +39,25 @@ log = logging.getLogger(__name__)
 priced_requests = app.Table("priced-requests", default=None, partitions=PARTITIONS)
 # Dead letters, stream estimates and duplicates seen by this agent.
 counters = app.Table("pricing-counters", default=int, partitions=PARTITIONS)
+
+
+async def deliver(key: bytes, value: bytes) -> None:
+    """Send a priced event and wait for the broker's acknowledgement, retrying until it comes.
+
+    Faust acks the raw event (and later commits its offset) once the agent moves on; a
+    fire-and-forget send that fails while the broker is away would then be lost. Waiting
+    for the delivery keeps the raw offset uncommitted until the priced event is stored.
+    """
+    delay = 0.1
+    while True:
+        try:
+            fut = await priced_topic.send(key=key, value=value)
+            await fut
+            return
+        except Exception as exc:
+            log.warning("priced event not acknowledged (%r); retrying in %.1fs", exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 @app.agent(raw_topic)
@@ -72,7 +92,7 @@ async def price_events(stream: Any) -> AsyncIterator[None]:
             yield None
             continue
         cost = price(ev.data, ev.time, TABLE)
-        await priced_topic.send(key=ev.data.labels.tenant.encode(), value=encode_priced(ev, cost))
+        await deliver(ev.data.labels.tenant.encode(), encode_priced(ev, cost))
         d = ev.data
         tokens = {
             "input": d.input_tokens - d.cached_read_tokens - d.cache_write_tokens,
