@@ -313,4 +313,6 @@ def test_broker_restart_during_load(
     worker.stop()
     count, total = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
     priced = {orjson.loads(v or b"{}")["event"]["id"] for _, v in read_all(settings, topics.usage_priced)}
-    assert (count, total) == (600, truth), f"{len(priced)} priced events on the topic; sink errors {errors}; {worker.log}"
+    assert (count, total) == (600, truth), (
+        f"{len(priced)} priced events on the topic; sink errors {errors}; {worker.log}"
+    )
