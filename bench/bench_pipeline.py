@@ -123,7 +123,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
             log = (Path(tmp) / f"{role}.log").open("wb")
             procs.append(
                 subprocess.Popen(
-                    [sys.executable, "-m", "stream_jobs", "worker", "-l", "warning"],
+                    [sys.executable, "-m", "stream_jobs", "worker", "-l", "warn"],
                     env=env,
                     stdout=log,
                     stderr=subprocess.STDOUT,
@@ -142,8 +142,8 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
         rows = 0
         deadline = time.monotonic() + 900
         while rows < n:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"store holds {rows}/{n} after 900 s; see {tmp}/pricing.log")
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise SystemExit(f"store holds {rows}/{n}; a worker exited or 900 s passed: see {tmp}/*.log")
             if sink.run_once():
                 rows = int(store.query("SELECT count() FROM usage_events FINAL").scalar())
         stored_s = time.perf_counter() - t0
