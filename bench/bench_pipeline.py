@@ -29,6 +29,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from infra.broker import start_broker
 from infra.topics import create_topics
+from infra.workers import worker_env
 from producers.publisher import UsagePublisher
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.spend_state import DIMENSIONS, When, add_spend, state_key
@@ -111,15 +112,7 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
         create_topics(settings)
         procs = []
         for role in ("pricing", "spend"):
-            env = {
-                **os.environ,
-                "TOKENLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
-                "TOKENLEDGER_SINGLE_RECORD_BATCHES": "1",
-                "TOKENLEDGER_DATADIR": f"{tmp}/faust-{role}",
-                "TOKENLEDGER_APP_ID": APP,
-                "TOKENLEDGER_AGENTS": role,
-                "TOKENLEDGER_METRICS_PORT": "0",
-            }
+            env = worker_env(settings, app_id=APP, datadir=Path(tmp) / f"faust-{role}", role=role)
             log = (Path(tmp) / f"{role}.log").open("wb")
             procs.append(
                 subprocess.Popen(

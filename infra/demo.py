@@ -61,6 +61,7 @@ from infra.demo_gateway import (
     report_json,
 )
 from infra.topics import create_topics
+from infra.workers import worker_env
 from producers.publisher import UsagePublisher
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.store_sink import StoreSink
@@ -211,15 +212,14 @@ def drain(
 
 def start_worker(settings: KafkaSettings, out: Path, role: str) -> subprocess.Popen[bytes]:
     """A Faust worker for one role (``pricing`` or ``spend``) as a child process."""
-    env = {
-        **os.environ,
-        "TOKENLEDGER_BUDGETS": str(out / "budgets.yaml"),
-        "TOKENLEDGER_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
-        "TOKENLEDGER_SINGLE_RECORD_BATCHES": "1",  # tansu: see stream_jobs/app.py
-        "TOKENLEDGER_DATADIR": str(out / "faust" / role),
-        "TOKENLEDGER_APP_ID": APP_ID,
-        "TOKENLEDGER_AGENTS": role,
-    }
+    env = worker_env(
+        settings,
+        app_id=APP_ID,
+        datadir=out / "faust" / role,
+        role=role,
+        budgets=out / "budgets.yaml",
+        metrics_port=None,
+    )
     (out / "faust" / role).mkdir(parents=True, exist_ok=True)
     log = (out / "logs" / f"stream-{role}.log").open("ab")
     return subprocess.Popen(

@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from confluent_kafka import Producer
 
 from infra.broker import EmbeddedBroker, free_port, start_broker
 from infra.topics import create_topics
+from infra.workers import worker_env
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.store_sink import StoreSink
 from tests.factories import event_dict
@@ -86,16 +86,7 @@ def hostile() -> list[tuple[bytes, str]]:
 
 @pytest.fixture
 def pricing_worker(kafka: KafkaSettings, tmp_path: Path) -> Iterator[Worker]:
-    env = {
-        **os.environ,
-        "TOKENLEDGER_KAFKA_BOOTSTRAP": kafka.bootstrap_servers,
-        "TOKENLEDGER_APP_ID": f"tl-fault-{uuid.uuid4().hex[:8]}",
-        "TOKENLEDGER_AGENTS": "pricing",
-        "TOKENLEDGER_METRICS_PORT": "0",
-        "TOKENLEDGER_SINGLE_RECORD_BATCHES": "1",
-        "TOKENLEDGER_DATADIR": str(tmp_path / "faust"),
-        **{f"TOKENLEDGER_TOPIC_{k.upper()}": v for k, v in kafka.topics.__dict__.items()},
-    }
+    env = worker_env(kafka, app_id=f"tl-fault-{uuid.uuid4().hex[:8]}", datadir=tmp_path / "faust", role="pricing")
     worker = Worker(env, tmp_path / "worker.log")
     worker.start()
     yield worker
@@ -249,16 +240,7 @@ def test_broker_restart_during_load(
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap, topics=topics)
     create_topics(settings, partitions=3)
     worker = Worker(
-        {
-            **os.environ,
-            "TOKENLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
-            "TOKENLEDGER_APP_ID": f"tl-restart-{suffix}",
-            "TOKENLEDGER_AGENTS": "pricing",
-            "TOKENLEDGER_METRICS_PORT": "0",
-            "TOKENLEDGER_SINGLE_RECORD_BATCHES": "1",
-            "TOKENLEDGER_DATADIR": str(tmp_path / "faust"),
-            **{f"TOKENLEDGER_TOPIC_{k.upper()}": v for k, v in topics.__dict__.items()},
-        },
+        worker_env(settings, app_id=f"tl-restart-{suffix}", datadir=tmp_path / "faust", role="pricing"),
         tmp_path / "worker.log",
     )
     worker.start()

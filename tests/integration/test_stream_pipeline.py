@@ -20,6 +20,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from infra.broker import EmbeddedBroker
 from infra.topics import create_topics
+from infra.workers import worker_env
 from tests.factories import event_dict
 from tokenledger.kafka_config import KafkaSettings, Topics
 
@@ -123,15 +124,7 @@ def pipeline(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[tuple[KafkaSett
     budgets = tmp_path / "budgets.yaml"
     budgets.write_text(BUDGETS)
     app_id = f"tl-{suffix}"
-    env = {
-        **os.environ,
-        "TOKENLEDGER_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "TOKENLEDGER_APP_ID": app_id,
-        "TOKENLEDGER_BUDGETS": str(budgets),
-        "TOKENLEDGER_SINGLE_RECORD_BATCHES": "1",
-        "TOKENLEDGER_DATADIR": str(tmp_path / "faust"),
-        **{f"TOKENLEDGER_TOPIC_{k.upper()}": v for k, v in topics.__dict__.items()},
-    }
+    env = worker_env(settings, app_id=app_id, datadir=tmp_path / "faust", budgets=budgets)
     worker = Worker(env, tmp_path / "worker.log")
     yield settings, worker, app_id
     worker.stop()
