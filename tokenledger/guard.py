@@ -96,6 +96,10 @@ class BreakerView:
             fail_open=bool(doc.get("fail_open", False)),
         )
 
+    def ended(self, now: datetime) -> bool:
+        """Whether ``now`` is past this breaker's calendar period (its state no longer applies)."""
+        return self.period_end is not None and now >= self.period_end
+
     def matches(self, tenant: str, labels: Mapping[str, str], model: str) -> bool:
         """Whether a request falls in this budget's scope (the spend agent's rule)."""
         return self.tenant == tenant and scope_matches(self.scope, labels, model)
@@ -299,13 +303,13 @@ class Guard:
 
     # -- internals (lock held) -----------------------------------------------------------
     def _confirmed(self, v: BreakerView, now: datetime) -> int:
-        return 0 if v.period_end is not None and now >= v.period_end else v.spent_nanos
+        return 0 if v.ended(now) else v.spent_nanos
 
     def _spend(self, v: BreakerView, now: datetime) -> int:
         local = self._local.get(v.budget_id)
         if local is None:
             return self._confirmed(v, now)
-        if v.period_end is not None and now >= v.period_end:  # a new period: only what belongs to it
+        if v.ended(now) and v.period_end is not None:  # a new period: only what belongs to it
             unconfirmed = sum(n for t, _, n in local.unconfirmed if t >= v.period_end)
             return unconfirmed + local.inflight_total
         return v.spent_nanos + local.unconfirmed_total + local.inflight_total
@@ -327,8 +331,7 @@ class Guard:
                 UNAVAILABLE_RETRY_S,
             )
         spend = self._spend(v, now)
-        ended = v.period_end is not None and now >= v.period_end
-        state = "normal" if ended else v.state
+        state = "normal" if v.ended(now) else v.state
         if state == "broken" or spend >= v.limit_nanos:
             return Decision(
                 "deny",
