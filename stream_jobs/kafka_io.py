@@ -2,28 +2,63 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+from collections.abc import Callable
+
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
+from stream_jobs.stall_watch import StallWatch
 from stream_jobs.store_sink import Message
 from tokenledger import metrics
 from tokenledger.kafka_config import KafkaSettings
 
+log = logging.getLogger(__name__)
+
+
+def _debug_config() -> dict[str, object]:
+    """Debug contexts for librdkafka from ``TOKENLEDGER_RDKAFKA_DEBUG`` (e.g. ``consumer,fetch``)."""
+    contexts = os.environ.get("TOKENLEDGER_RDKAFKA_DEBUG")
+    if not contexts:
+        return {}
+    return {"debug": contexts, "logger": logging.getLogger("rdkafka")}
+
 
 class ConfluentBatchConsumer:
-    """Manual-commit consumer of one topic (static assignment or group subscription)."""
+    """Manual-commit consumer of one topic (static assignment or group subscription).
 
-    def __init__(self, settings: KafkaSettings, topic: str, group_id: str) -> None:
+    A consumer that is behind the end of its topic yet receives nothing is reported, not
+    silently tolerated: every ``check_every_s`` of empty polls the lag is refreshed, and once it
+    has stayed non-zero without a record for ``stall_after_s`` a warning names the partitions
+    and ``tokenledger_consumer_stalled_seconds`` climbs (alert ``TokenledgerConsumerStalled``).
+    """
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        topic: str,
+        group_id: str,
+        *,
+        stall_after_s: float = 60.0,
+        check_every_s: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._topic, self._group = topic, group_id
+        self._clock = clock
+        self._watch = StallWatch(clock(), stall_after_s=stall_after_s, check_every_s=check_every_s)
         self._consumer = Consumer(
             {
                 **settings.client_config(),
                 "group.id": group_id,
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 100,
+                "fetch.wait.max.ms": settings.fetch_wait_ms,
+                **_debug_config(),
             }
         )
+        self._fetch_wait_ms = settings.fetch_wait_ms
         if settings.assignment == "group":
             self._consumer.subscribe([topic])
         else:
@@ -44,20 +79,46 @@ class ConfluentBatchConsumer:
             if m.error():
                 continue  # partition EOF and transient fetch errors: librdkafka retries
             out.append(Message(m.topic() or "", m.partition() or 0, m.offset() or 0, m.value()))
+        now = self._clock()
+        if self._watch.polled(now, len(out)):
+            self._report_lag(now)
         return out
+
+    def _report_lag(self, now: float) -> None:
+        lag = self.lag()
+        stalled_s, report = self._watch.lag_is(now, lag)
+        metrics.CONSUMER_LAG.labels(self._group, self._topic).set(lag)
+        metrics.CONSUMER_STALLED.labels(self._group, self._topic).set(stalled_s)
+        if report:
+            log.warning(
+                "%s is %d messages behind on %s but has received nothing for %.0f s (positions %s); "
+                "check the broker's fetch answers (fetch.wait.max.ms=%s)",
+                self._group,
+                lag,
+                self._topic,
+                stalled_s,
+                {tp.partition: tp.offset for tp in self._consumer.position(self._consumer.assignment())},
+                self._fetch_wait_ms,
+            )
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
         """Synchronous commit; raises on failure so the batch is not reported done."""
         self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
         metrics.CONSUMER_LAG.labels(self._group, self._topic).set(self.lag())
+        metrics.CONSUMER_STALLED.labels(self._group, self._topic).set(0)
 
     def lag(self) -> int:
-        """Messages between the committed offsets and the ends of the assigned partitions."""
+        """Messages between this consumer's position and the ends of its assigned partitions.
+
+        Before the first record of a partition arrives its position is unknown; counting from the
+        log start then keeps a consumer that never receives anything visibly behind.
+        """
         total = 0
         for tp in self._consumer.position(self._consumer.assignment()):
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
-            if tp.offset >= 0 and high >= 0:
-                total += max(0, high - tp.offset)
+            low, high = self._consumer.get_watermark_offsets(tp, cached=True) or (0, 0)
+            start = tp.offset if tp.offset >= 0 else max(low, 0)
+            if high >= 0:
+                total += max(0, high - start)
         return total
 
     def pause(self) -> None:

@@ -93,6 +93,11 @@ BREAKER_STATE = gauge(
     "tokenledger_breaker_state", "Breaker state: 0 normal, 1 warning, 2 throttled, 3 broken", ["budget"]
 )
 CONSUMER_LAG = gauge("tokenledger_consumer_lag", "Messages behind the end of the topic", ["group", "topic"])
+CONSUMER_STALLED = gauge(
+    "tokenledger_consumer_stalled_seconds",
+    "Seconds a consumer has been behind the end of its topic without receiving a record (0 = flowing)",
+    ["group", "topic"],
+)
 SINK_BATCH = histogram(
     "tokenledger_sink_batch_seconds",
     "Store sink: insert + commit time per batch",
