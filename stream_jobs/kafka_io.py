@@ -139,7 +139,10 @@ class ConfluentBatchConsumer:
 
 
 class KafkaDeadLetter:
-    """Dead letters as JSON ``{reason, origin, value}``; flushed before the batch commits."""
+    """Dead letters as JSON ``{reason, origin, value}``, keyed ``topic/partition/offset`` of the origin.
+
+    Flushed before the batch commits (at least once: a replay after a crash repeats the key).
+    """
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._topic = settings.topics.dead_letter
@@ -155,7 +158,10 @@ class KafkaDeadLetter:
                 "value": (value or b"").decode("utf-8", "replace"),
             }
         )
-        self._producer.produce(self._topic, body, on_delivery=self._on_delivery)
+        # Keyed by origin: a batch replayed after a crash before its commit dead-letters the same
+        # message again, and readers collapse such repeats by this key.
+        key = f"{origin.topic}/{origin.partition}/{origin.offset}".encode()
+        self._producer.produce(self._topic, body, key=key, on_delivery=self._on_delivery)
         if self._producer.flush(10) > 0 or self.errors:
             raise KafkaException(f"dead letter not acknowledged: {self.errors}")
 
