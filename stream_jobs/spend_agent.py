@@ -13,7 +13,9 @@ For each priced request (counted once per ``source|id``):
 
 from __future__ import annotations
 
+import os
 import time
+import weakref
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -21,6 +23,7 @@ from typing import Any
 
 import msgspec
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
+from faust.streams import _current_event
 from faust.types import TP
 
 from stream_jobs.app import (
@@ -93,60 +96,120 @@ def _status_doc(status: BudgetStatus) -> dict[str, Any]:
     return doc
 
 
+# Events are folded in batches (per source partition) so that each touched table key is
+# written, and sent to its changelog, once per batch instead of once per event: a tenant's
+# totals change with every event, and per-record changelog sends bounded the agent.
+BATCH_MAX = int(os.environ.get("TOKENLEDGER_SPEND_BATCH", "500"))
+BATCH_WITHIN_S = float(os.environ.get("TOKENLEDGER_SPEND_BATCH_WITHIN_S", "0.1"))
+
+
+class _Staged:
+    """Table values read and written while folding one partition's share of a batch.
+
+    Reads see earlier writes of the same batch; :meth:`flush` writes each key once. Events
+    are acknowledged only after the batch (flush included) is done, so a crash mid-batch
+    replays the whole batch against the unchanged tables.
+    """
+
+    def __init__(self) -> None:
+        self.spend: dict[str, Any] = {}
+        self.budget: dict[str, Any] = {}
+        self.counted: dict[str, list[int]] = {}
+        self.counters: dict[str, int] = {}
+
+    def spend_of(self, key: str) -> Any:
+        return self.spend[key] if key in self.spend else spend.get(key)
+
+    def budget_of(self, key: str) -> Any:
+        return self.budget[key] if key in self.budget else budget_state.get(key)
+
+    def seen(self, identity: str) -> bool:
+        return identity in self.counted or counted_events.get(identity) is not None
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def flush(self) -> None:
+        for key, value in self.spend.items():
+            spend[key] = value
+        for key, value in self.budget.items():
+            budget_state[key] = value
+        for key, value in self.counted.items():
+            counted_events[key] = value
+        for key, n in self.counters.items():
+            counters[key] += n
+
+
 @app.agent(priced_topic)
 async def track_spend(stream: Any) -> AsyncIterator[None]:
-    """Fold each priced request into the spend tables and evaluate budgets."""
-    counted = 0
-    async for event in stream.events():
-        try:
-            priced = decode_priced(event.value or b"")
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            raw = (event.value or b"").decode("utf-8", "replace")[:65_536]
-            await dead_letter_topic.send(key=b"spend", value={"stage": "spend", "reason": str(exc), "value": raw})
-            counters["dead-letter:spend"] += 1
-            metrics.EVENTS.labels("spend", "dead_letter").inc()
-            yield None
-            continue
-        identity = f"{priced.event.source}|{priced.event.id}"
-        metrics.EVENTS.labels("spend", "in").inc()
-        if counted_events.get(identity) is not None:
-            counters["duplicates:spend"] += 1
-            metrics.EVENTS.labels("spend", "duplicate").inc()
-            yield None
-            continue
-        at = priced.event.time
-        _progress.seen(at)
-        nanos = priced.cost.to_cost().total_nanos
-        labels = _labels(priced)
-        tenant = labels["tenant"]
-        when = When.of(at, TZ)
-        for dim in DIMENSIONS:
-            if labels[dim]:
-                key = state_key(tenant, dim, labels[dim])
-                spend[key] = add_spend(spend.get(key), when, nanos)
-        for dim in SPIKE_DIMENSIONS:
-            await _check_spike(tenant, dim, labels[dim], at)
-        for budget in BUDGETS.budgets:
-            if matches(budget, tenant, labels, labels["model"]):
-                await _evaluate_budget(budget, when, nanos)
-        partition = event.message.partition
-        counted_events[identity] = [int(at.timestamp()), partition]
-        counted += 1
-        if counted % EXPIRE_EVERY == 0:
-            expire_identities(counted_events, partition, time.time() - DEDUP_HORIZON_S)
+    """Fold priced requests into the spend tables and evaluate budgets, a batch at a time."""
+    counted: dict[int, int] = {}  # per source partition, since the last identity expiry there
+    async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
+        by_partition: dict[int, list[Any]] = {}
+        for event in events:
+            by_partition.setdefault(event.message.partition, []).append(event)
+        for partition, group in by_partition.items():
+            # Table writes go to the changelog partition of the "current event": make it one of
+            # this partition's events (the stream's own is whichever event arrived last).
+            token = _current_event.set(weakref.ref(group[-1]))
+            try:
+                staged = _Staged()
+                for event in group:
+                    counted[partition] = counted.get(partition, 0) + await _fold(event, staged)
+                staged.flush()
+                if counted[partition] >= EXPIRE_EVERY:
+                    counted[partition] = 0
+                    expire_identities(counted_events, partition, time.time() - DEDUP_HORIZON_S)
+            finally:
+                _current_event.reset(token)
         yield None
 
 
-async def _evaluate_budget(budget: Any, when: When, nanos: int) -> None:
+async def _fold(event: Any, staged: _Staged) -> int:
+    """Fold one priced event into ``staged``; 1 if it was counted, 0 if refused or a duplicate."""
+    try:
+        priced = decode_priced(event.value or b"")
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        raw = (event.value or b"").decode("utf-8", "replace")[:65_536]
+        await dead_letter_topic.send(key=b"spend", value={"stage": "spend", "reason": str(exc), "value": raw})
+        staged.count("dead-letter:spend")
+        metrics.EVENTS.labels("spend", "dead_letter").inc()
+        return 0
+    identity = f"{priced.event.source}|{priced.event.id}"
+    metrics.EVENTS.labels("spend", "in").inc()
+    if staged.seen(identity):
+        staged.count("duplicates:spend")
+        metrics.EVENTS.labels("spend", "duplicate").inc()
+        return 0
+    at = priced.event.time
+    _progress.seen(at)
+    nanos = priced.cost.to_cost().total_nanos
+    labels = _labels(priced)
+    tenant = labels["tenant"]
+    when = When.of(at, TZ)
+    for dim in DIMENSIONS:
+        if labels[dim]:
+            key = state_key(tenant, dim, labels[dim])
+            staged.spend[key] = add_spend(staged.spend_of(key), when, nanos)
+    for dim in SPIKE_DIMENSIONS:
+        await _check_spike(staged, tenant, dim, labels[dim], at)
+    for budget in BUDGETS.budgets:
+        if matches(budget, tenant, labels, labels["model"]):
+            await _evaluate_budget(staged, budget, when, nanos)
+    staged.counted[identity] = [int(at.timestamp()), event.message.partition]
+    return 1
+
+
+async def _evaluate_budget(staged: _Staged, budget: Any, when: When, nanos: int) -> None:
     key = f"budget:{budget.id}"
     at = when.at
-    doc = budget_state.get(key) or {}
+    doc = staged.budget_of(key) or {}
     state = add_spend(doc.get("spend"), when, nanos)
     status = _status_from(doc)
     period_key, _ = period_of(budget, at, BUDGETS.timezone)
     if status is not None and budget.period not in ROLLING and period_key < status.period_key:
         # A late event of a closed period: its spend counts there; the open period is unchanged.
-        budget_state[key] = {"spend": state, "status": _status_doc(status)}
+        staged.budget[key] = {"spend": state, "status": _status_doc(status)}
         return
     # Evaluate at the budget's watermark: events of several partitions arrive interleaved, and
     # a rolling window or a crossing time must not move backwards with an older event.
@@ -169,22 +232,22 @@ async def _evaluate_budget(budget: Any, when: When, nanos: int) -> None:
     if breaker is not None:
         await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json())
     metrics.record_budget(budget.id, new_status.spent_nanos, budget.limit_nanos, new_status.state)
-    budget_state[key] = {"spend": state, "status": _status_doc(new_status)}
+    staged.budget[key] = {"spend": state, "status": _status_doc(new_status)}
 
 
-async def _check_spike(tenant: str, dim: str, value: str, at: datetime) -> None:
+async def _check_spike(staged: _Staged, tenant: str, dim: str, value: str, at: datetime) -> None:
     if not value:
         return
     key = state_key(tenant, dim, value)
-    state = spend.get(key)
+    state = staged.spend_of(key)
     if not state:
         return
     marker = f"spikes:{key}"
-    reported = set(budget_state.get(marker) or [])
+    reported = set(staged.budget_of(marker) or [])
     hourly = {int(k): v for k, v in state["hour"].items()}
     found = check_spike(f"{dim}={value}", hourly, at, reported)
     if found is not None:
-        budget_state[marker] = sorted(reported)[-48:]
+        staged.budget[marker] = sorted(reported)[-48:]
         await anomalies_topic.send(
             key=tenant.encode(),
             value={
