@@ -9,6 +9,10 @@ For each priced request (counted once per ``source|id``):
   = budget id), including the return to normal when a new period starts;
 * hourly spend per tenant and per department against the same hour yesterday: over 3x
   emits an anomaly.
+
+Events arrive in batches (``stream.take_events``) and are folded per source partition into
+staged table values; each touched key is then written once, so a busy tenant costs one
+changelog record per batch rather than one per event. Events are acknowledged after the batch.
 """
 
 from __future__ import annotations
