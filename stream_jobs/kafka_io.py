@@ -10,6 +10,7 @@ from collections.abc import Callable
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
+from stream_jobs.dead_letters import origin_key, origin_of
 from stream_jobs.stall_watch import StallWatch
 from stream_jobs.store_sink import Message
 from tokenledger import metrics
@@ -152,16 +153,9 @@ class KafkaDeadLetter:
     def send(self, value: bytes | None, reason: str, origin: Message) -> None:
         """Publish one dead letter and wait for the broker's acknowledgement."""
         body = orjson.dumps(
-            {
-                "reason": reason,
-                "origin": {"topic": origin.topic, "partition": origin.partition, "offset": origin.offset},
-                "value": (value or b"").decode("utf-8", "replace"),
-            }
+            {"reason": reason, "origin": origin_of(origin), "value": (value or b"").decode("utf-8", "replace")}
         )
-        # Keyed by origin: a batch replayed after a crash before its commit dead-letters the same
-        # message again, and readers collapse such repeats by this key.
-        key = f"{origin.topic}/{origin.partition}/{origin.offset}".encode()
-        self._producer.produce(self._topic, body, key=key, on_delivery=self._on_delivery)
+        self._producer.produce(self._topic, body, key=origin_key(origin), on_delivery=self._on_delivery)
         if self._producer.flush(10) > 0 or self.errors:
             raise KafkaException(f"dead letter not acknowledged: {self.errors}")
 

@@ -25,6 +25,7 @@ from stream_jobs.app import (
     priced_topic,
     raw_topic,
 )
+from stream_jobs.dead_letters import origin_key, origin_of
 from stream_jobs.identities import EXPIRE_EVERY, expire_identities
 from tokenledger import metrics
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
@@ -73,8 +74,13 @@ async def price_events(stream: Any) -> AsyncIterator[None]:
             ev = decode_usage_event(raw)
         except InvalidEvent as exc:
             await dead_letter_topic.send(
-                key=b"pricing",
-                value={"stage": "pricing", "reason": exc.reason, "value": raw.decode("utf-8", "replace")[:65_536]},
+                key=origin_key(event.message),
+                value={
+                    "stage": "pricing",
+                    "reason": exc.reason,
+                    "origin": origin_of(event.message),
+                    "value": raw.decode("utf-8", "replace")[:65_536],
+                },
             )
             counters["dead-letter:pricing"] += 1
             metrics.EVENTS.labels("pricing", "dead_letter").inc()

@@ -41,6 +41,7 @@ from stream_jobs.app import (
     priced_topic,
     thresholds_topic,
 )
+from stream_jobs.dead_letters import origin_key, origin_of
 from stream_jobs.identities import EXPIRE_EVERY, expire_identities
 from stream_jobs.spend_state import DIMENSIONS, Progress, When, add_spend, spent, state_key
 from tokenledger import metrics
@@ -175,7 +176,10 @@ async def _fold(event: Any, staged: _Staged) -> int:
         priced = decode_priced(event.value or b"")
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raw = (event.value or b"").decode("utf-8", "replace")[:65_536]
-        await dead_letter_topic.send(key=b"spend", value={"stage": "spend", "reason": str(exc), "value": raw})
+        await dead_letter_topic.send(
+            key=origin_key(event.message),
+            value={"stage": "spend", "reason": str(exc), "origin": origin_of(event.message), "value": raw},
+        )
         staged.count("dead-letter:spend")
         metrics.EVENTS.labels("spend", "dead_letter").inc()
         return 0

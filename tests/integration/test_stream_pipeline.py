@@ -240,7 +240,11 @@ def test_pipeline_exact(pipeline: tuple[KafkaSettings, Worker, str], kill_midway
 
     priced = {json.loads(v or b"")["event"]["id"] for _, v in read_all(settings, settings.topics.usage_priced)}
     assert len(priced) == 22  # 20 + the stream's final figure + November; estimates never priced
-    letters = [orjson.loads(v or b"") for _, v in read_all(settings, settings.topics.dead_letter)]
+    keyed = [(k, orjson.loads(v or b"")) for k, v in read_all(settings, settings.topics.dead_letter)]
+    letters = [d for _, d in keyed]
     assert len(letters) == 3 and all(d["stage"] == "pricing" and d["reason"] for d in letters)
+    # Keyed by origin, so a replay after a crash would repeat the key, not add a letter.
+    assert all(k == "{topic}/{partition}/{offset}".format(**d["origin"]).encode() for k, d in keyed)
+    assert {d["origin"]["topic"] for d in letters} == {settings.topics.usage_raw}
     assert any("input_tokens" in d["reason"] for d in letters)
     assert any("surprise: Extra inputs are not permitted" in d["reason"] for d in letters)
