@@ -26,6 +26,10 @@ BUDGETS = BudgetFile.load(Path(os.environ.get("TOKENLEDGER_BUDGETS", str(DEFAULT
 PARTITIONS = int(os.environ.get("TOKENLEDGER_PARTITIONS", "3"))
 DEDUP_HORIZON_S = 35 * 86_400
 SINGLE_RECORD_BATCHES = os.environ.get("TOKENLEDGER_SINGLE_RECORD_BATCHES", "0") == "1"
+# The agents take up to BATCH_MAX events at a time (waiting at most BATCH_WITHIN_S to fill a
+# batch) and write each touched table key once per batch and partition.
+BATCH_MAX = int(os.environ.get("TOKENLEDGER_AGENT_BATCH", "500"))
+BATCH_WITHIN_S = float(os.environ.get("TOKENLEDGER_AGENT_BATCH_WITHIN_S", "0.1"))
 
 
 def _broker_credentials() -> dict[str, Any]:

@@ -5,7 +5,9 @@
   billed once, at its final figure;
 * a request is priced once: ``source|request_id`` is remembered for 35 days (more than a
   month, so redeliveries across a month boundary are still caught);
-* priced events are keyed by tenant, so each tenant's budget state lives in one partition.
+* priced events are keyed by tenant, so each tenant's budget state lives in one partition;
+* events come in batches: a batch's priced events are sent together and all acknowledged by
+  the broker before the identities are remembered and the raw events acknowledged.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from stream_jobs.app import (
+    BATCH_MAX,
+    BATCH_WITHIN_S,
     DEDUP_HORIZON_S,
     PARTITIONS,
     app,
@@ -25,6 +29,7 @@ from stream_jobs.app import (
     priced_topic,
     raw_topic,
 )
+from stream_jobs.batches import partition_batches
 from stream_jobs.dead_letters import origin_key, origin_of
 from stream_jobs.identities import EXPIRE_EVERY, expire_identities
 from tokenledger import metrics
@@ -61,57 +66,101 @@ async def deliver(key: bytes, value: bytes) -> None:
             delay = min(delay * 2, 5.0)
 
 
+async def deliver_all(messages: list[tuple[bytes, bytes]]) -> None:
+    """Send a batch of priced events at once and wait until the broker acknowledged every one.
+
+    Sends are pipelined (one round trip for the batch, not one per event); any that fail
+    are retried one by one with :func:`deliver`. The batch's raw events are acknowledged
+    only afterwards.
+    """
+    futures: list[Any] = []
+    for key, value in messages:
+        try:
+            futures.append(await priced_topic.send(key=key, value=value))
+        except Exception:  # the producer refused it outright: retry below
+            futures.append(None)
+    outcomes = await asyncio.gather(*(f for f in futures if f is not None), return_exceptions=True)
+    results = iter(outcomes)
+    for (key, value), fut in zip(messages, futures, strict=True):
+        if fut is None or isinstance(next(results), BaseException):
+            await deliver(key, value)
+
+
+class _Staged:
+    """Identities and counters of one partition's share of a batch, written once at the end."""
+
+    def __init__(self) -> None:
+        self.priced: dict[str, list[int]] = {}
+        self.counters: dict[str, int] = {}
+        self.outbox: list[tuple[bytes, bytes]] = []
+
+    def count(self, name: str) -> None:
+        self.counters[name] = self.counters.get(name, 0) + 1
+
+    def flush(self) -> None:
+        for key, value in self.priced.items():
+            priced_requests[key] = value
+        for key, n in self.counters.items():
+            counters[key] += n
+
+
 @app.agent(raw_topic)
 async def price_events(stream: Any) -> AsyncIterator[None]:
-    """Price every valid, final, not yet priced request."""
-    seen = 0
-    async for event in stream.events():
-        raw: bytes = event.value or b""
-        metrics.EVENTS.labels("pricing", "in").inc()
-        if TRACE:
-            log.info("raw %s:%s key=%r", event.message.partition, event.message.offset, event.key)
-        try:
-            ev = decode_usage_event(raw)
-        except InvalidEvent as exc:
-            await dead_letter_topic.send(
-                key=origin_key(event.message),
-                value={
-                    "stage": "pricing",
-                    "reason": exc.reason,
-                    "origin": origin_of(event.message),
-                    "value": raw.decode("utf-8", "replace")[:65_536],
-                },
-            )
-            counters["dead-letter:pricing"] += 1
-            metrics.EVENTS.labels("pricing", "dead_letter").inc()
-            yield None
-            continue
-        if not ev.data.final:
-            counters["estimates"] += 1
-            metrics.EVENTS.labels("pricing", "estimate").inc()
-            yield None
-            continue
-        request = f"{ev.source}|{ev.data.request_id}"
-        if priced_requests.get(request) is not None:
-            counters["duplicates:pricing"] += 1
-            metrics.EVENTS.labels("pricing", "duplicate").inc()
-            yield None
-            continue
-        cost = price(ev.data, ev.time, TABLE)
-        await deliver(ev.data.labels.tenant.encode(), encode_priced(ev, cost))
-        d = ev.data
-        tokens = {
-            "input": d.input_tokens - d.cached_read_tokens - d.cache_write_tokens,
-            "cached_read": d.cached_read_tokens,
-            "cache_write": d.cache_write_tokens,
-            "output": d.output_tokens - d.reasoning_tokens,
-            "reasoning": d.reasoning_tokens,
-        }
-        metrics.record_priced(d.model, d.labels.department or "", tokens, cost.total_nanos)
-        metrics.EVENTS.labels("pricing", "priced").inc()
-        partition = event.message.partition
-        priced_requests[request] = [int(ev.time.timestamp()), partition]
-        seen += 1
-        if seen % EXPIRE_EVERY == 0:
+    """Price every valid, final, not yet priced request, a batch at a time."""
+    seen: dict[int, int] = {}  # per source partition, since the last identity expiry there
+    async for partition, group in partition_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
+        staged = _Staged()
+        for event in group:
+            await _price(event, staged)
+        await deliver_all(staged.outbox)  # before the identities are remembered
+        staged.flush()
+        seen[partition] = seen.get(partition, 0) + len(staged.priced)
+        if seen[partition] >= EXPIRE_EVERY:
+            seen[partition] = 0
             expire_identities(priced_requests, partition, time.time() - DEDUP_HORIZON_S)
         yield None
+
+
+async def _price(event: Any, staged: _Staged) -> None:
+    """Validate, de-duplicate and price one raw event into ``staged``."""
+    raw: bytes = event.value or b""
+    metrics.EVENTS.labels("pricing", "in").inc()
+    if TRACE:
+        log.info("raw %s:%s key=%r", event.message.partition, event.message.offset, event.key)
+    try:
+        ev = decode_usage_event(raw)
+    except InvalidEvent as exc:
+        await dead_letter_topic.send(
+            key=origin_key(event.message),
+            value={
+                "stage": "pricing",
+                "reason": exc.reason,
+                "origin": origin_of(event.message),
+                "value": raw.decode("utf-8", "replace")[:65_536],
+            },
+        )
+        staged.count("dead-letter:pricing")
+        metrics.EVENTS.labels("pricing", "dead_letter").inc()
+        return
+    if not ev.data.final:
+        staged.count("estimates")
+        metrics.EVENTS.labels("pricing", "estimate").inc()
+        return
+    request = f"{ev.source}|{ev.data.request_id}"
+    if request in staged.priced or priced_requests.get(request) is not None:
+        staged.count("duplicates:pricing")
+        metrics.EVENTS.labels("pricing", "duplicate").inc()
+        return
+    cost = price(ev.data, ev.time, TABLE)
+    staged.outbox.append((ev.data.labels.tenant.encode(), encode_priced(ev, cost)))
+    d = ev.data
+    tokens = {
+        "input": d.input_tokens - d.cached_read_tokens - d.cache_write_tokens,
+        "cached_read": d.cached_read_tokens,
+        "cache_write": d.cache_write_tokens,
+        "output": d.output_tokens - d.reasoning_tokens,
+        "reasoning": d.reasoning_tokens,
+    }
+    metrics.record_priced(d.model, d.labels.department or "", tokens, cost.total_nanos)
+    metrics.EVENTS.labels("pricing", "priced").inc()
+    staged.priced[request] = [int(ev.time.timestamp()), event.message.partition]

@@ -17,9 +17,7 @@ changelog record per batch rather than one per event. Events are acknowledged af
 
 from __future__ import annotations
 
-import os
 import time
-import weakref
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime
@@ -27,10 +25,11 @@ from typing import Any
 
 import msgspec
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
-from faust.streams import _current_event
 from faust.types import TP
 
 from stream_jobs.app import (
+    BATCH_MAX,
+    BATCH_WITHIN_S,
     BUDGETS,
     DEDUP_HORIZON_S,
     PARTITIONS,
@@ -41,6 +40,7 @@ from stream_jobs.app import (
     priced_topic,
     thresholds_topic,
 )
+from stream_jobs.batches import partition_batches
 from stream_jobs.dead_letters import origin_key, origin_of
 from stream_jobs.identities import EXPIRE_EVERY, expire_identities
 from stream_jobs.spend_state import DIMENSIONS, Progress, When, add_spend, spent, state_key
@@ -101,13 +101,6 @@ def _status_doc(status: BudgetStatus) -> dict[str, Any]:
     return doc
 
 
-# Events are folded in batches (per source partition) so that each touched table key is
-# written, and sent to its changelog, once per batch instead of once per event: a tenant's
-# totals change with every event, and per-record changelog sends bounded the agent.
-BATCH_MAX = int(os.environ.get("TOKENLEDGER_SPEND_BATCH", "500"))
-BATCH_WITHIN_S = float(os.environ.get("TOKENLEDGER_SPEND_BATCH_WITHIN_S", "0.1"))
-
-
 class _Staged:
     """Table values read and written while folding one partition's share of a batch.
 
@@ -149,24 +142,14 @@ class _Staged:
 async def track_spend(stream: Any) -> AsyncIterator[None]:
     """Fold priced requests into the spend tables and evaluate budgets, a batch at a time."""
     counted: dict[int, int] = {}  # per source partition, since the last identity expiry there
-    async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN_S):
-        by_partition: dict[int, list[Any]] = {}
-        for event in events:
-            by_partition.setdefault(event.message.partition, []).append(event)
-        for partition, group in by_partition.items():
-            # Table writes go to the changelog partition of the "current event": make it one of
-            # this partition's events (the stream's own is whichever event arrived last).
-            token = _current_event.set(weakref.ref(group[-1]))
-            try:
-                staged = _Staged()
-                for event in group:
-                    counted[partition] = counted.get(partition, 0) + await _fold(event, staged)
-                staged.flush()
-                if counted[partition] >= EXPIRE_EVERY:
-                    counted[partition] = 0
-                    expire_identities(counted_events, partition, time.time() - DEDUP_HORIZON_S)
-            finally:
-                _current_event.reset(token)
+    async for partition, group in partition_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
+        staged = _Staged()
+        for event in group:
+            counted[partition] = counted.get(partition, 0) + await _fold(event, staged)
+        staged.flush()
+        if counted[partition] >= EXPIRE_EVERY:
+            counted[partition] = 0
+            expire_identities(counted_events, partition, time.time() - DEDUP_HORIZON_S)
         yield None
 
 
