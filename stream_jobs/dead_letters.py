@@ -18,3 +18,13 @@ def origin_of(message: Any) -> dict[str, Any]:
 def origin_key(message: Any) -> bytes:
     """The dead letter's key: ``topic/partition/offset`` of its origin."""
     return "{topic}/{partition}/{offset}".format(**origin_of(message)).encode()
+
+
+def dead_letter_value(stage: str, reason: str, message: Any, raw: bytes) -> dict[str, Any]:
+    """A stream agent's dead letter: stage, reason, origin and the value (first 64 KiB, as text)."""
+    return {
+        "stage": stage,
+        "reason": reason,
+        "origin": origin_of(message),
+        "value": raw.decode("utf-8", "replace")[:65_536],
+    }

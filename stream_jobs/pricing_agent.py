@@ -29,8 +29,8 @@ from stream_jobs.app import (
     priced_topic,
     raw_topic,
 )
-from stream_jobs.batches import partition_batches
-from stream_jobs.dead_letters import origin_key, origin_of
+from stream_jobs.batches import Staged, partition_batches
+from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.identities import EXPIRE_EVERY, expire_identities
 from tokenledger import metrics
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
@@ -86,43 +86,25 @@ async def deliver_all(messages: list[tuple[bytes, bytes]]) -> None:
             await deliver(key, value)
 
 
-class _Staged:
-    """Identities and counters of one partition's share of a batch, written once at the end."""
-
-    def __init__(self) -> None:
-        self.priced: dict[str, list[int]] = {}
-        self.counters: dict[str, int] = {}
-        self.outbox: list[tuple[bytes, bytes]] = []
-
-    def count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
-
-    def flush(self) -> None:
-        for key, value in self.priced.items():
-            priced_requests[key] = value
-        for key, n in self.counters.items():
-            counters[key] += n
-
-
 @app.agent(raw_topic)
 async def price_events(stream: Any) -> AsyncIterator[None]:
     """Price every valid, final, not yet priced request, a batch at a time."""
     seen: dict[int, int] = {}  # per source partition, since the last identity expiry there
     async for partition, group in partition_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
-        staged = _Staged()
+        staged, outbox = Staged(), list[tuple[bytes, bytes]]()
         for event in group:
-            await _price(event, staged)
-        await deliver_all(staged.outbox)  # before the identities are remembered
+            await _price(event, staged, outbox)
+        await deliver_all(outbox)  # before the identities are remembered
         staged.flush()
-        seen[partition] = seen.get(partition, 0) + len(staged.priced)
+        seen[partition] = seen.get(partition, 0) + len(outbox)
         if seen[partition] >= EXPIRE_EVERY:
             seen[partition] = 0
             expire_identities(priced_requests, partition, time.time() - DEDUP_HORIZON_S)
         yield None
 
 
-async def _price(event: Any, staged: _Staged) -> None:
-    """Validate, de-duplicate and price one raw event into ``staged``."""
+async def _price(event: Any, staged: Staged, outbox: list[tuple[bytes, bytes]]) -> None:
+    """Validate, de-duplicate and price one raw event (identity into ``staged``, priced event into ``outbox``)."""
     raw: bytes = event.value or b""
     metrics.EVENTS.labels("pricing", "in").inc()
     if TRACE:
@@ -131,28 +113,22 @@ async def _price(event: Any, staged: _Staged) -> None:
         ev = decode_usage_event(raw)
     except InvalidEvent as exc:
         await dead_letter_topic.send(
-            key=origin_key(event.message),
-            value={
-                "stage": "pricing",
-                "reason": exc.reason,
-                "origin": origin_of(event.message),
-                "value": raw.decode("utf-8", "replace")[:65_536],
-            },
+            key=origin_key(event.message), value=dead_letter_value("pricing", exc.reason, event.message, raw)
         )
-        staged.count("dead-letter:pricing")
+        staged.add(counters, "dead-letter:pricing")
         metrics.EVENTS.labels("pricing", "dead_letter").inc()
         return
     if not ev.data.final:
-        staged.count("estimates")
+        staged.add(counters, "estimates")
         metrics.EVENTS.labels("pricing", "estimate").inc()
         return
     request = f"{ev.source}|{ev.data.request_id}"
-    if request in staged.priced or priced_requests.get(request) is not None:
-        staged.count("duplicates:pricing")
+    if staged.get(priced_requests, request) is not None:
+        staged.add(counters, "duplicates:pricing")
         metrics.EVENTS.labels("pricing", "duplicate").inc()
         return
     cost = price(ev.data, ev.time, TABLE)
-    staged.outbox.append((ev.data.labels.tenant.encode(), encode_priced(ev, cost)))
+    outbox.append((ev.data.labels.tenant.encode(), encode_priced(ev, cost)))
     d = ev.data
     tokens = {
         "input": d.input_tokens - d.cached_read_tokens - d.cache_write_tokens,
@@ -163,4 +139,4 @@ async def _price(event: Any, staged: _Staged) -> None:
     }
     metrics.record_priced(d.model, d.labels.department or "", tokens, cost.total_nanos)
     metrics.EVENTS.labels("pricing", "priced").inc()
-    staged.priced[request] = [int(ev.time.timestamp()), event.message.partition]
+    staged.set(priced_requests, request, [int(ev.time.timestamp()), event.message.partition])

@@ -40,8 +40,8 @@ from stream_jobs.app import (
     priced_topic,
     thresholds_topic,
 )
-from stream_jobs.batches import partition_batches
-from stream_jobs.dead_letters import origin_key, origin_of
+from stream_jobs.batches import Staged, partition_batches
+from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.identities import EXPIRE_EVERY, expire_identities
 from stream_jobs.spend_state import DIMENSIONS, Progress, When, add_spend, spent, state_key
 from tokenledger import metrics
@@ -101,49 +101,12 @@ def _status_doc(status: BudgetStatus) -> dict[str, Any]:
     return doc
 
 
-class _Staged:
-    """Table values read and written while folding one partition's share of a batch.
-
-    Reads see earlier writes of the same batch; :meth:`flush` writes each key once. Events
-    are acknowledged only after the batch (flush included) is done, so a crash mid-batch
-    replays the whole batch against the unchanged tables.
-    """
-
-    def __init__(self) -> None:
-        self.spend: dict[str, Any] = {}
-        self.budget: dict[str, Any] = {}
-        self.counted: dict[str, list[int]] = {}
-        self.counters: dict[str, int] = {}
-
-    def spend_of(self, key: str) -> Any:
-        return self.spend[key] if key in self.spend else spend.get(key)
-
-    def budget_of(self, key: str) -> Any:
-        return self.budget[key] if key in self.budget else budget_state.get(key)
-
-    def seen(self, identity: str) -> bool:
-        return identity in self.counted or counted_events.get(identity) is not None
-
-    def count(self, name: str) -> None:
-        self.counters[name] = self.counters.get(name, 0) + 1
-
-    def flush(self) -> None:
-        for key, value in self.spend.items():
-            spend[key] = value
-        for key, value in self.budget.items():
-            budget_state[key] = value
-        for key, value in self.counted.items():
-            counted_events[key] = value
-        for key, n in self.counters.items():
-            counters[key] += n
-
-
 @app.agent(priced_topic)
 async def track_spend(stream: Any) -> AsyncIterator[None]:
     """Fold priced requests into the spend tables and evaluate budgets, a batch at a time."""
     counted: dict[int, int] = {}  # per source partition, since the last identity expiry there
     async for partition, group in partition_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
-        staged = _Staged()
+        staged = Staged()
         for event in group:
             counted[partition] = counted.get(partition, 0) + await _fold(event, staged)
         staged.flush()
@@ -153,23 +116,21 @@ async def track_spend(stream: Any) -> AsyncIterator[None]:
         yield None
 
 
-async def _fold(event: Any, staged: _Staged) -> int:
+async def _fold(event: Any, staged: Staged) -> int:
     """Fold one priced event into ``staged``; 1 if it was counted, 0 if refused or a duplicate."""
     try:
         priced = decode_priced(event.value or b"")
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        raw = (event.value or b"").decode("utf-8", "replace")[:65_536]
         await dead_letter_topic.send(
-            key=origin_key(event.message),
-            value={"stage": "spend", "reason": str(exc), "origin": origin_of(event.message), "value": raw},
+            key=origin_key(event.message), value=dead_letter_value("spend", str(exc), event.message, event.value or b"")
         )
-        staged.count("dead-letter:spend")
+        staged.add(counters, "dead-letter:spend")
         metrics.EVENTS.labels("spend", "dead_letter").inc()
         return 0
     identity = f"{priced.event.source}|{priced.event.id}"
     metrics.EVENTS.labels("spend", "in").inc()
-    if staged.seen(identity):
-        staged.count("duplicates:spend")
+    if staged.get(counted_events, identity) is not None:
+        staged.add(counters, "duplicates:spend")
         metrics.EVENTS.labels("spend", "duplicate").inc()
         return 0
     at = priced.event.time
@@ -181,26 +142,26 @@ async def _fold(event: Any, staged: _Staged) -> int:
     for dim in DIMENSIONS:
         if labels[dim]:
             key = state_key(tenant, dim, labels[dim])
-            staged.spend[key] = add_spend(staged.spend_of(key), when, nanos)
+            staged.set(spend, key, add_spend(staged.get(spend, key), when, nanos))
     for dim in SPIKE_DIMENSIONS:
         await _check_spike(staged, tenant, dim, labels[dim], at)
     for budget in BUDGETS.budgets:
         if matches(budget, tenant, labels, labels["model"]):
             await _evaluate_budget(staged, budget, when, nanos)
-    staged.counted[identity] = [int(at.timestamp()), event.message.partition]
+    staged.set(counted_events, identity, [int(at.timestamp()), event.message.partition])
     return 1
 
 
-async def _evaluate_budget(staged: _Staged, budget: Any, when: When, nanos: int) -> None:
+async def _evaluate_budget(staged: Staged, budget: Any, when: When, nanos: int) -> None:
     key = f"budget:{budget.id}"
     at = when.at
-    doc = staged.budget_of(key) or {}
+    doc = staged.get(budget_state, key) or {}
     state = add_spend(doc.get("spend"), when, nanos)
     status = _status_from(doc)
     period_key, _ = period_of(budget, at, BUDGETS.timezone)
     if status is not None and budget.period not in ROLLING and period_key < status.period_key:
         # A late event of a closed period: its spend counts there; the open period is unchanged.
-        staged.budget[key] = {"spend": state, "status": _status_doc(status)}
+        staged.set(budget_state, key, {"spend": state, "status": _status_doc(status)})
         return
     # Evaluate at the budget's watermark: events of several partitions arrive interleaved, and
     # a rolling window or a crossing time must not move backwards with an older event.
@@ -223,22 +184,22 @@ async def _evaluate_budget(staged: _Staged, budget: Any, when: When, nanos: int)
     if breaker is not None:
         await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json())
     metrics.record_budget(budget.id, new_status.spent_nanos, budget.limit_nanos, new_status.state)
-    staged.budget[key] = {"spend": state, "status": _status_doc(new_status)}
+    staged.set(budget_state, key, {"spend": state, "status": _status_doc(new_status)})
 
 
-async def _check_spike(staged: _Staged, tenant: str, dim: str, value: str, at: datetime) -> None:
+async def _check_spike(staged: Staged, tenant: str, dim: str, value: str, at: datetime) -> None:
     if not value:
         return
     key = state_key(tenant, dim, value)
-    state = staged.spend_of(key)
+    state = staged.get(spend, key)
     if not state:
         return
     marker = f"spikes:{key}"
-    reported = set(staged.budget_of(marker) or [])
+    reported = set(staged.get(budget_state, marker) or [])
     hourly = {int(k): v for k, v in state["hour"].items()}
     found = check_spike(f"{dim}={value}", hourly, at, reported)
     if found is not None:
-        staged.budget[marker] = sorted(reported)[-48:]
+        staged.set(budget_state, marker, sorted(reported)[-48:])
         await anomalies_topic.send(
             key=tenant.encode(),
             value={

@@ -7,7 +7,7 @@ from typing import Any
 
 from faust.streams import current_event
 
-from stream_jobs.batches import partition_batches
+from stream_jobs.batches import Staged, partition_batches
 from stream_jobs.dead_letters import origin_key, origin_of
 
 
@@ -60,3 +60,33 @@ def test_dead_letter_key_is_the_origin() -> None:
     msg = Msg("usage-priced", 2, 41)
     assert origin_of(msg) == {"topic": "usage-priced", "partition": 2, "offset": 41}
     assert origin_key(msg) == b"usage-priced/2/41"
+
+
+class CountingTable(dict[str, Any]):
+    """A mapping that counts writes, as a changelog would."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.writes = 0
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_staged_reads_its_own_writes_and_flushes_each_key_once() -> None:
+    spend = CountingTable({"acme|tenant=acme": 5})
+    counters = CountingTable()
+    staged = Staged()
+    for nanos in (10, 20, 30):  # three events touching the same key
+        key = "acme|tenant=acme"
+        staged.set(spend, key, staged.get(spend, key) + nanos)
+        staged.add(counters, "priced")
+    staged.set(spend, "acme|user=u1", 7)
+    assert spend == {"acme|tenant=acme": 5} and spend.writes == 0  # nothing written before the flush
+    assert staged.get(spend, "acme|tenant=acme") == 65 and staged.get(spend, "missing") is None
+    assert staged.written(spend) == {"acme|tenant=acme": 65, "acme|user=u1": 7}
+    staged.flush()
+    assert spend == {"acme|tenant=acme": 65, "acme|user=u1": 7}
+    assert spend.writes == 2  # one write per key, not per event
+    assert counters == {"priced": 3} and counters.writes == 1
