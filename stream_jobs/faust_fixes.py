@@ -53,20 +53,27 @@ async def _seek_then_resume(self: Any, generation_id: int) -> bool:
     return True
 
 
+async def _resume_flow(self: Any, *, standbys_ready: bool) -> None:
+    """Faust's common ending of both methods: mark recovery done and let records flow again."""
+    app = self.app
+    self.completed.set()
+    app.flow_control.resume()
+    app.consumer.resume_flow()
+    await cast(Any, app)._fetcher.maybe_start()
+    self.tables.on_actives_ready()
+    if standbys_ready:
+        self.tables.on_standbys_ready()
+    app.on_rebalance_end()
+    self.log.info("Worker ready")
+
+
 async def _resume_streams(self: Any, generation_id: int = 0) -> None:
     app = self.app
     await app.on_rebalance_complete.send()
     if not await _seek_then_resume(self, generation_id):
         return
-    self.completed.set()
     self.log.info("Resuming flow...")
-    app.flow_control.resume()
-    app.consumer.resume_flow()
-    await cast(Any, app)._fetcher.maybe_start()
-    self.tables.on_actives_ready()
-    self.tables.on_standbys_ready()
-    app.on_rebalance_end()
-    self.log.info("Worker ready")
+    await _resume_flow(self, standbys_ready=True)
 
 
 async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
@@ -84,15 +91,7 @@ async def _on_recovery_completed(self: Any, generation_id: int = 0) -> None:
         await asyncio.wait(callbacks)
     if not await _seek_then_resume(self, generation_id):
         return
-    self.completed.set()
-    app.flow_control.resume()
-    app.consumer.resume_flow()
-    await cast(Any, app)._fetcher.maybe_start()
-    self.tables.on_actives_ready()
-    if not app.assignor.assigned_standbys():
-        self.tables.on_standbys_ready()
-    app.on_rebalance_end()
-    self.log.info("Worker ready")
+    await _resume_flow(self, standbys_ready=not app.assignor.assigned_standbys())
 
 
 def apply() -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from infra.broker import EmbeddedBroker, free_port, start_broker
 from infra.topics import create_topics
@@ -36,7 +36,7 @@ from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.store_sink import Message, StoreSink
 from tests.factories import event_dict
 from tests.integration.test_store_sink_kafka import OutageStore, publish
-from tests.integration.test_stream_pipeline import Worker, read_all
+from tests.integration.test_stream_pipeline import Worker, read_all, read_messages
 from tokenledger import metrics
 from tokenledger.kafka_config import KafkaSettings, Topics
 from tokenledger.pricing import LayeredPriceTable, price
@@ -313,22 +313,7 @@ def test_broker_restart_during_load(
 
 def _skipped(settings: KafkaSettings, topic: str, polled: list[tuple[int, int]]) -> list[tuple[int, int]]:
     """Offsets a fresh reader finds on ``topic`` that the running consumer never polled."""
-    reader = Consumer(
-        {
-            **settings.client_config(),
-            "group.id": f"audit-{uuid.uuid4().hex}",
-            "fetch.wait.max.ms": settings.fetch_wait_ms,
-        }
-    )
-    parts = reader.list_topics(topic, timeout=10).topics[topic].partitions
-    reader.assign([TopicPartition(topic, p, 0) for p in parts])
-    present: set[tuple[int, int]] = set()
-    idle = 0
-    while idle < 3:
-        msgs = [m for m in reader.consume(1000, 0.3) if not m.error()]
-        idle = 0 if msgs else idle + 1
-        present.update((m.partition() or 0, m.offset() or 0) for m in msgs)
-    reader.close()
+    present = {(m.partition() or 0, m.offset() or 0) for m in read_messages(settings, topic)}
     return sorted(present - set(polled))[:40]
 
 

@@ -84,18 +84,30 @@ class Worker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def read_all(settings: KafkaSettings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
-    c = Consumer({**settings.client_config(), "group.id": f"read-{uuid.uuid4().hex}", "enable.auto.commit": False})
+def read_messages(settings: KafkaSettings, topic: str) -> list[Any]:
+    """Every message of ``topic``, from offset 0 of each partition, with a fresh reader."""
+    c = Consumer(
+        {
+            **settings.client_config(),
+            "group.id": f"read-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": settings.fetch_wait_ms,
+        }
+    )
     parts = c.list_topics(topic, timeout=10).topics[topic].partitions
     c.assign([TopicPartition(topic, p, 0) for p in parts])
-    out: list[tuple[bytes | None, bytes | None]] = []
+    out: list[Any] = []
     idle = 0
     while idle < 3:
         msgs = [m for m in c.consume(1000, 0.3) if not m.error()]
         idle = 0 if msgs else idle + 1
-        out.extend((m.key(), m.value()) for m in msgs)
+        out.extend(msgs)
     c.close()
     return out
+
+
+def read_all(settings: KafkaSettings, topic: str) -> list[tuple[bytes | None, bytes | None]]:
+    return [(m.key(), m.value()) for m in read_messages(settings, topic)]
 
 
 def latest(settings: KafkaSettings, topic: str) -> dict[bytes, Any]:
