@@ -10,10 +10,11 @@ STAMP  := $(VENV)/.installed-stamp
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml infra/kafka/pom.xml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/python -m infra broker-install
 	touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools

@@ -1,47 +1,109 @@
-"""``python -m infra {broker-start,broker-stop,topics}``: the embedded broker from the project's files.
+"""``python -m infra {broker-install,broker-start,broker-stop,topics}``: the embedded Kafka broker.
 
-``broker-start`` runs tansu on loopback in the background and records its pid in
-``data/tansu.pid``; ``broker-stop`` ends it; ``topics`` creates the pipeline topics on
-whatever ``TOKENLEDGER_KAFKA_BOOTSTRAP`` points at (the embedded broker or a real cluster).
+``broker-install`` resolves the Apache Kafka jars with Maven (``make install`` runs it);
+``broker-start`` runs a single-node KRaft Kafka on loopback in the background, its data and pid
+file under ``data/kafka/`` of the checkout (kept across restarts); ``broker-stop`` ends it
+cleanly from any directory; ``topics`` creates the pipeline topics on whatever
+``TOKENLEDGER_KAFKA_BOOTSTRAP`` points at (the embedded broker or a real cluster).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import signal
+import sys
+import time
 from pathlib import Path
 
-from infra.broker import start_broker
+from infra.broker import ROOT, BrokerSetupError, KafkaBroker, ensure_jars, free_port, port_is_free
 from infra.topics import create_topics
 from tokenledger.kafka_config import KafkaSettings
 
-PIDFILE = Path("data/tansu.pid")
+DATA = Path(os.environ.get("TOKENLEDGER_BROKER_DIR", str(ROOT / "data" / "kafka")))
+PIDFILE = DATA / "broker.json"
+DEFAULT_PORT = 19092
+
+
+def _running() -> dict[str, int] | None:
+    if not PIDFILE.exists():
+        return None
+    info: dict[str, int] = json.loads(PIDFILE.read_text())
+    try:
+        os.kill(info["pid"], 0)
+    except ProcessLookupError:
+        return None
+    return info
+
+
+def broker_start(port: int, controller_port: int) -> int:
+    """Start the broker in the background unless it already runs; print its bootstrap."""
+    running = _running()
+    if running is not None:
+        print(f"Kafka already running on 127.0.0.1:{running['port']} (pid {running['pid']})")
+        return 0
+    if not port_is_free(port):
+        taken, port = port, free_port()
+        print(f"port {taken} is taken; using {port}: export TOKENLEDGER_KAFKA_BOOTSTRAP=127.0.0.1:{port}")
+    if not port_is_free(controller_port):
+        controller_port = free_port()
+    broker = KafkaBroker(DATA, port, controller_port).start()
+    PIDFILE.write_text(json.dumps({"pid": broker.pid, "port": port, "controller_port": controller_port}))
+    print(
+        f"Kafka {broker.bootstrap} ready (pid {broker.pid}, data {DATA}, log {broker.log_path}); "
+        "stop: python -m infra broker-stop"
+    )
+    return 0
+
+
+def broker_stop(timeout_s: float = 60.0) -> int:
+    """SIGTERM the recorded broker and wait for its clean shutdown."""
+    running = _running()
+    if running is None:
+        print("Kafka is not running (no live pid in data/kafka/broker.json)")
+        PIDFILE.unlink(missing_ok=True)
+        return 0
+    pid = running["pid"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.2)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        print(f"Kafka (pid {pid}) did not stop in {timeout_s:.0f} s; killed")
+    PIDFILE.unlink(missing_ok=True)
+    print(f"stopped Kafka (pid {pid})")
+    return 0
 
 
 def main() -> int:
     """Entry point."""
     ap = argparse.ArgumentParser(prog="infra", description=__doc__)
-    ap.add_argument("command", choices=["broker-start", "broker-stop", "topics"])
-    ap.add_argument("--port", type=int, default=19092)
+    ap.add_argument("command", choices=["broker-install", "broker-start", "broker-stop", "topics"])
+    ap.add_argument("--port", type=int, default=DEFAULT_PORT, help="client port (a free one if taken)")
+    ap.add_argument("--controller-port", type=int, default=DEFAULT_PORT + 1)
     ap.add_argument("--partitions", type=int, default=3)
     args = ap.parse_args()
-    if args.command == "broker-start":
-        PIDFILE.parent.mkdir(parents=True, exist_ok=True)
-        broker = start_broker(args.port, log_path=PIDFILE.parent / "tansu.log")
-        PIDFILE.write_text(str(broker.process.pid))
-        print(f"tansu listening on {broker.bootstrap} (pid {broker.process.pid}); stop: python -m infra broker-stop")
-    elif args.command == "broker-stop":
-        if PIDFILE.exists():
-            pid = int(PIDFILE.read_text())
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGTERM)
-            PIDFILE.unlink()
-            print(f"stopped tansu (pid {pid})")
-    else:
-        created = create_topics(KafkaSettings.from_env(), args.partitions)
-        print("created:", ", ".join(created) or "(all existed)")
+    try:
+        if args.command == "broker-install":
+            print(f"Kafka jars in {ensure_jars()}")
+            return 0
+        if args.command == "broker-start":
+            return broker_start(args.port, args.controller_port)
+        if args.command == "broker-stop":
+            return broker_stop()
+    except BrokerSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    created = create_topics(KafkaSettings.from_env(), args.partitions)
+    print("created:", ", ".join(created) or "(all existed)")
     return 0
 
 

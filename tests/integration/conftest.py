@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from infra.broker import EmbeddedBroker, start_broker
+from infra.broker import KafkaBroker, start_broker
 from infra.topics import create_topics
 from tokenledger.kafka_config import KafkaSettings, Topics
 from tokenledger.store.chdb_store import ChdbStore
@@ -15,14 +15,15 @@ from tokenledger.store.migrations import migrate
 
 
 @pytest.fixture(scope="session")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
-    b = start_broker(log_path=tmp_path_factory.mktemp("tansu") / "tansu.log")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """One Apache Kafka 3.9 (KRaft) for the session; tests isolate themselves by topic names."""
+    b = start_broker(tmp_path_factory.mktemp("kafka"))
     yield b
     b.stop()
 
 
 @pytest.fixture
-def kafka(broker: EmbeddedBroker) -> KafkaSettings:
+def kafka(broker: KafkaBroker) -> KafkaSettings:
     """Fresh, uniquely named topics per test on the shared broker."""
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(**{k: f"{v}-{suffix}" for k, v in Topics().__dict__.items()})

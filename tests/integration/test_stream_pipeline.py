@@ -18,7 +18,7 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from infra.broker import EmbeddedBroker
+from infra.broker import KafkaBroker
 from infra.topics import create_topics
 from infra.workers import worker_env
 from tests.factories import event_dict
@@ -128,7 +128,7 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, observe: Call
 
 
 @pytest.fixture
-def pipeline(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[tuple[KafkaSettings, Worker, str]]:
+def pipeline(broker: KafkaBroker, tmp_path: Path) -> Iterator[tuple[KafkaSettings, Worker, str]]:
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(**{k: f"{v}-{suffix}" for k, v in Topics().__dict__.items()})
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap, topics=topics)
@@ -136,7 +136,7 @@ def pipeline(broker: EmbeddedBroker, tmp_path: Path) -> Iterator[tuple[KafkaSett
     budgets = tmp_path / "budgets.yaml"
     budgets.write_text(BUDGETS)
     app_id = f"tl-{suffix}"
-    env = worker_env(settings, app_id=app_id, datadir=tmp_path / "faust", budgets=budgets)
+    env = worker_env(settings, app_id=app_id, datadir=tmp_path / "faust", budgets=budgets, session_timeout_s=6)
     worker = Worker(env, tmp_path / "worker.log")
     yield settings, worker, app_id
     worker.stop()
