@@ -1,10 +1,15 @@
-"""``python -m stream_jobs worker``: run the Faust worker.
+"""``python -m stream_jobs worker``: run the Faust worker; ``python -m stream_jobs sink``: the store sink.
 
-``TOKENLEDGER_AGENTS`` picks the agents: ``all`` (default), ``pricing`` or ``spend``; run one
-process per role to use two cores.
+``TOKENLEDGER_AGENTS`` picks the worker's agents: ``all`` (default), ``pricing`` or ``spend``;
+run one process per role to use two cores.
 """
 
 import sys
+
+if sys.argv[1:2] == ["sink"]:
+    from stream_jobs.sink_main import main
+
+    raise SystemExit(main(sys.argv[2:]))
 
 from stream_jobs.app import ROLE, app
 

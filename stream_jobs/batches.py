@@ -7,8 +7,9 @@ share of a batch is handed out with one of its own events made current.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
-from collections.abc import AsyncIterator, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, MutableMapping
 from typing import Any
 
 from faust.streams import _current_event
@@ -32,18 +33,46 @@ async def partition_batches(stream: Any, max_events: int, within_s: float) -> As
                 _current_event.reset(token)
 
 
-class Staged:
-    """Table writes made while one partition's share of a batch is processed, applied once.
+APPLIED = "applied"  # in every staged dict record: {source partition: offset of the last event folded in}
 
-    Reads through :meth:`get` see the batch's own earlier writes; :meth:`flush` then writes
-    each touched key once (one changelog record per key per batch, not per event). The batch's
-    events are acknowledged only after it is done, so a crash before the flush replays the
-    whole batch against unchanged tables. Works on any mapping (Faust tables, plain dicts).
+
+def applied_offset(record: Any, partition: str) -> int:
+    """Offset of the last event of ``partition`` folded into ``record`` (-1: none)."""
+    if isinstance(record, dict):
+        return int(record.get(APPLIED, {}).get(partition, -1))
+    return -1
+
+
+class Staged:
+    """Table writes and outputs of one partition's share of a batch, made durable together.
+
+    Reads through :meth:`get` see the batch's own earlier writes; :meth:`commit` then waits
+    for the batch's outputs, writes each touched key once (one changelog record per key per
+    batch, not per event) and waits until the broker acknowledged those writes. Only then are
+    the batch's events acknowledged, so a committed offset never covers state that is not on
+    the broker.
+
+    A crash can still leave *some* of a batch's records durable and others not (nothing makes
+    several changelog records atomic). So every dict record carries, under ``applied``, the
+    offset of the last event of each source partition folded into it; on a replay
+    :meth:`fresh` tells, record by record, whether the current event is already in it. Each
+    record then holds every event exactly once, whichever of its writes survived. Works on any
+    mapping (Faust tables, plain dicts).
     """
 
     def __init__(self) -> None:
         self._writes: dict[int, tuple[MutableMapping[str, Any], dict[str, Any]]] = {}
-        self._counts: dict[int, tuple[MutableMapping[str, int], dict[str, int]]] = {}
+        self._outputs: list[Awaitable[Any]] = []
+        self._partition = ""
+        self._offset = -1
+
+    def at(self, partition: int, offset: int) -> None:
+        """The event being folded now (its writes are stamped with this position)."""
+        self._partition, self._offset = str(partition), offset
+
+    def fresh(self, table: MutableMapping[str, Any], key: str) -> bool:
+        """Whether the current event is not yet folded into ``table[key]``."""
+        return applied_offset(self.get(table, key), self._partition) < self._offset
 
     def get(self, table: MutableMapping[str, Any], key: str) -> Any:
         """The value of ``key``: staged in this batch, else the table's."""
@@ -51,7 +80,12 @@ class Staged:
         return staged[key] if key in staged else table.get(key)
 
     def set(self, table: MutableMapping[str, Any], key: str, value: Any) -> None:
-        """Stage ``table[key] = value``."""
+        """Stage ``table[key] = value``; a dict value is stamped with the current event's position."""
+        if isinstance(value, dict) and self._offset >= 0:
+            before = self.get(table, key)
+            applied = dict(before.get(APPLIED, {})) if isinstance(before, dict) else {}
+            applied[self._partition] = self._offset
+            value = {**value, APPLIED: applied}
         self._writes.setdefault(id(table), (table, {}))[1][key] = value
 
     def written(self, table: MutableMapping[str, Any]) -> dict[str, Any]:
@@ -59,16 +93,29 @@ class Staged:
         entry = self._writes.get(id(table))
         return entry[1] if entry is not None else {}
 
-    def add(self, table: MutableMapping[str, int], key: str, n: int = 1) -> None:
-        """Stage ``table[key] += n`` (counter tables)."""
-        counts = self._counts.setdefault(id(table), (table, {}))[1]
-        counts[key] = counts.get(key, 0) + n
+    def add(self, table: MutableMapping[str, Any], key: str, n: int = 1) -> None:
+        """Stage ``table[key]["n"] += n`` (counter records), once per event."""
+        if self.fresh(table, key):
+            before = self.get(table, key)
+            self.set(table, key, {"n": (before["n"] if before else 0) + n})
 
-    def flush(self) -> None:
-        """Apply every staged write, one per key."""
+    def output(self, sent: Awaitable[Any]) -> None:
+        """A send of this batch (threshold, breaker, dead letter...) to wait for before the state."""
+        self._outputs.append(sent)
+
+    async def commit(self) -> None:
+        """Wait for the outputs, apply every staged write (one per key), wait for their acknowledgement.
+
+        Outputs first: a crash between the two replays the events, which re-sends the outputs
+        (same deterministic keys, so readers can collapse them) but never loses one whose
+        state change was already stored.
+        """
+        if self._outputs:
+            await asyncio.gather(*self._outputs)
         for table, values in self._writes.values():
             for key, value in values.items():
                 table[key] = value
-        for counter, counts in self._counts.values():
-            for key, n in counts.items():
-                counter[key] = counter.get(key, 0) + n
+        for table, _ in self._writes.values():
+            confirm = getattr(table, "confirm", None)  # DurableTable; plain mappings are synchronous
+            if confirm is not None:
+                await confirm()

@@ -7,7 +7,11 @@
   month, so redeliveries across a month boundary are still caught);
 * priced events are keyed by tenant, so each tenant's budget state lives in one partition;
 * events come in batches: a batch's priced events are sent together and all acknowledged by
-  the broker before the identities are remembered and the raw events acknowledged.
+  the broker before the identities are remembered (and acknowledged by the broker in turn),
+  and only then are the raw events acknowledged. After a crash, a raw event that finds its own
+  identity (same partition and offset) was already priced and delivered: it is skipped, not
+  counted as a duplicate; one whose identity is missing is priced again to the same priced
+  event (same ``(source, id)``), which the spend agent and the store count once.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from stream_jobs.app import (
 )
 from stream_jobs.batches import Staged, partition_batches
 from stream_jobs.dead_letters import dead_letter_value, origin_key
-from stream_jobs.identities import EXPIRE_EVERY, expire_identities
+from stream_jobs.durable_table import durable_table
+from stream_jobs.identities import EXPIRE_EVERY, expire_identities, identity_value, is_repeat
 from tokenledger import metrics
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
@@ -41,10 +46,10 @@ TABLE = CachedPriceTable(LayeredPriceTable.from_path())
 TRACE = os.environ.get("TOKENLEDGER_TRACE_EVENTS") == "1"  # log every raw event's position (diagnosis)
 log = logging.getLogger(__name__)
 
-# Request identities already priced: source|request_id -> [event epoch s, source partition].
-priced_requests = app.Table("priced-requests", default=None, partitions=PARTITIONS)
-# Dead letters, stream estimates and duplicates seen by this agent.
-counters = app.Table("pricing-counters", default=int, partitions=PARTITIONS)
+# Request identities already priced: source|request_id -> [event epoch s, source partition, offset].
+priced_requests = durable_table(app, "priced-requests", PARTITIONS)
+# Dead letters, stream estimates and duplicates seen by this agent: {"n": count}.
+counters = durable_table(app, "pricing-counters", PARTITIONS)
 
 
 async def deliver(key: bytes, value: bytes) -> None:
@@ -95,7 +100,7 @@ async def price_events(stream: Any) -> AsyncIterator[None]:
         for event in group:
             await _price(event, staged, outbox)
         await deliver_all(outbox)  # before the identities are remembered
-        staged.flush()
+        await staged.commit()
         seen[partition] = seen.get(partition, 0) + len(outbox)
         if seen[partition] >= EXPIRE_EVERY:
             seen[partition] = 0
@@ -106,14 +111,18 @@ async def price_events(stream: Any) -> AsyncIterator[None]:
 async def _price(event: Any, staged: Staged, outbox: list[tuple[bytes, bytes]]) -> None:
     """Validate, de-duplicate and price one raw event (identity into ``staged``, priced event into ``outbox``)."""
     raw: bytes = event.value or b""
+    partition, offset = event.message.partition, event.message.offset
+    staged.at(partition, offset)
     metrics.EVENTS.labels("pricing", "in").inc()
     if TRACE:
         log.info("raw %s:%s key=%r", event.message.partition, event.message.offset, event.key)
     try:
         ev = decode_usage_event(raw)
     except InvalidEvent as exc:
-        await dead_letter_topic.send(
-            key=origin_key(event.message), value=dead_letter_value("pricing", exc.reason, event.message, raw)
+        staged.output(
+            await dead_letter_topic.send(
+                key=origin_key(event.message), value=dead_letter_value("pricing", exc.reason, event.message, raw)
+            )
         )
         staged.add(counters, "dead-letter:pricing")
         metrics.EVENTS.labels("pricing", "dead_letter").inc()
@@ -123,10 +132,13 @@ async def _price(event: Any, staged: Staged, outbox: list[tuple[bytes, bytes]]) 
         metrics.EVENTS.labels("pricing", "estimate").inc()
         return
     request = f"{ev.source}|{ev.data.request_id}"
-    if staged.get(priced_requests, request) is not None:
+    remembered = staged.get(priced_requests, request)
+    if is_repeat(remembered, partition, offset):
         staged.add(counters, "duplicates:pricing")
         metrics.EVENTS.labels("pricing", "duplicate").inc()
         return
+    if remembered is not None:
+        return  # this very event, replayed after a crash: priced and delivered before its identity was stored
     cost = price(ev.data, ev.time, TABLE)
     outbox.append((ev.data.labels.tenant.encode(), encode_priced(ev, cost)))
     d = ev.data
@@ -139,4 +151,4 @@ async def _price(event: Any, staged: Staged, outbox: list[tuple[bytes, bytes]]) 
     }
     metrics.record_priced(d.model, d.labels.department or "", tokens, cost.total_nanos)
     metrics.EVENTS.labels("pricing", "priced").inc()
-    staged.set(priced_requests, request, [int(ev.time.timestamp()), event.message.partition])
+    staged.set(priced_requests, request, identity_value(int(ev.time.timestamp()), partition, offset))

@@ -12,7 +12,15 @@ For each priced request (counted once per ``source|id``):
 
 Events arrive in batches (``stream.take_events``) and are folded per source partition into
 staged table values; each touched key is then written once, so a busy tenant costs one
-changelog record per batch rather than one per event. Events are acknowledged after the batch.
+changelog record per batch rather than one per event.
+
+Exactly once through crashes (``kill -9`` at any moment): a batch's outputs and then its table
+writes are awaited until the broker acknowledged them, and only then are its events
+acknowledged (so a committed offset never runs ahead of the state); every state record carries
+the offset of the last event of its source partition folded into it, so the replay after a
+crash skips, record by record, what that record already holds (see ``stream_jobs.batches``).
+Outputs are at least once with deterministic keys: a threshold is keyed
+``budget|period|level``, a breaker by its budget (compacted), an anomaly by tenant|key|hour.
 """
 
 from __future__ import annotations
@@ -42,7 +50,8 @@ from stream_jobs.app import (
 )
 from stream_jobs.batches import Staged, partition_batches
 from stream_jobs.dead_letters import dead_letter_value, origin_key
-from stream_jobs.identities import EXPIRE_EVERY, expire_identities
+from stream_jobs.durable_table import durable_table
+from stream_jobs.identities import EXPIRE_EVERY, expire_identities, identity_value, is_repeat
 from stream_jobs.spend_state import DIMENSIONS, Progress, When, add_spend, spent, state_key
 from tokenledger import metrics
 from tokenledger.budget_eval import BudgetStatus, evaluate, matches, period_of, roll_over
@@ -52,13 +61,14 @@ from tokenledger.windows import ROLLING
 
 TZ = BUDGETS.tz
 
-# Event identities already counted: source|id -> [event epoch s, source partition].
-counted_events = app.Table("counted-events", default=None, partitions=PARTITIONS)
+# Event identities already counted: source|id -> [event epoch s, source partition, offset].
+counted_events = durable_table(app, "counted-events", PARTITIONS)
 # Spend per tenant|dimension=value (see stream_jobs.spend_state).
-spend = app.Table("spend", default=None, partitions=PARTITIONS)
-# Per budget: {"spend": state, "status": BudgetStatus fields}; "spikes:<key>": reported hours.
-budget_state = app.Table("budget-state", default=None, partitions=PARTITIONS)
-counters = app.Table("spend-counters", default=int, partitions=PARTITIONS)
+spend = durable_table(app, "spend", PARTITIONS)
+# Per budget: {"spend": state, "status": BudgetStatus fields}; "spikes:<key>": {"hours": reported}.
+budget_state = durable_table(app, "budget-state", PARTITIONS)
+# Dead letters and duplicates seen: {"n": count}.
+counters = durable_table(app, "spend-counters", PARTITIONS)
 SPIKE_DIMENSIONS = ("tenant", "department")
 
 
@@ -109,7 +119,7 @@ async def track_spend(stream: Any) -> AsyncIterator[None]:
         staged = Staged()
         for event in group:
             counted[partition] = counted.get(partition, 0) + await _fold(event, staged)
-        staged.flush()
+        await staged.commit()  # outputs, then state, acknowledged by the broker: then the events
         if counted[partition] >= EXPIRE_EVERY:
             counted[partition] = 0
             expire_identities(counted_events, partition, time.time() - DEDUP_HORIZON_S)
@@ -118,18 +128,23 @@ async def track_spend(stream: Any) -> AsyncIterator[None]:
 
 async def _fold(event: Any, staged: Staged) -> int:
     """Fold one priced event into ``staged``; 1 if it was counted, 0 if refused or a duplicate."""
+    partition, offset = event.message.partition, event.message.offset
+    staged.at(partition, offset)
     try:
         priced = decode_priced(event.value or b"")
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-        await dead_letter_topic.send(
-            key=origin_key(event.message), value=dead_letter_value("spend", str(exc), event.message, event.value or b"")
+        staged.output(
+            await dead_letter_topic.send(
+                key=origin_key(event.message),
+                value=dead_letter_value("spend", str(exc), event.message, event.value or b""),
+            )
         )
         staged.add(counters, "dead-letter:spend")
         metrics.EVENTS.labels("spend", "dead_letter").inc()
         return 0
     identity = f"{priced.event.source}|{priced.event.id}"
     metrics.EVENTS.labels("spend", "in").inc()
-    if staged.get(counted_events, identity) is not None:
+    if is_repeat(staged.get(counted_events, identity), partition, offset):
         staged.add(counters, "duplicates:spend")
         metrics.EVENTS.labels("spend", "duplicate").inc()
         return 0
@@ -142,13 +157,14 @@ async def _fold(event: Any, staged: Staged) -> int:
     for dim in DIMENSIONS:
         if labels[dim]:
             key = state_key(tenant, dim, labels[dim])
-            staged.set(spend, key, add_spend(staged.get(spend, key), when, nanos))
+            if staged.fresh(spend, key):  # a replay skips records that already hold this event
+                staged.set(spend, key, add_spend(staged.get(spend, key), when, nanos))
     for dim in SPIKE_DIMENSIONS:
         await _check_spike(staged, tenant, dim, labels[dim], at)
     for budget in BUDGETS.budgets:
-        if matches(budget, tenant, labels, labels["model"]):
+        if matches(budget, tenant, labels, labels["model"]) and staged.fresh(budget_state, f"budget:{budget.id}"):
             await _evaluate_budget(staged, budget, when, nanos)
-    staged.set(counted_events, identity, [int(at.timestamp()), event.message.partition])
+    staged.set(counted_events, identity, identity_value(int(at.timestamp()), partition, offset))
     return 1
 
 
@@ -170,8 +186,8 @@ async def _evaluate_budget(staged: Staged, budget: Any, when: When, nanos: int) 
         budget, status, spent(state, budget.period, now, TZ), now, BUDGETS.timezone
     )
     for c in crossings:
-        await thresholds_topic.send(
-            key=budget.id.encode(),
+        sent = await thresholds_topic.send(
+            key=f"{c.budget_id}|{c.period_key}|{c.level}".encode(),  # a replayed crossing repeats its key
             value={
                 "budget_id": c.budget_id,
                 "level": c.level,
@@ -181,8 +197,9 @@ async def _evaluate_budget(staged: Staged, budget: Any, when: When, nanos: int) 
                 "at": c.at.astimezone(UTC).isoformat(),
             },
         )
+        staged.output(sent)
     if breaker is not None:
-        await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json())
+        staged.output(await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json()))
     metrics.record_budget(budget.id, new_status.spent_nanos, budget.limit_nanos, new_status.state)
     staged.set(budget_state, key, {"spend": state, "status": _status_doc(new_status)})
 
@@ -195,13 +212,15 @@ async def _check_spike(staged: Staged, tenant: str, dim: str, value: str, at: da
     if not state:
         return
     marker = f"spikes:{key}"
-    reported = set(staged.get(budget_state, marker) or [])
+    if not staged.fresh(budget_state, marker):
+        return
+    reported = set((staged.get(budget_state, marker) or {}).get("hours", []))
     hourly = {int(k): v for k, v in state["hour"].items()}
     found = check_spike(f"{dim}={value}", hourly, at, reported)
     if found is not None:
-        staged.set(budget_state, marker, sorted(reported)[-48:])
-        await anomalies_topic.send(
-            key=tenant.encode(),
+        staged.set(budget_state, marker, {"hours": sorted(reported)[-48:]})
+        sent = await anomalies_topic.send(
+            key=f"{tenant}|{found.key}|{found.hour_start.astimezone(UTC).isoformat()}".encode(),
             value={
                 "kind": "hourly_spend_spike",
                 "tenant": tenant,
@@ -212,6 +231,7 @@ async def _check_spike(staged: Staged, tenant: str, dim: str, value: str, at: da
                 "ratio": str(found.ratio),
             },
         )
+        staged.output(sent)
 
 
 _announced: set[tuple[str, str]] = set()

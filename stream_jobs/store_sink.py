@@ -91,6 +91,10 @@ class Backoff:
         self.attempt = 0
 
 
+class SinkStopped(Exception):
+    """Asked to stop while a batch waited for the store: the batch stays uncommitted (replayed later)."""
+
+
 @dataclass
 class SinkStats:
     """Counters (exported as metrics by the worker)."""
@@ -114,6 +118,7 @@ class StoreSink:
         batch_wait_s: float = 0.5,
         sleep: Callable[[float], None] | None = None,
         backoff: Backoff | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self._store = store
         self._consumer = consumer
@@ -122,6 +127,7 @@ class StoreSink:
         self._batch_wait_s = batch_wait_s
         self._sleep = sleep or time.sleep
         self._backoff = backoff or Backoff()
+        self._should_stop = should_stop
         self.stats = SinkStats()
 
     def run_once(self) -> int:
@@ -161,6 +167,8 @@ class StoreSink:
             try:
                 self._store.insert("usage_events", USAGE_COLUMNS, rows)
             except StoreUnavailable as exc:
+                if self._should_stop():
+                    raise SinkStopped(str(exc)) from exc
                 if not paused:
                     self._consumer.pause()
                     paused = True
