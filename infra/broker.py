@@ -171,11 +171,10 @@ class KafkaBroker:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "server.properties"
         config.write_text(server_properties(self.data_dir, self.port, self.controller_port))
-        classpath = f"{libs}/*"
+        java = [shutil.which("java") or "java", *self._jvm(), "-cp", f"{libs}/*"]
         if not (self.data_dir / "logs" / "meta.properties").exists():
             formatted = subprocess.run(  # noqa: S603 - our own jars, fixed arguments
-                ["java", *self._jvm(), "-cp", classpath, "kafka.tools.StorageTool", "format"]
-                + ["-t", _cluster_id(), "-c", str(config), "--ignore-formatted"],
+                [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -184,7 +183,7 @@ class KafkaBroker:
                 raise BrokerSetupError(f"formatting Kafka storage failed: {formatted.stderr.strip()[-400:]}")
         out = (self.data_dir / "stdout.log").open("ab")
         self.process = subprocess.Popen(  # noqa: S603 - our own jars, fixed arguments
-            ["java", *self._jvm(), "-cp", classpath, "kafka.Kafka", str(config)],
+            [*java, "kafka.Kafka", str(config)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a Ctrl-C in the caller's terminal is the caller's to handle

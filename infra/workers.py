@@ -1,11 +1,35 @@
-"""The environment of a Faust stream worker started by the demo, the benches and the tests."""
+"""The pipeline's processes as the demo, the benches and the tests start them: the same commands a user runs.
+
+``python -m stream_jobs worker`` (Faust agents) and ``python -m stream_jobs sink`` (store sink),
+each in its own session so a SIGKILL of its group is a crash of exactly that process.
+"""
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 from tokenledger.kafka_config import KafkaSettings
+
+
+def kafka_env(settings: KafkaSettings, metrics_port: int | None = 0) -> dict[str, str]:
+    """Environment naming the cluster and topics of ``settings`` (``TOKENLEDGER_TOPIC_*``).
+
+    Args:
+        settings: Bootstrap servers and topic names.
+        metrics_port: Prometheus port; 0 disables, None keeps the process's default.
+    """
+    env = {
+        **os.environ,
+        "TOKENLEDGER_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
+        **{f"TOKENLEDGER_TOPIC_{k.upper()}": v for k, v in settings.topics.__dict__.items()},
+    }
+    if metrics_port is not None:
+        env["TOKENLEDGER_METRICS_PORT"] = str(metrics_port)
+    return env
 
 
 def worker_env(
@@ -30,17 +54,76 @@ def worker_env(
         session_timeout_s: Consumer group session (Faust's 60 s when None); short in fail-over tests.
     """
     env = {
-        **os.environ,
-        "TOKENLEDGER_KAFKA_BOOTSTRAP": settings.bootstrap_servers,
+        **kafka_env(settings, metrics_port),
         "TOKENLEDGER_APP_ID": app_id,
         "TOKENLEDGER_AGENTS": role,
         "TOKENLEDGER_DATADIR": str(datadir),
-        **{f"TOKENLEDGER_TOPIC_{k.upper()}": v for k, v in settings.topics.__dict__.items()},
     }
     if budgets is not None:
         env["TOKENLEDGER_BUDGETS"] = str(budgets)
     if session_timeout_s is not None:
         env["TOKENLEDGER_SESSION_TIMEOUT_S"] = str(session_timeout_s)
-    if metrics_port is not None:
-        env["TOKENLEDGER_METRICS_PORT"] = str(metrics_port)
     return env
+
+
+def worker_command(log_level: str = "info") -> list[str]:
+    """``python -m stream_jobs worker`` with a log level."""
+    return [sys.executable, "-m", "stream_jobs", "worker", "-l", log_level]
+
+
+def sink_command(store_url: str, group: str, batch_size: int = 5000, batch_wait_s: float = 0.5) -> list[str]:
+    """``python -m stream_jobs sink`` into ``store_url`` as consumer group ``group``."""
+    return [
+        sys.executable,
+        "-m",
+        "stream_jobs",
+        "sink",
+        "--store",
+        store_url,
+        "--group",
+        group,
+        "--batch-size",
+        str(batch_size),
+        "--batch-wait-s",
+        str(batch_wait_s),
+    ]
+
+
+class Proc:
+    """One pipeline process with its output appended to ``log``."""
+
+    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
+        self.command, self.env, self.log = command, env, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        """Start it (again)."""
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(  # noqa: S603 - our own commands
+                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        return self
+
+    @property
+    def alive(self) -> bool:
+        """Started and not exited."""
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill9(self) -> None:
+        """SIGKILL its whole process group: a crash, nothing flushed."""
+        if self.alive:
+            assert self.proc is not None
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+    def stop(self, timeout_s: float = 30.0) -> int | None:
+        """SIGTERM and wait for the clean stop (SIGKILL after ``timeout_s``); its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        return self.proc.returncode

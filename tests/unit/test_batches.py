@@ -90,7 +90,10 @@ def test_staged_reads_its_own_writes_and_commits_each_key_once() -> None:
     assert staged.get(spend, "acme|tenant=acme") == {"n": 65, "applied": {"0": 12}}
     assert staged.get(spend, "missing") is None
     asyncio.run(staged.commit())
-    assert spend == {"acme|tenant=acme": {"n": 65, "applied": {"0": 12}}, "acme|user=u1": {"n": 7, "applied": {"0": 12}}}
+    assert spend == {
+        "acme|tenant=acme": {"n": 65, "applied": {"0": 12}},
+        "acme|user=u1": {"n": 7, "applied": {"0": 12}},
+    }
     assert spend.writes == 2  # one write per key, not per event
     assert counters == {"priced": {"n": 3, "applied": {"0": 12}}} and counters.writes == 1
 
