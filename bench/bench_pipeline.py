@@ -1,10 +1,11 @@
 """Pipeline throughput end to end vs a plain-Python loop, measured in one run.
 
-End to end: ``UsagePublisher`` -> tansu -> pricing agent (Faust process) -> ``usage-priced``
--> spend agent (Faust process: windows, budgets, breakers) and the store sink (this
-process) -> chdb. Timed from the first publish until the store holds every request and the
-spend agent has committed every priced event. Each worker's CPU seconds are read from
-``/proc``, so events per worker-CPU-second ("per core") are reported too.
+End to end: ``UsagePublisher`` -> Apache Kafka 3.9 -> pricing agent (Faust process) ->
+``usage-priced`` -> spend agent (Faust process: windows, budgets, breakers) and the store sink
+(``python -m stream_jobs sink`` process) -> chdb. Timed from the first publish until the spend
+agent and the sink have committed every priced event (the sink commits only after the store
+acknowledged the insert); the store is then checked to hold every request. Each process's CPU
+seconds are read from ``/proc``, so events per CPU-second ("per core") are reported too.
 
 Plain loop, same events, same machine: ``json.loads`` + pydantic validation + ``price()``
 + the same per-dimension day/month/hour folds, in one Python loop, nothing else.
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,15 +25,11 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from confluent_kafka import Consumer, TopicPartition
-
 from infra.broker import start_broker
 from infra.topics import create_topics
-from infra.workers import worker_env
+from infra.workers import Proc, committed_lag, kafka_env, sink_command, worker_command, worker_env
 from producers.publisher import UsagePublisher
-from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.spend_state import DIMENSIONS, When, add_spend, state_key
-from stream_jobs.store_sink import StoreSink
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.sample import simulate
@@ -87,17 +83,7 @@ def plain_loop(raws: list[bytes], table: CachedPriceTable) -> float:
     return len(raws) / (time.perf_counter() - t0)
 
 
-def committed(settings: KafkaSettings, group: str, topic: str) -> tuple[int, int]:
-    """(committed, end) summed over a topic's partitions for a group."""
-    c = Consumer({**settings.client_config(), "group.id": group, "enable.auto.commit": False})
-    parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
-    done = sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
-    end = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
-    c.close()
-    return done, end
-
-
-def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
+def main() -> None:
     """Run both and print the ratio."""
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000
     table = CachedPriceTable(LayeredPriceTable.from_path())
@@ -105,66 +91,62 @@ def main() -> None:  # noqa: PLR0915 - a linear script, read top to bottom
     raws = [json.dumps(d).encode() for d in docs]
     plain = plain_loop(raws, table)
     with tempfile.TemporaryDirectory() as tmp:
-        broker = start_broker(log_path=Path(tmp) / "tansu.log")
+        broker = start_broker(Path(tmp) / "kafka")
         store = ChdbStore(Path(tmp) / "chdb")
         migrate(store)
+        store.close()  # the sink process owns it while it runs
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
         create_topics(settings)
-        procs = []
-        for role in ("pricing", "spend"):
-            env = worker_env(settings, app_id=APP, datadir=Path(tmp) / f"faust-{role}", role=role)
-            log = (Path(tmp) / f"{role}.log").open("wb")
-            procs.append(
-                subprocess.Popen(
-                    [sys.executable, "-m", "stream_jobs", "worker", "-l", "warn"],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            )
-        time.sleep(20)  # both workers joined and idle before the clock starts
+        procs = [
+            Proc(
+                worker_command("warn"),
+                worker_env(settings, app_id=APP, datadir=Path(tmp) / f"faust-{role}", role=role),
+                Path(tmp) / f"{role}.log",
+            ).start()
+            for role in ("pricing", "spend")
+        ]
+        sink = sink_command(f"chdb://{tmp}/chdb", "bench-sink", batch_size=2_000, batch_wait_s=0.2)
+        procs.append(Proc(sink, kafka_env(settings), Path(tmp) / "sink.log").start())
+        time.sleep(20)  # every process joined its group and idles before the clock starts
         print(f"plain loop: {plain:,.0f} events/s; workers started, publishing {n:,} events", flush=True)
-        cpu0 = [cpu_seconds(p.pid) for p in procs]
+        cpu0 = [cpu_seconds(p.proc.pid) for p in procs if p.proc]
         t0 = time.perf_counter()
         publisher = UsagePublisher(settings, spool=None)
         for raw, doc in zip(raws, docs, strict=True):
             publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), raw)
         publisher.flush()
-        consumer = ConfluentBatchConsumer(settings, settings.topics.usage_priced, "bench-sink")
-        sink = StoreSink(store, consumer, KafkaDeadLetter(settings), batch_size=2_000, batch_wait_s=0.2)
-        rows = 0
         deadline = time.monotonic() + 900
-        while rows < n:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                raise SystemExit(f"store holds {rows}/{n}; a worker exited or 900 s passed: see {tmp}/*.log")
-            if sink.run_once():
-                rows = int(store.query("SELECT count() FROM usage_events FINAL").scalar())
-        stored_s = time.perf_counter() - t0
-        print(f"store complete after {stored_s:.1f} s", flush=True)
-        while True:
-            done, end = committed(settings, f"{APP}-spend", settings.topics.usage_priced)
-            if done >= end >= n:
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"spend agent committed {done}/{end} after 900 s")
+        stages = [(f"{APP}-spend", settings.topics.usage_priced), ("bench-sink", settings.topics.usage_priced)]
+        done_at: dict[str, float] = {}
+        while len(done_at) < len(stages):
+            if time.monotonic() > deadline or not all(p.alive for p in procs):
+                raise SystemExit(f"a process exited or 900 s passed: see {tmp}/*.log")
+            for group, topic in stages:
+                if group not in done_at and committed_lag(settings, group, topic) == 0:
+                    ends = committed_lag(settings, f"never-{group}", topic)  # a group that committed nothing
+                    if ends >= n:
+                        done_at[group] = time.perf_counter() - t0
             time.sleep(0.2)
-        total_s = time.perf_counter() - t0
-        cpu = [cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=True)]
-        consumer.close()
+        total_s = max(done_at.values())
+        stored_s = done_at["bench-sink"]
+        cpu = [cpu_seconds(p.proc.pid) - c for p, c in zip(procs, cpu0, strict=True) if p.proc]
         for p in procs:
-            p.terminate()
-            p.wait(30)
+            p.stop()
+        store = ChdbStore(Path(tmp) / "chdb")
+        rows = int(store.query("SELECT count() FROM usage_events FINAL").scalar())
         store.close()
         broker.stop()
+    if rows != n:
+        raise SystemExit(f"store holds {rows}/{n} requests")
     e2e = n / total_s
     print(f"{n:,} events; plain loop (decode + validate + price + 7 dimension folds): {plain:,.0f} events/s")
     print(
-        f"pipeline end to end: store complete after {stored_s:.1f} s, windows and budgets after {total_s:.1f} s "
-        f"-> {e2e:,.0f} events/s ({plain / e2e:.0f}x slower than the plain loop)"
+        f"process CPU: pricing {cpu[0]:.1f} s ({n / cpu[0]:,.0f} events per CPU-second), "
+        f"spend {cpu[1]:.1f} s ({n / cpu[1]:,.0f} events per CPU-second), sink {cpu[2]:.1f} s"
     )
     print(
-        f"worker CPU: pricing {cpu[0]:.1f} s ({n / cpu[0]:,.0f} events per CPU-second), "
-        f"spend {cpu[1]:.1f} s ({n / cpu[1]:,.0f} events per CPU-second)"
+        f"pipeline end to end: store complete after {stored_s:.1f} s, windows and budgets after {total_s:.1f} s "
+        f"-> {e2e:,.0f} events/s ({plain / e2e:.0f}x slower than the plain loop)"
     )
 
 

@@ -1,7 +1,8 @@
 """``make demo``: the main job end to end on the embedded defaults.
 
-Starts the embedded Kafka broker (tansu), the embedded ClickHouse (chdb, persistent
-directory) and the Faust stream worker. September and October are backfilled directly (the
+Starts the embedded Kafka broker (Apache Kafka 3.9, KRaft), the embedded ClickHouse (chdb,
+persistent directory), the two Faust stream workers and the store sink, each by the command
+an operator runs (``python -m stream_jobs worker`` / ``sink``). September and October are backfilled directly (the
 history bills and forecasts need); November streams live: services publish usage events
 (some streamed, with running estimates; some redelivered; three invalid), the pricing agent
 prices them, the spend agent keeps windows and trips budgets (a runaway agent loop breaks
@@ -17,11 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -61,10 +58,8 @@ from infra.demo_gateway import (
     report_json,
 )
 from infra.topics import create_topics
-from infra.workers import worker_env
+from infra.workers import Proc, committed_lag, kafka_env, sink_command, worker_command, worker_env
 from producers.publisher import UsagePublisher
-from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
-from stream_jobs.store_sink import StoreSink
 from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.money import format_money
@@ -81,6 +76,7 @@ TZ = ZoneInfo("Asia/Shanghai")
 START = datetime(2026, 9, 1, tzinfo=TZ)
 TODAY = datetime(2026, 11, 22, 2, 0, tzinfo=TZ)  # the demo's clock: bills for October, forecast for November
 APP_ID = "tokenledger-demo"
+SINK_GROUP = "tokenledger-sink"
 LIVE_FROM = "2026-11-01"  # events from November on stream live; earlier ones are backfilled
 DAYS = (TODAY.date() - START.date()).days
 
@@ -191,74 +187,38 @@ def publish_live(settings: KafkaSettings, table: CachedPriceTable, truth: Truth,
     return publisher
 
 
-def drain(
-    settings: KafkaSettings, store: ChdbStore, expected_rows: int, workers: list[subprocess.Popen[bytes]]
-) -> StoreSink:
-    """Run the store sink until the store holds ``expected_rows`` distinct requests."""
-    consumer = ConfluentBatchConsumer(settings, settings.topics.usage_priced, "tokenledger-sink")
-    sink = StoreSink(store, consumer, KafkaDeadLetter(settings), batch_size=2000, batch_wait_s=0.5)
-    idle, rows = 0, 0
-    while rows < expected_rows and idle < 120:
-        if any(w.poll() is not None for w in workers):
-            raise RuntimeError("a stream worker exited: see out/logs/stream-*.log")
-        n = sink.run_once()
-        idle = 0 if n else idle + 1
-        if n:
-            rows = int(store.query("SELECT count() FROM usage_events FINAL").scalar())
-            say(f"sink: {sink.stats.rows:,} priced events written, store holds {rows:,}/{expected_rows:,} requests")
-    consumer.close()
-    return sink
+def start_processes(settings: KafkaSettings, out: Path) -> list[Proc]:
+    """Pricing worker, spend worker and store sink, each a process of its own."""
+    procs = []
+    for role in ("pricing", "spend"):
+        env = worker_env(settings, app_id=APP_ID, datadir=out / "faust" / role, role=role, budgets=out / "budgets.yaml")
+        procs.append(Proc(worker_command(), env, out / "logs" / f"stream-{role}.log").start())
+    sink = sink_command(f"chdb://{(out / 'chdb').resolve()}", SINK_GROUP, batch_size=2000)
+    procs.append(Proc(sink, kafka_env(settings), out / "logs" / "sink.log").start())
+    return procs
 
 
-def start_worker(settings: KafkaSettings, out: Path, role: str) -> subprocess.Popen[bytes]:
-    """A Faust worker for one role (``pricing`` or ``spend``) as a child process."""
-    env = worker_env(
-        settings,
-        app_id=APP_ID,
-        datadir=out / "faust" / role,
-        role=role,
-        budgets=out / "budgets.yaml",
-        metrics_port=None,
-    )
-    (out / "faust" / role).mkdir(parents=True, exist_ok=True)
-    log = (out / "logs" / f"stream-{role}.log").open("ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "stream_jobs", "worker", "-l", "info"],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-
-
-def stop_worker(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM, then SIGKILL."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-
-
-def wait_for_spend_agent(settings: KafkaSettings, group: str, timeout_s: float = 300.0) -> None:
-    """Wait until the Faust group has committed every offset of ``usage-priced``."""
-    topic = settings.topics.usage_priced
-    c = Consumer({**settings.client_config(), "group.id": group, "enable.auto.commit": False})
-    parts = [TopicPartition(topic, p) for p in sorted(c.list_topics(topic, timeout=10).topics[topic].partitions)]
+def drain(settings: KafkaSettings, procs: list[Proc], timeout_s: float = 600.0) -> None:
+    """Wait until the pricing agent, the spend agent and the sink committed everything published."""
+    t = settings.topics
+    stages = [
+        ("pricing agent", f"{APP_ID}-pricing", t.usage_raw),
+        ("spend agent", f"{APP_ID}-spend", t.usage_priced),
+        ("store sink", SINK_GROUP, t.usage_priced),
+    ]
     deadline = time.monotonic() + timeout_s
-    last = -1
+    last: dict[str, int] = {}
     while time.monotonic() < deadline:
-        ends = sum(c.get_watermark_offsets(tp, timeout=5)[1] for tp in parts)
-        done = sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=5))
-        if done >= ends:
-            break
-        if done != last:
-            say(f"spend agent: {done:,}/{ends:,} priced events folded into windows and budgets")
-            last = done
+        if not all(p.alive for p in procs):
+            raise RuntimeError("a pipeline process exited: see out/logs/")
+        lags = {name: committed_lag(settings, group, topic) for name, group, topic in stages}
+        if not any(lags.values()):
+            return
+        if lags != last:
+            say("behind: " + ", ".join(f"{name} {lag:,}" for name, lag in lags.items()))
+            last = lags
         time.sleep(2)
-    c.close()
+    raise RuntimeError(f"the pipeline did not catch up in {timeout_s:.0f} s: {last}")
 
 
 def read_topic(settings: KafkaSettings, topic: str) -> list[dict[str, Any]]:
@@ -420,10 +380,10 @@ def main() -> int:  # noqa: PLR0915 - a linear script
     out: Path = args.out
     shutil.rmtree(out, ignore_errors=True)
     (out / "logs").mkdir(parents=True)
-    say("starting the embedded Kafka broker (tansu) and ClickHouse (chdb)")
-    broker = start_broker(log_path=out / "logs" / "tansu.log")
+    say("starting the embedded Kafka broker (Apache Kafka 3.9, KRaft) and ClickHouse (chdb)")
+    broker = start_broker(out / "kafka")
     store = ChdbStore(out / "chdb")
-    workers: list[subprocess.Popen[bytes]] = []
+    procs: list[Proc] = []
     rig: GatewayRig | None = None
     try:
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
@@ -432,24 +392,27 @@ def main() -> int:  # noqa: PLR0915 - a linear script
         table = CachedPriceTable(LayeredPriceTable.from_path())
         truth = Truth()
         backfill(store, table, truth)
+        store.close()  # the sink process owns the embedded store while it runs
         # The shipped budgets plus the latency probe tenant's (one tiny daily budget per probe).
         (out / "budgets.yaml").write_text(DEFAULT_BUDGETS.read_text() + probe_budgets_yaml())
-        say("starting the stream workers (Faust): pricing agent and spend agent, one process each")
-        workers = [start_worker(settings, out, role) for role in ("pricing", "spend")]
+        say("starting the pricing worker, the spend worker and the store sink, one process each")
+        procs = start_processes(settings, out)
         say("starting the mock upstream and the gateway (bootstraps the breakers topic)")
         rig = GatewayRig(settings, table, Path("data/spool"))
         publish_live(settings, table, truth, rig).close()
-        drain(settings, store, truth.distinct, workers)
-        wait_for_spend_agent(settings, f"{APP_ID}-spend")
+        drain(settings, procs)
         say(f"measuring crossing -> deny: {PROBES} probe budgets crossed by one event each")
         latency, probe_events = probe_latency(rig, settings, TODAY.replace(hour=1))
         truth.distinct += len(probe_events)
         truth.nanos += sum(price(e.data, e.time, table).total_nanos for e in probe_events)
-        drain(settings, store, truth.distinct, workers)
+        drain(settings, procs)
+        say("stopping the store sink (SIGTERM) to read the embedded store from here")
+        if procs[-1].stop() != 0:
+            raise RuntimeError("the store sink did not stop cleanly: see out/logs/sink.log")
+        store = ChdbStore(out / "chdb")
         rows, stored = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
         check = "equals" if (rows, stored) == (truth.distinct, truth.nanos) else "DIFFERS FROM"
         say(f"store: {rows:,} requests, {format_money(stored, 'USD', 9)} {check} ground truth")
-        wait_for_spend_agent(settings, f"{APP_ID}-spend")
         gateway_doc = gateway_report(store, rig, latency)
         (out / "gateway.json").write_bytes(report_json(gateway_doc))
         thresholds = read_topic(settings, settings.topics.thresholds)
@@ -502,8 +465,8 @@ def main() -> int:  # noqa: PLR0915 - a linear script
     finally:
         if rig is not None:
             rig.stop()
-        for worker in workers:
-            stop_worker(worker)
+        for proc in procs:
+            proc.stop()
         store.close()
         broker.stop()
 

@@ -12,6 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from confluent_kafka import Consumer, TopicPartition
+
 from tokenledger.kafka_config import KafkaSettings
 
 
@@ -127,3 +129,15 @@ class Proc:
             except subprocess.TimeoutExpired:
                 self.kill9()
         return self.proc.returncode
+
+
+def committed_lag(settings: KafkaSettings, group: str, topic: str) -> int:
+    """Messages of ``topic`` that consumer group ``group`` has not committed yet."""
+    c = Consumer({**settings.client_config(), "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
+        ends = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+        done = sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
+        return ends - done
+    finally:
+        c.close()

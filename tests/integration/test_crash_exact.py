@@ -32,11 +32,11 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from infra.broker import KafkaBroker, start_broker
 from infra.topics import create_topics
-from infra.workers import Proc, kafka_env, sink_command, worker_command, worker_env
+from infra.workers import Proc, committed_lag, kafka_env, sink_command, worker_command, worker_env
 from tests.factories import event_dict
 from tests.integration.test_stream_pipeline import read_messages
 from tokenledger.budget_eval import level_thresholds, matches
@@ -119,18 +119,6 @@ class Truth:
             out[f"{labels['tenant']}|model={docs[identity]['data']['model']}"] += nanos
             out[f"{labels['tenant']}|api_key={labels['api_key']}"] += nanos
         return dict(out)
-
-
-def committed_lag(settings: KafkaSettings, group: str, topic: str) -> int:
-    """Messages of ``topic`` not yet committed by ``group``."""
-    c = Consumer({**settings.client_config(), "group.id": group, "enable.auto.commit": False})
-    try:
-        parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
-        ends = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
-        done = sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
-        return ends - done
-    finally:
-        c.close()
 
 
 def wait_for(check: Callable[[], bool], timeout: float, what: str, observe: Callable[[], Any] = lambda: None) -> None:

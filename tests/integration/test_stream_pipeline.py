@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,7 +18,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from infra.broker import KafkaBroker
 from infra.topics import create_topics
-from infra.workers import worker_env
+from infra.workers import Proc, worker_command, worker_env
 from tests.factories import event_dict
 from tokenledger.kafka_config import KafkaSettings, Topics
 
@@ -55,33 +53,11 @@ def raw_event(n: int, time_: str = "2026-10-10T10:00:00Z", **data: Any) -> tuple
     return f"//svc/chat-api|req-{n}".encode(), json.dumps(doc).encode()
 
 
-class Worker:
+class Worker(Proc):
+    """``python -m stream_jobs worker`` with ``env``."""
+
     def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env, self.log = env, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stream_jobs", "worker", "-l", "info"],
-            cwd=ROOT,
-            env=self.env,
-            stdout=self.log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+        super().__init__(worker_command(), env, log)
 
 
 def read_messages(settings: KafkaSettings, topic: str) -> list[Any]:
