@@ -121,13 +121,20 @@ class Truth:
         return dict(out)
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, observe: Callable[[], Any] = lambda: None) -> None:
+def wait_for(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    observe: Callable[[], Any] = lambda: None,
+    alive: Callable[[], bool] = lambda: True,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        assert alive(), f"a pipeline process exited while waiting for {what}"
         try:
             if check():
                 return
-        except Exception:
+        except Exception:  # the broker may be restarting: ask again
             pass
         time.sleep(1.0)
     raise AssertionError(f"timed out waiting for {what}; last observed: {observe()!r}")
@@ -185,8 +192,16 @@ class Rig:
         return [self.pricing, *self.spend, self.sink]
 
     def start(self) -> None:
+        """Start every process and wait until each worker finished its recovery (``Worker ready``)."""
         for p in self.processes():
             p.start()
+        workers = [self.pricing, *self.spend]
+        wait_for(
+            lambda: all("Worker ready" in w.log.read_text(errors="replace") for w in workers),
+            120,
+            "the workers to be ready",
+            alive=lambda: all(p.alive for p in self.processes()),
+        )
 
     def publish(self, events: list[tuple[bytes, dict[str, Any]]], during: Callable[[int], None]) -> None:
         """Publish at ``RATE_PER_S``; ``during(i)`` is called before the i-th event."""
@@ -208,14 +223,13 @@ class Rig:
             (f"{self.app_id}-spend", t.usage_priced),
             (self.sink_group, t.usage_priced),
         ]
+        survivors = [p for p in self.processes() if p.alive]  # a worker killed for good stays dead
         wait_for(
-            lambda: (
-                all(committed_lag(self.settings, g, topic) == 0 for g, topic in groups)
-                and all(p.alive for p in self.processes() if p.proc is not None and p.proc.returncode is None)
-            ),
+            lambda: all(committed_lag(self.settings, g, topic) == 0 for g, topic in groups),
             timeout,
             "every stage to commit every offset",
             lambda: {g: committed_lag(self.settings, g, topic) for g, topic in groups},
+            alive=lambda: all(p.alive for p in survivors),
         )
 
     def stop(self) -> None:

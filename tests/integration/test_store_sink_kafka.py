@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.store_sink import StoreSink
 from tests.factories import event_dict
+from tests.integration.test_stream_pipeline import read_messages
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema.fastdecode import decode_usage_event
@@ -103,12 +104,9 @@ def test_sink_exact_totals_through_outage_and_crash(kafka: KafkaSettings, store:
     assert totals(store) == (n, truth)
 
     # Both garbage messages are in the dead-letter topic with a reason.
-    reader = Consumer({**kafka.client_config(), "group.id": "dlq-check", "auto.offset.reset": "earliest"})
-    reader.assign([TopicPartition(kafka.topics.dead_letter, 0, 0)])
     # A garbage message in the crashed (uncommitted) batch is dead-lettered again on replay:
     # at least once, under the same origin key, so readers collapse it.
-    by_origin = {m.key(): orjson.loads(m.value() or b"") for m in reader.consume(10, 5.0) if not m.error()}
-    reader.close()
+    by_origin = {m.key(): orjson.loads(m.value() or b"") for m in read_messages(kafka, kafka.topics.dead_letter)}
     assert sorted(d["value"] for d in by_origin.values()) == ['{"type": "other"}', "{not json"]
     assert all(k == "{topic}/{partition}/{offset}".format(**d["origin"]).encode() for k, d in by_origin.items())
     assert all(d["reason"].startswith("not a priced event:") for d in by_origin.values())
