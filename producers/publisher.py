@@ -124,10 +124,35 @@ class UsagePublisher:
         return self._producer.flush(timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
-        """Flush, then try the spool once more (idempotent; registered at exit)."""
+        """Flush, then try the spool once more, then release the Kafka client (idempotent).
+
+        Registered at exit until called: afterwards nothing holds the client, so its threads end
+        and it stops reconnecting to a broker that went away.
+        """
         if self._closed:
             return
         self.flush(timeout_s)
         if self.drain_spool():
             self.flush(timeout_s)
         self._closed = True
+        atexit.unregister(self.close)
+        self._producer = _ClosedProducer()
+
+    def __enter__(self) -> UsagePublisher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ClosedProducer:
+    """Stands in for the released client: a publish after close is a programming error."""
+
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
+        raise RuntimeError("UsagePublisher is closed")
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0

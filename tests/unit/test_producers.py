@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pytest
 from anthropic.types import Message, RawMessageDeltaEvent, RawMessageStartEvent
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from infra.broker import free_port
 from producers.adapters import from_anthropic_message, from_dict, from_openai_completion
 from producers.events import Attribution, EventFactory, kafka_key
 from producers.publisher import UsagePublisher
@@ -225,3 +229,18 @@ def test_full_buffer_spools_and_close_resends(tmp_path: Path) -> None:
     assert sorted(k for k, _ in fake.sent) == sorted(kafka_key(e) for e in events)
     assert not (tmp_path / "spool.jsonl").exists()
     assert {decode_usage_event(v).id for _, v in fake.sent} == {f"r{i}:final" for i in range(3)}
+
+
+def test_closed_publisher_releases_its_client_and_stays_quiet(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """After close nothing reconnects to a broker that is gone (no log lines twice a second)."""
+    nobody = KafkaSettings(bootstrap_servers=f"127.0.0.1:{free_port()}")
+    with UsagePublisher(nobody, spool=tmp_path / "spool.jsonl") as pub:
+        pass
+    gc.collect()
+    capfd.readouterr()
+    time.sleep(2.0)
+    assert "Connect to" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError, match="closed"):
+        pub.publish_raw(b"k", b"{}")

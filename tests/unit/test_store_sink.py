@@ -3,7 +3,9 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from stream_jobs.store_sink import Backoff, Message, StoreSink
+import pytest
+
+from stream_jobs.store_sink import Backoff, Message, SinkStopped, StoreSink
 from tests.factories import event_dict
 from tests.fakes import FakeConsumer, FlakyStore, ListDeadLetter
 from tokenledger.pricing import LayeredPriceTable, price
@@ -58,3 +60,13 @@ def test_usage_row_matches_columns() -> None:
     row = usage_row(ev, price(ev.data, ev.time, TABLE))
     assert len(row) == len(USAGE_COLUMNS)
     assert dict(zip(USAGE_COLUMNS, row, strict=True))["department"] == "research"
+
+
+def test_stop_while_the_store_is_down_leaves_the_batch_uncommitted() -> None:
+    consumer, store, dlq = FakeConsumer(messages()), FlakyStore(failures=100), ListDeadLetter()
+    sleeps: list[float] = []
+    sink = StoreSink(store, consumer, dlq, sleep=sleeps.append, should_stop=lambda: len(sleeps) >= 2)
+    with pytest.raises(SinkStopped):
+        sink.run_once()
+    assert store.attempts == 3 and store.rows == []
+    assert consumer.events == ["pause"] and consumer.committed == {}  # replayed by the next sink
