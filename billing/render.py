@@ -16,7 +16,7 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 
 from billing.model import Bill
-from tokenledger.money import format_money, nanos_to_units
+from tokenledger.money import format_money, units_text
 
 _FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 _INK = (33, 37, 41)
@@ -37,9 +37,9 @@ def to_plain(value: Any, currency: str) -> Any:
             v = getattr(value, f.name)
             out[f.name] = to_plain(v, currency)
             if isinstance(v, int) and f.name.endswith("_nanos_local"):
-                out[f.name.removesuffix("_nanos_local") + f"_{currency.lower()}"] = str(nanos_to_units(v))
+                out[f.name.removesuffix("_nanos_local") + f"_{currency.lower()}"] = units_text(v)
             elif isinstance(v, int) and f.name.endswith("_nanos"):
-                out[f.name.removesuffix("_nanos") + "_usd"] = str(nanos_to_units(v))
+                out[f.name.removesuffix("_nanos") + "_usd"] = units_text(v)
         return out
     if isinstance(value, tuple | list):
         return [to_plain(v, currency) for v in value]
@@ -93,9 +93,9 @@ def render_csv(bill: Bill) -> bytes:
         ("cache_write_tokens", s.cache_write_tokens),
         ("reasoning_tokens", s.reasoning_tokens),
         ("cached_ratio", s.cached_ratio),
-        ("total_usd", nanos_to_units(s.cost_nanos)),
-        (f"total_{cur.lower()}", nanos_to_units(s.cost_nanos_local)),
-        ("avg_cost_per_request_usd", nanos_to_units(s.avg_cost_nanos_per_request)),
+        ("total_usd", units_text(s.cost_nanos)),
+        (f"total_{cur.lower()}", units_text(s.cost_nanos_local)),
+        ("avg_cost_per_request_usd", units_text(s.avg_cost_nanos_per_request)),
         ("unknown_model_requests", s.unknown_model_requests),
     ]
     for key, value in summary_rows:
@@ -123,7 +123,7 @@ def render_csv(bill: Bill) -> bytes:
                 m.input_tokens,
                 m.output_tokens,
                 m.cached_read_tokens,
-                nanos_to_units(m.cost_nanos),
+                units_text(m.cost_nanos),
                 m.share,
             ]
         )
@@ -131,7 +131,7 @@ def render_csv(bill: Bill) -> bytes:
     w.writerow(["section", "by_feature"])
     w.writerow(["feature", "requests", "input_tokens", "output_tokens", "cost_usd", "share"])
     for f in bill.by_feature:
-        w.writerow([f.feature, f.requests, f.input_tokens, f.output_tokens, nanos_to_units(f.cost_nanos), f.share])
+        w.writerow([f.feature, f.requests, f.input_tokens, f.output_tokens, units_text(f.cost_nanos), f.share])
     w.writerow([])
     w.writerow(["section", "daily"])
     w.writerow(["day", "requests", "tokens", "cost_usd", f"cost_{cur.lower()}", "fx_rate"])
@@ -141,8 +141,8 @@ def render_csv(bill: Bill) -> bytes:
                 d.day.isoformat(),
                 d.requests,
                 d.tokens,
-                nanos_to_units(d.cost_nanos),
-                nanos_to_units(d.cost_nanos_local),
+                units_text(d.cost_nanos),
+                units_text(d.cost_nanos_local),
                 d.fx_rate,
             ]
         )
@@ -172,14 +172,14 @@ def render_csv(bill: Bill) -> bytes:
                 t.feature,
                 t.input_tokens,
                 t.output_tokens,
-                nanos_to_units(t.cost_nanos),
+                units_text(t.cost_nanos),
             ]
         )
     w.writerow([])
     w.writerow(["section", "suggestions"])
     w.writerow(["kind", "title", "affected_requests", "saving_usd", "detail"])
     for g in bill.suggestions:
-        w.writerow([g.kind, g.title, g.affected_requests, nanos_to_units(g.saving_nanos), g.detail])
+        w.writerow([g.kind, g.title, g.affected_requests, units_text(g.saving_nanos), g.detail])
     return buf.getvalue().encode()
 
 

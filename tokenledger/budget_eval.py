@@ -16,7 +16,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from tokenledger.budgets import Budget
-from tokenledger.money import nanos_to_units
+from tokenledger.money import units_text
 from tokenledger.windows import ROLLING, calendar_window
 
 Level = Literal["warning", "throttled", "broken"]
@@ -82,7 +82,7 @@ class BreakerUpdate:
             "spent_nanos": self.spent_nanos,
             "limit_nanos": self.limit_nanos,
             "remaining_nanos": self.remaining_nanos,
-            "remaining_usd": str(nanos_to_units(self.remaining_nanos)),
+            "remaining_usd": units_text(self.remaining_nanos),
             "warn_nanos": self.warn_nanos,
             "throttle_nanos": self.throttle_nanos,
             "period": self.period,

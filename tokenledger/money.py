@@ -36,6 +36,11 @@ def nanos_to_units(nanos: int) -> Decimal:
     return Decimal(nanos).scaleb(-9)
 
 
+def units_text(nanos: int) -> str:
+    """Exact fixed-point text of a nano amount (``"0.000000000"``, never ``"0E-9"``)."""
+    return f"{nanos_to_units(nanos):f}"
+
+
 def format_money(nanos: int, currency: str = "USD", places: int = 2) -> str:
     """Human display of a nano amount, rounded half-to-even to ``places`` decimals.
 

@@ -69,7 +69,7 @@ def test_levels_cross_exactly_once_per_period() -> None:
     status, crossings, breaker = evaluate(B, status, 100 * USD, now, "Asia/Shanghai")
     assert [c.level for c in crossings] == ["broken"] and breaker is not None
     assert breaker.state == "broken" and breaker.remaining_nanos == 0
-    assert breaker.to_json()["remaining_usd"] == "0E-9"
+    assert breaker.to_json()["remaining_usd"] == "0.000000000"  # fixed point, never exponent form
     status, crossings, breaker = evaluate(B, status, 100 * USD + USD // 2, now, "Asia/Shanghai")
     assert crossings == [] and breaker is None
 
