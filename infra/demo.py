@@ -195,6 +195,8 @@ def start_processes(settings: KafkaSettings, out: Path) -> list[Proc]:
         procs.append(Proc(worker_command(), env, out / "logs" / f"stream-{role}.log").start())
     sink = sink_command(f"chdb://{(out / 'chdb').resolve()}", SINK_GROUP, batch_size=2000)
     procs.append(Proc(sink, kafka_env(settings), out / "logs" / "sink.log").start())
+    for worker in procs[:2]:
+        worker.wait_log("Worker ready")  # recovered and consuming: breakers flow from the first event
     return procs
 
 

@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from confluent_kafka import Consumer, TopicPartition
@@ -117,6 +118,20 @@ class Proc:
             assert self.proc is not None
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(30)
+
+    def wait_log(self, text: str, timeout_s: float = 120.0) -> None:
+        """Wait until ``text`` appears in its log (e.g. Faust's ``Worker ready``).
+
+        Raises:
+            RuntimeError: It exited first, or ``timeout_s`` passed.
+        """
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log.read_text(errors="replace"):
+            if not self.alive:
+                raise RuntimeError(f"{' '.join(self.command[1:4])} exited; see {self.log}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"no {text!r} in {self.log} after {timeout_s:.0f} s")
+            time.sleep(0.2)
 
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM and wait for the clean stop (SIGKILL after ``timeout_s``); its exit code."""

@@ -46,6 +46,8 @@ ROLE = os.environ.get("TOKENLEDGER_AGENTS", "all")  # all | pricing | spend: one
 if ROLE not in ("all", "pricing", "spend"):
     raise SystemExit(f"TOKENLEDGER_AGENTS must be all, pricing or spend, not {ROLE!r}")
 _BASE_ID = os.environ.get("TOKENLEDGER_APP_ID", "tokenledger")
+DATADIR = Path(os.environ.get("TOKENLEDGER_DATADIR", "data/faust"))
+DATADIR.mkdir(parents=True, exist_ok=True)  # Faust creates only the last level
 
 app = faust.App(
     _BASE_ID if ROLE == "all" else f"{_BASE_ID}-{ROLE}",
@@ -61,7 +63,7 @@ app = faust.App(
     producer_linger_ms=5,
     producer_max_batch_size=65_536,
     web_enabled=False,
-    datadir=os.environ.get("TOKENLEDGER_DATADIR", "data/faust"),
+    datadir=str(DATADIR),
     table_cleanup_interval=3600.0,
     **_broker_credentials(),
 )

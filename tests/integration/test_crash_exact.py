@@ -195,13 +195,8 @@ class Rig:
         """Start every process and wait until each worker finished its recovery (``Worker ready``)."""
         for p in self.processes():
             p.start()
-        workers = [self.pricing, *self.spend]
-        wait_for(
-            lambda: all("Worker ready" in w.log.read_text(errors="replace") for w in workers),
-            120,
-            "the workers to be ready",
-            alive=lambda: all(p.alive for p in self.processes()),
-        )
+        for worker in [self.pricing, *self.spend]:
+            worker.wait_log("Worker ready")
 
     def publish(self, events: list[tuple[bytes, dict[str, Any]]], during: Callable[[int], None]) -> None:
         """Publish at ``RATE_PER_S``; ``during(i)`` is called before the i-th event."""
