@@ -48,9 +48,9 @@ def cpu_seconds(pid: int) -> float:
 
 
 def events(n: int) -> list[dict[str, Any]]:
-    """``n`` simulated requests (November)."""
+    """``n`` simulated requests from November on (about 560 a day)."""
     out = []
-    for raw in simulate(datetime(2026, 11, 1, tzinfo=TZ), 30):
+    for raw in simulate(datetime(2026, 11, 1, tzinfo=TZ), 365):
         out.append(raw)
         if len(out) == n:
             break
@@ -88,6 +88,8 @@ def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000
     table = CachedPriceTable(LayeredPriceTable.from_path())
     docs = events(n)
+    if len(docs) < n:
+        raise SystemExit(f"the simulation yields {len(docs):,} events, fewer than {n:,}")
     raws = [json.dumps(d).encode() for d in docs]
     plain = plain_loop(raws, table)
     with tempfile.TemporaryDirectory() as tmp:
