@@ -90,8 +90,9 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
-    """Whether ``127.0.0.1:port`` can be bound now."""
+    """Whether ``127.0.0.1:port`` can be bound now (as Kafka binds: connections in TIME_WAIT do not count)."""
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -7,8 +7,9 @@ at a random moment of the publishing:
 
 * ``kill-pricing`` / ``kill-spend``: SIGKILL of that worker (offsets uncommitted, batches half
   written), restarted after a random pause;
-* ``two-spend-workers-one-killed``: two spend workers share the partitions; one is killed and
-  never comes back, the other takes its partitions over;
+* ``two-workers-per-agent-one-killed``: two pricing and two spend workers share the
+  partitions; one pricing (or spend) worker is killed and never comes back, the other of its
+  role takes its partitions over;
 * ``broker-sigterm`` / ``broker-kill9``: the Kafka broker itself stops (cleanly, or SIGKILL of
   the JVM) and restarts on its data directory.
 
@@ -151,7 +152,7 @@ def latest(settings: KafkaSettings, topic: str) -> dict[bytes, Any]:
 class Rig:
     """Topics, budgets, the three processes and the checks of one run."""
 
-    def __init__(self, broker: KafkaBroker, tmp: Path, spend_workers: int = 1) -> None:
+    def __init__(self, broker: KafkaBroker, tmp: Path, workers: int = 1) -> None:
         suffix = uuid.uuid4().hex[:8]
         self.tmp = tmp
         self.settings = KafkaSettings(
@@ -179,8 +180,8 @@ class Rig:
             )
             return Proc(worker_command(), env, tmp / f"{role}-{n}.log")
 
-        self.pricing = worker("pricing", 0)
-        self.spend = [worker("spend", n) for n in range(spend_workers)]
+        self.pricing = [worker("pricing", n) for n in range(workers)]
+        self.spend = [worker("spend", n) for n in range(workers)]
         self.sink = Proc(
             sink_command(f"chdb://{store_dir}", f"sink-{suffix}", batch_size=500, batch_wait_s=0.2),
             kafka_env(self.settings),
@@ -189,13 +190,13 @@ class Rig:
         self.sink_group = f"sink-{suffix}"
 
     def processes(self) -> list[Proc]:
-        return [self.pricing, *self.spend, self.sink]
+        return [*self.pricing, *self.spend, self.sink]
 
     def start(self) -> None:
         """Start every process and wait until each worker finished its recovery (``Worker ready``)."""
         for p in self.processes():
             p.start()
-        for worker in [self.pricing, *self.spend]:
+        for worker in [*self.pricing, *self.spend]:
             worker.wait_log("Worker ready")
 
     def publish(self, events: list[tuple[bytes, dict[str, Any]]], during: Callable[[int], None]) -> None:
@@ -319,7 +320,7 @@ def test_kill9_worker_while_events_are_in_flight(
     broker: KafkaBroker, tmp_path: Path, rng: random.Random, role: str
 ) -> None:
     rig = Rig(broker, tmp_path)
-    victim = rig.pricing if role == "pricing" else rig.spend[0]
+    victim = rig.pricing[0] if role == "pricing" else rig.spend[0]
 
     def crash() -> None:
         victim.kill9()
@@ -329,9 +330,12 @@ def test_kill9_worker_while_events_are_in_flight(
     _run(rig, rng, crash)
 
 
-def test_two_spend_workers_one_killed_partitions_move(broker: KafkaBroker, tmp_path: Path, rng: random.Random) -> None:
-    rig = Rig(broker, tmp_path, spend_workers=2)
-    victim = rig.spend[rng.randrange(2)]
+@pytest.mark.parametrize("role", ["pricing", "spend"])
+def test_two_workers_per_agent_one_killed_partitions_move(
+    broker: KafkaBroker, tmp_path: Path, rng: random.Random, role: str
+) -> None:
+    rig = Rig(broker, tmp_path, workers=2)
+    victim = (rig.pricing if role == "pricing" else rig.spend)[rng.randrange(2)]
     _run(rig, rng, victim.kill9)
 
 
