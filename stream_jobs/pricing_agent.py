@@ -38,6 +38,7 @@ from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.durable_table import durable_table
 from stream_jobs.identities import EXPIRE_EVERY, expire_identities, identity_value, is_repeat
 from tokenledger import metrics
+from tokenledger.batch_pricing import request_identity
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
 from tokenledger.schema.priced import encode_priced
@@ -131,7 +132,7 @@ async def _price(event: Any, staged: Staged, outbox: list[tuple[bytes, bytes]]) 
         staged.add(counters, "estimates")
         metrics.EVENTS.labels("pricing", "estimate").inc()
         return
-    request = f"{ev.source}|{ev.data.request_id}"
+    request = request_identity(ev)
     remembered = staged.get(priced_requests, request)
     if is_repeat(remembered, partition, offset):
         staged.add(counters, "duplicates:pricing")

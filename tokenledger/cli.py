@@ -20,7 +20,7 @@ def price_lines(lines: Iterable[bytes], out_dir: Path, currency: str) -> dict[st
     """Decode, de-duplicate and price JSON lines; write priced and dead-letter JSONL.
 
     Returns:
-        Counters: events read, priced, duplicates, dead-lettered, total nano-USD.
+        Counters: events read, priced, stream estimates (not billed), duplicates, dead-lettered, total nano-USD.
     """
     table = CachedPriceTable(LayeredPriceTable.from_path())
     fx = FxTable.from_path()
@@ -71,6 +71,7 @@ def price_lines(lines: Iterable[bytes], out_dir: Path, currency: str) -> dict[st
     return {
         "read": batch.read,
         "priced": batch.priced,
+        "estimates": batch.estimates,
         "duplicates": batch.duplicates,
         "dead_lettered": len(batch.invalid),
         "total_nanos_usd": batch.total_nanos,
