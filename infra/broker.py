@@ -144,7 +144,7 @@ class KafkaBroker:
     data_dir: Path
     port: int
     controller_port: int
-    heap: str = "512m"
+    heap_mb: int = 512
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -196,8 +196,8 @@ class KafkaBroker:
     def _jvm(self) -> list[str]:
         extra = os.environ.get("TOKENLEDGER_KAFKA_JVM_OPTS", "").split()
         return [
-            f"-Xms{min(256, int(self.heap.rstrip('m')))}m" if self.heap.endswith("m") else "-Xms256m",
-            f"-Xmx{self.heap}",
+            f"-Xms{min(256, self.heap_mb)}m",
+            f"-Xmx{self.heap_mb}m",
             "-XX:+UseSerialGC",
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",

@@ -97,7 +97,8 @@ class Staged:
         """Stage ``table[key]["n"] += n`` (counter records), once per event."""
         if self.fresh(table, key):
             before = self.get(table, key)
-            self.set(table, key, {"n": (before["n"] if before else 0) + n})
+            count = before["n"] if isinstance(before, dict) else int(before or 0)  # an int before 2026-11
+            self.set(table, key, {"n": count + n})
 
     def output(self, sent: Awaitable[Any]) -> None:
         """A send of this batch (threshold, breaker, dead letter...) to wait for before the state."""

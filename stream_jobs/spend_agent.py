@@ -214,7 +214,8 @@ async def _check_spike(staged: Staged, tenant: str, dim: str, value: str, at: da
     marker = f"spikes:{key}"
     if not staged.fresh(budget_state, marker):
         return
-    reported = set((staged.get(budget_state, marker) or {}).get("hours", []))
+    before = staged.get(budget_state, marker)
+    reported = set(before.get("hours", []) if isinstance(before, dict) else before or [])  # a list before 2026-11
     hourly = {int(k): v for k, v in state["hour"].items()}
     found = check_spike(f"{dim}={value}", hourly, at, reported)
     if found is not None:

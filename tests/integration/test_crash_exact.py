@@ -39,7 +39,7 @@ from infra.broker import KafkaBroker, start_broker
 from infra.topics import create_topics
 from infra.workers import Proc, committed_lag, kafka_env, sink_command, worker_command, worker_env
 from tests.factories import event_dict
-from tests.integration.test_stream_pipeline import read_messages
+from tests.integration.test_stream_pipeline import latest, read_messages
 from tokenledger.budget_eval import level_thresholds, matches
 from tokenledger.budgets import BudgetFile
 from tokenledger.kafka_config import KafkaSettings, Topics
@@ -139,14 +139,6 @@ def wait_for(
             pass
         time.sleep(1.0)
     raise AssertionError(f"timed out waiting for {what}; last observed: {observe()!r}")
-
-
-def latest(settings: KafkaSettings, topic: str) -> dict[bytes, Any]:
-    state: dict[bytes, Any] = {}
-    for m in read_messages(settings, topic):
-        if m.key() is not None:
-            state[m.key()] = orjson.loads(m.value()) if m.value() else None
-    return state
 
 
 class Rig:

@@ -173,3 +173,13 @@ def test_a_crash_with_any_subset_of_a_batch_durable_replays_to_the_exact_sums(
         fold_all(tables, replay[i : i + batch])
     truth = {k: sum(n for _, n, keys in events if k in keys) for k in KEYS}
     assert {k: v["n"] for k, v in tables["spend"].items()} == {k: v for k, v in truth.items() if v}
+
+
+def test_counters_written_before_applied_offsets_keep_counting() -> None:
+    counters: dict[str, Any] = {"duplicates": 5}  # a plain int, as tables held them before
+    staged = Staged()
+    staged.at(2, 9)
+    staged.add(counters, "duplicates")
+    staged.add(counters, "duplicates")  # the same event again: counted once
+    asyncio.run(staged.commit())
+    assert counters == {"duplicates": {"n": 6, "applied": {"2": 9}}}
