@@ -79,7 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one flat 
             for w in generate_monthly_bills(store, ctx, args.month, args.out, args.tenant):
                 print(
                     f"{w.bill.scope.tenant} {w.bill.scope.dimension}={w.bill.scope.value}: "
-                    f"{format_money(w.bill.summary.cost_nanos, 'USD')} -> {w.paths[0].parent}"
+                    f"{format_money(w.bill.summary.cost_nanos, 'USD')} "
+                    f"(exact {format_money(w.bill.summary.cost_nanos, 'USD', 9)}) -> {w.paths[0].parent}"
                 )
         elif args.cmd == "bill":
             scope = Scope(args.tenant, args.dimension, args.value)

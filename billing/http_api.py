@@ -123,6 +123,9 @@ def make_handler(store: Store, ctx: BillingContext, budgets: BudgetFile) -> type
                 ctx,
                 query.get("rating", AS_BILLED),
             )
+            if bill.summary.requests == 0:  # a misspelt scope must not look like a real zero bill
+                self._error(HTTPStatus.NOT_FOUND, f"no usage of {dimension}={value} for tenant {tenant} in {month}")
+                return
             body = {"json": render_json, "csv": render_csv, "pdf": render_pdf}[fmt](bill)
             self._send(HTTPStatus.OK, body, _TYPES[fmt], f"bill-{tenant}-{month}-{dimension}-{value}.{fmt}")
 

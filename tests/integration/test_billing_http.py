@@ -57,6 +57,12 @@ def test_access_control(server: str) -> None:
     assert status == 403 and orjson.loads(body)["error"]["code"] == 403
     assert get(f"{server}/v1/tenants/acme/bills/2026-13/department/x.json", "demo-acme-token")[0] == 404
     assert get(f"{server}/v1/tenants/acme/bills/2026-10/secret_col/x.json", "demo-acme-token")[0] == 400
+    # A scope without usage that month (e.g. misspelt) is a 404 with the reason, not an empty bill.
+    status, _, body = get(f"{server}/v1/tenants/acme/bills/2026-10/department/reserch.json", "demo-acme-token")
+    assert (status, orjson.loads(body)["error"]["message"]) == (
+        404,
+        "no usage of department=reserch for tenant acme in 2026-10",
+    )
 
 
 def test_allocation_and_forecast_endpoints(server: str) -> None:
