@@ -133,8 +133,16 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
     return "".join(f"{k}={v}\n" for k, v in props.items())
 
 
-def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")  # 22 chars, as Kafka wants
+def cluster_id() -> str:
+    """A random KRaft cluster id: 22 base64url chars, never starting with ``-``.
+
+    Like Kafka's own ``Uuid.randomUuid``: an id starting with ``-`` would be read as an option
+    by ``StorageTool format -t <id>`` (it happened, about 1 format in 64).
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 @dataclass
@@ -175,7 +183,7 @@ class KafkaBroker:
         java = [shutil.which("java") or "java", *self._jvm(), "-cp", f"{libs}/*"]
         if not (self.data_dir / "logs" / "meta.properties").exists():
             formatted = subprocess.run(  # noqa: S603 - our own jars, fixed arguments
-                [*java, "kafka.tools.StorageTool", "format", "-t", _cluster_id(), "-c", str(config)],
+                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config)],
                 capture_output=True,
                 text=True,
                 check=False,
