@@ -39,7 +39,7 @@ from infra.broker import KafkaBroker, start_broker
 from infra.topics import create_topics
 from infra.workers import Proc, committed_lag, kafka_env, sink_command, worker_command, worker_env
 from tests.factories import event_dict
-from tests.integration.test_stream_pipeline import latest, read_messages
+from tests.integration.test_stream_pipeline import latest, read_messages, wait_for
 from tokenledger.budget_eval import level_thresholds, matches
 from tokenledger.budgets import BudgetFile
 from tokenledger.kafka_config import KafkaSettings, Topics
@@ -120,25 +120,6 @@ class Truth:
             out[f"{labels['tenant']}|model={docs[identity]['data']['model']}"] += nanos
             out[f"{labels['tenant']}|api_key={labels['api_key']}"] += nanos
         return dict(out)
-
-
-def wait_for(
-    check: Callable[[], bool],
-    timeout: float,
-    what: str,
-    observe: Callable[[], Any] = lambda: None,
-    alive: Callable[[], bool] = lambda: True,
-) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert alive(), f"a pipeline process exited while waiting for {what}"
-        try:
-            if check():
-                return
-        except Exception:  # the broker may be restarting: ask again
-            pass
-        time.sleep(1.0)
-    raise AssertionError(f"timed out waiting for {what}; last observed: {observe()!r}")
 
 
 class Rig:

@@ -18,8 +18,7 @@ from confluent_kafka import Producer
 
 from infra.workers import Proc, committed_lag, worker_command, worker_env
 from tests.factories import event_dict
-from tests.integration.test_crash_exact import wait_for
-from tests.integration.test_stream_pipeline import read_messages
+from tests.integration.test_stream_pipeline import read_messages, wait_for
 from tokenledger.cli import price_lines
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable, price

@@ -94,11 +94,21 @@ def latest(settings: KafkaSettings, topic: str) -> dict[bytes, Any]:
     return state
 
 
-def wait_for(check: Callable[[], bool], timeout: float, what: str, observe: Callable[[], Any] = lambda: None) -> None:
+def wait_for(
+    check: Callable[[], bool],
+    timeout: float,
+    what: str,
+    observe: Callable[[], Any] = lambda: None,
+    alive: Callable[[], bool] = lambda: True,
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
+        assert alive(), f"a pipeline process exited while waiting for {what}"
+        try:
+            if check():
+                return
+        except Exception:  # the broker may be restarting: ask again
+            pass
         time.sleep(0.5)
     raise AssertionError(f"timed out waiting for {what}; last observed: {observe()!r}")
 
