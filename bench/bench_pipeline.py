@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 
 from infra.broker import start_broker
 from infra.topics import create_topics
-from infra.workers import Proc, committed_lag, kafka_env, sink_command, worker_command, worker_env
+from infra.workers import Proc, committed_and_end, kafka_env, sink_command, worker_command, worker_env
 from producers.publisher import UsagePublisher
 from stream_jobs.spend_state import DIMENSIONS, When, add_spend, state_key
 from tokenledger.kafka_config import KafkaSettings
@@ -124,10 +124,9 @@ def main() -> None:
             if time.monotonic() > deadline or not all(p.alive for p in procs):
                 raise SystemExit(f"a process exited or 900 s passed: see {tmp}/*.log")
             for group, topic in stages:
-                if group not in done_at and committed_lag(settings, group, topic) == 0:
-                    ends = committed_lag(settings, f"never-{group}", topic)  # a group that committed nothing
-                    if ends >= n:
-                        done_at[group] = time.perf_counter() - t0
+                done, ends = committed_and_end(settings, group, topic)
+                if group not in done_at and done == ends >= n:
+                    done_at[group] = time.perf_counter() - t0
             time.sleep(0.2)
         total_s = max(done_at.values())
         stored_s = done_at["bench-sink"]

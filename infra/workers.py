@@ -146,13 +146,19 @@ class Proc:
         return self.proc.returncode
 
 
-def committed_lag(settings: KafkaSettings, group: str, topic: str) -> int:
-    """Messages of ``topic`` that consumer group ``group`` has not committed yet."""
+def committed_and_end(settings: KafkaSettings, group: str, topic: str) -> tuple[int, int]:
+    """Offsets of ``topic`` committed by consumer group ``group``, and its end offsets, each summed."""
     c = Consumer({**settings.client_config(), "group.id": group, "enable.auto.commit": False})
     try:
         parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
         ends = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
         done = sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
-        return ends - done
+        return done, ends
     finally:
         c.close()
+
+
+def committed_lag(settings: KafkaSettings, group: str, topic: str) -> int:
+    """Messages of ``topic`` that consumer group ``group`` has not committed yet."""
+    done, ends = committed_and_end(settings, group, topic)
+    return ends - done
