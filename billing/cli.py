@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from billing.bill import AS_BILLED, DIMENSIONS, build_bill
 from billing.context import BillingContext
-from billing.http_api import BillingServer
 from billing.jobs import (
     allocation_csv,
     allocation_for_month,
@@ -21,7 +22,9 @@ from billing.model import Scope
 from billing.periods import month_period
 from billing.rerate import rerate_period
 from billing.scheduler import run_blocking
+from billing.service import SinkOptions, run_service
 from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
+from tokenledger.errors import cli_errors
 from tokenledger.money import format_money
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
 from tokenledger.pricing.table import DEFAULT_OVERRIDES
@@ -29,6 +32,7 @@ from tokenledger.store import open_store
 from tokenledger.store.migrations import migrate
 
 
+@cli_errors("python -m billing")
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one flat command table
     """Entry point."""
     p = argparse.ArgumentParser(prog="billing", description=__doc__)
@@ -61,12 +65,24 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one flat 
     r.add_argument("--month", required=True)
     r.add_argument("--run", required=True, help="rating run id")
     r.add_argument("--overrides", type=Path, default=DEFAULT_OVERRIDES)
-    s = sub.add_parser("serve", help="HTTP downloads with per-tenant access control")
+    s = sub.add_parser(
+        "serve",
+        help="HTTP downloads with per-tenant access control (with --sink: the process that owns an embedded store)",
+    )
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8088)
+    s.add_argument("--sink", action="store_true", help="also consume usage-priced into the store (embedded default)")
+    s.add_argument("--schedule", action="store_true", help="also run the scheduled bill and forecast jobs")
+    s.add_argument("--group", default=os.environ.get("TOKENLEDGER_SINK_GROUP", "tokenledger-sink"))
+    s.add_argument("--batch-size", type=int, default=5000, help="sink messages per insert")
+    s.add_argument("--batch-wait-s", type=float, default=0.5, help="sink: longest wait to fill a batch")
+    s.add_argument("--out", type=Path, default=Path("out"), help="where scheduled jobs write")
+    s.add_argument("-l", "--log-level", default="info")
     sc = sub.add_parser("schedule", help="run the apscheduler jobs in the foreground")
     sc.add_argument("--out", type=Path, default=Path("out"))
     args = p.parse_args(argv)
+    # Store clients log the failure they raise; the one line this command prints says it once.
+    logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
 
     store = open_store(args.store)
     migrate(store)
@@ -110,7 +126,13 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one flat 
             print(f"run {rep.run_id}: {rep.rows} rows, {rep.changed_rows} changed, {old} -> {new}")
             print(f"bill it with: python -m billing bill ... --rating rerated:{rep.run_id}")
         elif args.cmd == "serve":
-            BillingServer(store, ctx, budgets, args.host, args.port).serve_forever(lambda u: print(f"serving on {u}"))
+            logging.basicConfig(
+                level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
+            )
+            sink = SinkOptions(args.group, args.batch_size, args.batch_wait_s) if args.sink else None
+            return run_service(
+                store, ctx, budgets, host=args.host, port=args.port, out_dir=args.out, sink=sink, schedule=args.schedule
+            )
         elif args.cmd == "schedule":
             run_blocking(store, budgets, ctx, args.out)
     finally:

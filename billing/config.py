@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tokenledger.errors import load_yaml_model
 
 DEFAULT_BILLING_CONFIG = Path(__file__).resolve().parents[1] / "tokenledger" / "data" / "billing.yaml"
 _FORBID = ConfigDict(extra="forbid", frozen=True)
@@ -61,7 +62,10 @@ class BillingConfig(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, v: str) -> str:
-        ZoneInfo(v)
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:  # KeyError subclass: pydantic would not report it
+            raise ValueError(f"unknown timezone {v!r}") from exc
         return v
 
     @property
@@ -71,5 +75,5 @@ class BillingConfig(BaseModel):
 
     @classmethod
     def load(cls, path: Path = DEFAULT_BILLING_CONFIG) -> BillingConfig:
-        """Read and validate a YAML file."""
-        return cls.model_validate(yaml.safe_load(path.read_text()))
+        """Read and validate a YAML file (:class:`~tokenledger.errors.ConfigError` naming the first problem)."""
+        return load_yaml_model(cls, path)

@@ -5,7 +5,7 @@ Routes (``Authorization: Bearer <token>``; a token grants exactly one tenant):
 * ``GET /v1/tenants/{tenant}/bills/{YYYY-MM}/{dimension}/{value}.{json|csv|pdf}[?rating=...]``
 * ``GET /v1/tenants/{tenant}/allocations/{YYYY-MM}.{json|csv}?method=hybrid&party=project``
 * ``GET /v1/tenants/{tenant}/forecasts.json``
-* ``GET /healthz``
+* ``GET /healthz``, ``/readyz``, ``/metrics``
 
 401 without a known token, 403 for another tenant's data, 404 for unknown routes.
 """
@@ -33,6 +33,7 @@ from billing.model import Scope
 from billing.periods import month_period
 from billing.render import render_csv, render_json, render_pdf, to_plain
 from tokenledger.budgets import BudgetFile
+from tokenledger.health import answer
 from tokenledger.store.base import Store
 
 _MONTH = r"(\d{4}-(?:0[1-9]|1[0-2]))"
@@ -92,8 +93,9 @@ def make_handler(store: Store, ctx: BillingContext, budgets: BudgetFile) -> type
             url = urlparse(self.path)
             query = {k: v[-1] for k, v in parse_qs(url.query).items()}
             try:
-                if url.path == "/healthz":
-                    self._send(HTTPStatus.OK, b'{"status":"ok"}', _TYPES["json"])
+                probe = answer(url.path)  # /healthz, /readyz, /metrics
+                if probe is not None:
+                    self._send(*probe)
                     return
                 for pattern, route in (
                     (_BILL, self._bill),

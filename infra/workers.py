@@ -133,6 +133,13 @@ class Proc:
                 raise RuntimeError(f"no {text!r} in {self.log} after {timeout_s:.0f} s")
             time.sleep(0.2)
 
+    def tail(self, lines: int = 15) -> str:
+        """The last ``lines`` lines of its log, librdkafka's connection chatter (``%3|...``) left out."""
+        if not self.log.exists():
+            return ""
+        kept = [ln for ln in self.log.read_text(errors="replace").splitlines() if not ln.startswith("%")]
+        return "\n".join(kept[-lines:])
+
     def stop(self, timeout_s: float = 30.0) -> int | None:
         """SIGTERM and wait for the clean stop (SIGKILL after ``timeout_s``); its exit code."""
         if self.proc is None:

@@ -21,11 +21,12 @@ if ROLE in ("all", "spend"):
 
 @app.task  # type: ignore[untyped-decorator]
 async def _diagnostics() -> None:
-    from stream_jobs.diagnostics import install  # noqa: PLC0415 - only in the worker process
+    from stream_jobs.diagnostics import install, watch_health  # noqa: PLC0415 - only in the worker process
     from tokenledger.metrics import serve_from_env  # noqa: PLC0415
 
     install(app)
     serve_from_env({"all": 9100, "pricing": 9101, "spend": 9102}[ROLE])
+    await watch_health(app)
 
 
 # No embedded web server: several workers share a host, and metrics are exported separately.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
+import time
 from typing import Any
 
 
@@ -36,3 +37,29 @@ def dump_state(app: Any) -> None:
 def install(app: Any) -> None:
     """Register the SIGUSR2 handler on the running loop."""
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, dump_state, app)
+
+
+async def watch_health(app: Any, beat_s: float = 1.0, stale_after_s: float = 30.0) -> None:
+    """Register the worker's checks and beat forever.
+
+    Live while the event loop turns (a beat younger than ``stale_after_s``); ready once the
+    changelog recovery finished and no rebalance is in progress.
+    """
+    from tokenledger.health import HEALTH  # noqa: PLC0415 - only in the worker process
+
+    last = [time.monotonic()]
+
+    def loop_turns() -> str | None:
+        age = time.monotonic() - last[0]
+        return None if age < stale_after_s else f"event loop blocked for {age:.0f} s"
+
+    def recovered() -> str | None:
+        if not app.tables.recovery.completed.is_set():
+            return "recovering table changelogs"
+        return "rebalancing" if app.rebalancing else None
+
+    HEALTH.live["event-loop"] = loop_turns
+    HEALTH.ready["recovered"] = recovered
+    while True:
+        last[0] = time.monotonic()
+        await asyncio.sleep(beat_s)

@@ -8,12 +8,13 @@ import time
 from collections.abc import Callable
 
 import orjson
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from stream_jobs.dead_letters import origin_key, origin_of
 from stream_jobs.stall_watch import StallWatch
 from stream_jobs.store_sink import Message
 from tokenledger import metrics
+from tokenledger.errors import PermanentError, TransientError
 from tokenledger.kafka_config import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,61 @@ def _debug_config() -> dict[str, object]:
     contexts = os.environ.get("TOKENLEDGER_RDKAFKA_DEBUG")
     if not contexts:
         return {}
-    return {"debug": contexts, "logger": logging.getLogger("rdkafka")}
+    logger = logging.getLogger("rdkafka")
+    logger.setLevel(logging.DEBUG)  # asked for explicitly: shown whatever the process's log level
+    return {"debug": contexts, "logger": logger}
+
+
+# Errors no retry fixes: credentials, permissions, a broken client configuration.
+_PERMANENT_CODES = frozenset(
+    {
+        KafkaError._AUTHENTICATION,
+        KafkaError.SASL_AUTHENTICATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError._SSL,
+        KafkaError._INVALID_ARG,
+        KafkaError.UNSUPPORTED_SASL_MECHANISM,
+        KafkaError.ILLEGAL_SASL_STATE,
+    }
+)
+# A commit refused because the group moved on: the partitions went to another member, which
+# resumes from the last committed offset (the store is idempotent, so the replay is harmless).
+_COMMIT_SUPERSEDED = frozenset(
+    {KafkaError.REBALANCE_IN_PROGRESS, KafkaError.ILLEGAL_GENERATION, KafkaError.UNKNOWN_MEMBER_ID}
+)
+
+
+def is_permanent(err: KafkaError) -> bool:
+    """Whether a librdkafka error is one that retrying cannot fix."""
+    return bool(err.fatal()) or err.code() in _PERMANENT_CODES
+
+
+class ErrorWatch:
+    """librdkafka ``error_cb``: counts transient errors (the client retries them) and keeps the first permanent one."""
+
+    def __init__(self, component: str) -> None:
+        self.component = component
+        self.permanent: str | None = None
+
+    def __call__(self, err: KafkaError) -> None:
+        """Record one error reported by librdkafka."""
+        if is_permanent(err):
+            self.permanent = self.permanent or f"{err.name()}: {err.str()}"
+            log.error("%s: %s (permanent)", self.component, err.str())
+            return
+        metrics.TRANSIENT.labels(self.component, "broker").inc()
+        log.debug("%s: %s (transient; librdkafka retries)", self.component, err.str())
+
+    def check(self) -> None:
+        """Raise the permanent error, if one came.
+
+        Raises:
+            PermanentError: Credentials, permissions or configuration are wrong.
+        """
+        if self.permanent:
+            raise PermanentError(f"Kafka refused {self.component}: {self.permanent}")
 
 
 class ConfluentBatchConsumer:
@@ -49,6 +104,7 @@ class ConfluentBatchConsumer:
         self._topic, self._group = topic, group_id
         self._clock = clock
         self._watch = StallWatch(clock(), stall_after_s=stall_after_s, check_every_s=check_every_s)
+        self.errors = ErrorWatch(f"consumer group {group_id}")
         self._consumer = Consumer(
             {
                 **settings.client_config(),
@@ -56,6 +112,7 @@ class ConfluentBatchConsumer:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": settings.fetch_wait_ms,
+                "error_cb": self.errors,
                 **_debug_config(),
             }
         )
@@ -77,9 +134,13 @@ class ConfluentBatchConsumer:
         """Up to ``max_messages`` messages."""
         out = []
         for m in self._consumer.consume(max_messages, timeout_s):
-            if m.error():
+            err = m.error()
+            if err:
+                if is_permanent(err):
+                    self.errors(err)
                 continue  # partition EOF and transient fetch errors: librdkafka retries
             out.append(Message(m.topic() or "", m.partition() or 0, m.offset() or 0, m.value()))
+        self.errors.check()
         now = self._clock()
         if self._watch.polled(now, len(out)):
             self._report_lag(now)
@@ -103,8 +164,26 @@ class ConfluentBatchConsumer:
             )
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Synchronous commit; raises on failure so the batch is not reported done."""
-        self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False)
+        """Synchronous commit.
+
+        Raises:
+            TransientError: The coordinator is away; retry the same commit.
+            PermanentError: Credentials or permissions are wrong.
+        """
+        try:
+            self._consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
+            )
+        except KafkaException as exc:
+            err = exc.args[0]
+            if not isinstance(err, KafkaError):
+                raise
+            if err.code() in _COMMIT_SUPERSEDED:
+                log.info("commit superseded by a rebalance (%s); the new owner replays from the last commit", err.str())
+                return
+            if is_permanent(err):
+                raise PermanentError(f"Kafka refused the commit: {err.str()}") from exc
+            raise TransientError(f"commit not acknowledged: {err.str()}") from exc
         metrics.CONSUMER_LAG.labels(self._group, self._topic).set(self.lag())
         metrics.CONSUMER_STALLED.labels(self._group, self._topic).set(0)
 
@@ -157,7 +236,8 @@ class KafkaDeadLetter:
         )
         self._producer.produce(self._topic, body, key=origin_key(origin), on_delivery=self._on_delivery)
         if self._producer.flush(10) > 0 or self.errors:
-            raise KafkaException(f"dead letter not acknowledged: {self.errors}")
+            errors, self.errors = self.errors, []
+            raise TransientError(f"dead letter not acknowledged: {errors or 'timed out'}")
 
     def _on_delivery(self, err: object, _msg: object) -> None:
         if err is not None:

@@ -5,8 +5,10 @@ Guarantees:
   up to them (at-least-once delivery into the store);
 * redelivered or duplicated events are harmless: rows are idempotent by ``(source, event_id)``
   (insert-block de-duplication plus ReplacingMergeTree and FINAL reads);
-* while the store is down the sink pauses its partitions, keeps its group membership alive
-  and retries with capped exponential backoff: nothing is dropped, nothing is skipped;
+* while the store or the broker is away the sink pauses its partitions, keeps its group
+  membership alive and retries with capped exponential backoff (counted in
+  ``tokenledger_transient_errors_total``): nothing is dropped, nothing is skipped;
+* a permanent error (schema missing, credentials refused) is raised, never retried;
 * a message that is not a priced event goes to the dead-letter topic with the reason, and its
   offset is committed with the batch.
 """
@@ -23,8 +25,9 @@ from typing import Any, Protocol
 import msgspec
 
 from tokenledger import metrics
+from tokenledger.errors import TransientError
 from tokenledger.schema.priced import decode_priced
-from tokenledger.store.base import Store, StoreUnavailable
+from tokenledger.store.base import Store
 from tokenledger.store.records import USAGE_COLUMNS, usage_row
 
 log = logging.getLogger(__name__)
@@ -131,7 +134,12 @@ class StoreSink:
         self.stats = SinkStats()
 
     def run_once(self) -> int:
-        """Process one batch end to end. Returns the number of messages consumed."""
+        """Process one batch end to end. Returns the number of messages consumed.
+
+        Raises:
+            SinkStopped: Asked to stop while the store or broker was away (nothing committed).
+            PermanentError: The store or broker refused for a reason retrying cannot fix.
+        """
         messages = self._consumer.poll_batch(self._batch_size, self._batch_wait_s)
         if not messages:
             return 0
@@ -143,7 +151,8 @@ class StoreSink:
                     raise msgspec.ValidationError("empty message value")
                 priced = decode_priced(msg.value)
             except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                self._dlq.send(msg.value, f"not a priced event: {exc}", msg)
+                reason = f"not a priced event: {exc}"
+                self._until_done("broker", lambda m=msg, r=reason: self._dlq.send(m.value, r, m))  # type: ignore[misc]
                 self.stats.dead_lettered += 1
                 metrics.EVENTS.labels("sink", "dead_letter").inc()
                 continue
@@ -152,8 +161,9 @@ class StoreSink:
             seen.add(priced.event.identity)
             rows.append(usage_row(priced.event, priced.cost.to_cost()))
         started = time.monotonic()
-        self._insert_until_acknowledged(rows)
-        self._consumer.commit(_next_offsets(messages))
+        self._until_done("store", lambda: self._store.insert("usage_events", USAGE_COLUMNS, rows))
+        offsets = _next_offsets(messages)
+        self._until_done("broker", lambda: self._consumer.commit(offsets))
         metrics.SINK_BATCH.observe(time.monotonic() - started)
         metrics.EVENTS.labels("sink", "in").inc(len(messages))
         metrics.EVENTS.labels("sink", "stored").inc(len(rows))
@@ -161,12 +171,16 @@ class StoreSink:
         self.stats.rows += len(rows)
         return len(messages)
 
-    def _insert_until_acknowledged(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    def _until_done(self, kind: str, action: Callable[[], None]) -> None:
+        """Run ``action`` until it succeeds, backing off while ``kind`` (store/broker) is away.
+
+        Fetching pauses meanwhile (group membership is kept). Permanent errors propagate.
+        """
         paused = False
         while True:
             try:
-                self._store.insert("usage_events", USAGE_COLUMNS, rows)
-            except StoreUnavailable as exc:
+                action()
+            except TransientError as exc:
                 if self._should_stop():
                     raise SinkStopped(str(exc)) from exc
                 if not paused:
@@ -174,7 +188,8 @@ class StoreSink:
                     paused = True
                 delay = self._backoff.next_delay()
                 self.stats.retries += 1
-                log.warning("store unavailable (%s); retry %d in %.2fs", exc, self._backoff.attempt, delay)
+                metrics.TRANSIENT.labels("sink", kind).inc()
+                log.warning("%s unavailable (%s); retry %d in %.2fs", kind, exc, self._backoff.attempt, delay)
                 self._sleep(delay)
                 self._consumer.keepalive()
                 continue

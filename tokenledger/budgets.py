@@ -5,11 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from tokenledger.errors import load_yaml_model
 from tokenledger.money import units_to_nanos
 from tokenledger.pricing.overrides import _no_float
 
@@ -77,7 +77,10 @@ class BudgetFile(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, v: str) -> str:
-        ZoneInfo(v)
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError) as exc:  # KeyError subclass: pydantic would not report it
+            raise ValueError(f"unknown timezone {v!r}") from exc
         return v
 
     @model_validator(mode="after")
@@ -94,5 +97,9 @@ class BudgetFile(BaseModel):
 
     @classmethod
     def load(cls, path: Path = DEFAULT_BUDGETS) -> BudgetFile:
-        """Read and validate."""
-        return cls.model_validate(yaml.safe_load(path.read_text()))
+        """Read and validate.
+
+        Raises:
+            ConfigError: The file is missing, not YAML, or not a valid budget file (first problem named).
+        """
+        return load_yaml_model(cls, path)

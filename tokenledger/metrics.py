@@ -18,7 +18,7 @@ import os
 import threading
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 FORBIDDEN_LABELS = frozenset({"user", "user_id", "api_key", "trace_id", "span_id", "request_id", "event_id"})
 OTHER = "__other__"
@@ -98,6 +98,11 @@ CONSUMER_STALLED = gauge(
     "Seconds a consumer has been behind the end of its topic without receiving a record (0 = flowing)",
     ["group", "topic"],
 )
+TRANSIENT = counter(
+    "tokenledger_transient_errors_total",
+    "Transient failures retried with backoff (store or broker away)",
+    ["component", "kind"],
+)
 SINK_BATCH = histogram(
     "tokenledger_sink_batch_seconds",
     "Store sink: insert + commit time per batch",
@@ -132,13 +137,15 @@ def record_budget(budget_id: str, spent_nanos: int, limit_nanos: int, state: str
 
 
 def serve_from_env(default_port: int) -> int | None:
-    """Expose ``/metrics`` on ``TOKENLEDGER_METRICS_PORT`` (or ``default_port``; 0 disables)."""
+    """Serve ``/metrics``, ``/healthz``, ``/readyz`` on ``TOKENLEDGER_METRICS_PORT`` (else ``default_port``; 0: off)."""
+    from tokenledger.health import serve  # noqa: PLC0415 - health imports this module
+
     port = int(os.environ.get("TOKENLEDGER_METRICS_PORT", default_port))
     if port <= 0:
         return None
     try:
-        start_http_server(port, addr=os.environ.get("TOKENLEDGER_METRICS_ADDR", "127.0.0.1"), registry=REGISTRY)
+        serve(port, os.environ.get("TOKENLEDGER_METRICS_ADDR", "127.0.0.1"))
     except OSError as exc:  # a second worker on the same host: metrics off, work goes on
-        log.warning("metrics port %d unavailable (%s); /metrics disabled in this process", port, exc)
+        log.warning("metrics port %d unavailable (%s); /metrics and health disabled in this process", port, exc)
         return None
     return port

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 import uuid
 from collections import defaultdict
@@ -157,7 +158,7 @@ class Rig:
         self.spend = [worker("spend", n) for n in range(workers)]
         self.sink = Proc(
             sink_command(f"chdb://{store_dir}", f"sink-{suffix}", batch_size=500, batch_wait_s=0.2),
-            kafka_env(self.settings),
+            {**kafka_env(self.settings), "TOKENLEDGER_RDKAFKA_DEBUG": "cgrp"},  # group/commit trail for a failure
             tmp / "sink.log",
         )
         self.sink_group = f"sink-{suffix}"
@@ -193,13 +194,18 @@ class Rig:
             (self.sink_group, t.usage_priced),
         ]
         survivors = [p for p in self.processes() if p.alive]  # a worker killed for good stays dead
-        wait_for(
-            lambda: all(committed_lag(self.settings, g, topic) == 0 for g, topic in groups),
-            timeout,
-            "every stage to commit every offset",
-            lambda: {g: committed_lag(self.settings, g, topic) for g, topic in groups},
-            alive=lambda: all(p.alive for p in survivors),
-        )
+        try:
+            wait_for(
+                lambda: all(committed_lag(self.settings, g, topic) == 0 for g, topic in groups),
+                timeout,
+                "every stage to commit every offset",
+                lambda: {g: committed_lag(self.settings, g, topic) for g, topic in groups},
+                alive=lambda: all(p.alive for p in survivors),
+            )
+        except AssertionError:
+            for p in self.processes():  # CI keeps only this output: say what each process last said
+                print(f"--- {p.log.name} (alive {p.alive})\n{p.tail()}", file=sys.stderr)
+            raise
 
     def stop(self) -> None:
         for p in self.processes():

@@ -23,7 +23,7 @@ def test_unmigrated_store_is_one_line_and_exit_2(kafka: KafkaSettings, tmp_path:
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        "error: the store has no table usage_events: run `python -m billing migrate` first"
+        "python -m stream_jobs sink: error: the store has no table usage_events: run `python -m billing migrate` first"
     ]
 
 

@@ -7,11 +7,48 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from tokenledger.errors import PermanentError, TransientError
+
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
 
-class StoreUnavailable(RuntimeError):
-    """The store could not be reached or refused the write; the caller should retry later."""
+class StoreUnavailable(TransientError, RuntimeError):
+    """The store could not be reached or could not take the write now; the caller should retry later."""
+
+
+class StoreRejected(PermanentError):
+    """The store refused for a reason retrying cannot fix: schema missing, bad credentials, bad SQL."""
+
+
+class StoreLocked(PermanentError):
+    """The embedded store's directory is held by another process (chdb allows one per directory)."""
+
+
+# ClickHouse error names that no retry can fix (the message carries the name in parentheses).
+_PERMANENT = (
+    "UNKNOWN_TABLE",
+    "UNKNOWN_DATABASE",
+    "NO_SUCH_COLUMN_IN_TABLE",
+    "UNKNOWN_IDENTIFIER",
+    "SYNTAX_ERROR",
+    "AUTHENTICATION_FAILED",
+    "REQUIRED_PASSWORD",
+    "WRONG_PASSWORD",
+    "UNKNOWN_USER",
+    "ACCESS_DENIED",
+    "NOT_ENOUGH_PRIVILEGES",
+    "READONLY",
+    "ILLEGAL_TYPE_OF_ARGUMENT",
+    "TYPE_MISMATCH",
+)
+
+
+def store_error(exc: BaseException) -> StoreUnavailable | StoreRejected:
+    """Classify an engine or client error: permanent when ClickHouse names a cause retrying cannot fix."""
+    text = str(exc)
+    if any(name in text for name in _PERMANENT):
+        return StoreRejected(text)
+    return StoreUnavailable(text)
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
+import tempfile
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -11,7 +15,7 @@ from typing import Any
 import orjson
 from chdb import session as chdb_session
 
-from tokenledger.store.base import QueryResult, StoreUnavailable
+from tokenledger.store.base import QueryResult, StoreLocked, store_error
 
 
 class ChdbStore:
@@ -20,7 +24,14 @@ class ChdbStore:
     def __init__(self, path: Path, database: str = "tokenledger") -> None:
         path.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._session = chdb_session.Session(str(path))
+        self._owner = path / OWNER_FILE
+        with _stderr_held() as held:
+            try:
+                self._session = chdb_session.Session(str(path))
+            except Exception as exc:
+                held["drop"] = True  # the engine's own copy of the message: ours replaces it
+                raise _locked(path, exc) from exc
+        self._owner.write_text(orjson.dumps({"pid": os.getpid(), "command": " ".join(sys.argv)}).decode())
         self.database = database
         self._raw(f"CREATE DATABASE IF NOT EXISTS {database}")
         self._raw(f"USE {database}")
@@ -31,7 +42,7 @@ class ChdbStore:
                 bound = {k: _param_text(v) for k, v in params.items()} if params else None
                 return self._session.query(sql, fmt, params=bound)
             except Exception as exc:  # chdb raises bare RuntimeError for engine errors
-                raise StoreUnavailable(str(exc)) from exc
+                raise store_error(exc) from exc
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement."""
@@ -60,6 +71,44 @@ class ChdbStore:
         """Close the session."""
         with self._lock:
             self._session.close()
+        self._owner.unlink(missing_ok=True)
+
+
+OWNER_FILE = "tokenledger-owner.json"
+
+
+@contextlib.contextmanager
+def _stderr_held() -> Iterator[dict[str, bool]]:
+    """Hold what the engine writes to fd 2 while it starts; pass it on unless ``drop`` was set."""
+    flags = {"drop": False}
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield flags
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            held = tmp.read()
+            if held and not flags["drop"]:
+                os.write(2, held)
+
+
+def _locked(path: Path, exc: Exception) -> Exception:
+    """Name the holder when chdb says "Error initializing EmbeddedServer" (another process has ``path``)."""
+    if "EmbeddedServer" not in str(exc):
+        return store_error(exc)
+    holder = "another process"
+    try:
+        owner = orjson.loads((path / OWNER_FILE).read_bytes())
+        holder = f"pid {owner['pid']} ({owner['command']})"
+    except (OSError, ValueError, KeyError):
+        pass
+    return StoreLocked(
+        f"the embedded store {path} is held by {holder}; chdb allows one process per directory: "
+        "ask that process (python -m billing serve answers bills over HTTP) or stop it first"
+    )
 
 
 def _param_text(v: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 import clickhouse_connect
 
-from tokenledger.store.base import QueryResult, StoreUnavailable
+from tokenledger.store.base import QueryResult, store_error
 
 
 class ServerStore:
@@ -34,7 +34,7 @@ class ServerStore:
                 host=host, port=port, username=username, password=password, secure=secure, database=database
             )
         except Exception as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise store_error(exc) from exc
         self.database = database
 
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
@@ -42,14 +42,14 @@ class ServerStore:
         try:
             self._client.command(sql, parameters=dict(params) if params else None)
         except Exception as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise store_error(exc) from exc
 
     def query(self, sql: str, params: Mapping[str, Any] | None = None) -> QueryResult:
         """Run a SELECT."""
         try:
             res = self._client.query(sql, parameters=dict(params) if params else None)
         except Exception as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise store_error(exc) from exc
         rows = [tuple(_aware(v) for v in row) for row in res.result_rows]
         return QueryResult(tuple(res.column_names), rows)
 
@@ -60,7 +60,7 @@ class ServerStore:
         try:
             self._client.insert(table, [list(r) for r in rows], column_names=list(columns))
         except Exception as exc:
-            raise StoreUnavailable(str(exc)) from exc
+            raise store_error(exc) from exc
 
     def close(self) -> None:
         """Close the HTTP client."""

@@ -1,0 +1,94 @@
+"""``python -m billing serve``: bill downloads over HTTP, optionally with the scheduler and the store sink.
+
+On the embedded chdb store one process owns the data directory, so the process that writes
+(the sink) must also be the one that answers: ``serve --sink --schedule`` runs the store sink
+on a thread, the apscheduler jobs and the HTTP API over one store handle (queries and inserts
+take turns on it). Bills downloaded while events stream are exact as of the last committed
+batch. On a ClickHouse server the sink can run as its own processes instead.
+
+SIGTERM/SIGINT stop everything cleanly. A permanent error of the sink (schema missing,
+credentials refused) stops the whole service with one line and exit code 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from billing.context import BillingContext
+from billing.http_api import BillingServer
+from billing.scheduler import configure
+from stream_jobs.sink_main import SinkRun
+from tokenledger.budgets import BudgetFile
+from tokenledger.errors import EXIT_PERMANENT
+from tokenledger.health import HEALTH
+from tokenledger.kafka_config import KafkaSettings
+from tokenledger.store.base import Store
+
+log = logging.getLogger("tokenledger.billing")
+
+
+@dataclass(frozen=True)
+class SinkOptions:
+    """The sink's consumer group and batching."""
+
+    group: str = "tokenledger-sink"
+    batch_size: int = 5000
+    batch_wait_s: float = 0.5
+
+
+def run_service(
+    store: Store,
+    ctx: BillingContext,
+    budgets: BudgetFile,
+    *,
+    host: str,
+    port: int,
+    out_dir: Path,
+    sink: SinkOptions | None,
+    schedule: bool,
+) -> int:
+    """Serve until SIGTERM/SIGINT; 0 on a clean stop, 2 when the sink hit a permanent error."""
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    HEALTH.ready["store"] = lambda: None if store.query("SELECT 1").rows else "store does not answer"
+    run: SinkRun | None = None
+    thread: threading.Thread | None = None
+    if sink is not None:
+        run = SinkRun.open(store, KafkaSettings.from_env(), sink.group, sink.batch_size, sink.batch_wait_s)
+        run.register_health()
+        thread = threading.Thread(target=run.run, args=(stop.set,), name="sink", daemon=True)
+        thread.start()
+    scheduler = None
+    if schedule:
+        scheduler = configure(BackgroundScheduler(timezone=ctx.config.tz), store, budgets, ctx, out_dir)
+        scheduler.start()
+    server = BillingServer(store, ctx, budgets, host, port).start()
+    parts = ["bills over HTTP", *(["store sink"] if run else []), *(["scheduler"] if scheduler else [])]
+    print(f"serving on {server.url} ({', '.join(parts)})", flush=True)
+    try:
+        stop.wait()
+    finally:
+        server.stop()
+        if run is not None and thread is not None:
+            run.stop.set()
+            thread.join(60)
+        if scheduler is not None:
+            scheduler.shutdown(wait=True)
+    if run is not None and run.failure:
+        print(f"python -m billing serve: error: {run.failure}", file=sys.stderr)
+        return EXIT_PERMANENT
+    return 0
