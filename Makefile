@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test unit integration lint typecheck bench clean
+.PHONY: help install demo up down test unit integration lint typecheck bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
@@ -21,6 +21,12 @@ install: $(STAMP) ## Create .venv and install the project with its dev tools
 
 demo: $(STAMP) ## Run the main job on the embedded defaults (writes ./out/)
 	$(BIN)/python -m infra.demo --out out
+
+up: $(STAMP) ## Run the whole pipeline in the foreground (Kafka, workers, billing service, gateway)
+	$(BIN)/python -m infra up
+
+down: ## Stop what `make up` started (from another terminal)
+	$(BIN)/python -m infra down
 
 test: $(STAMP) ## Run lint, type checks, unit and integration tests
 	$(BIN)/ruff check .

@@ -1,4 +1,7 @@
-"""``python -m infra {broker-install,broker-start,broker-stop,topics}``: the embedded Kafka broker.
+"""``python -m infra {up,down,broker-install,broker-start,broker-stop,topics}``: run the pipeline, or just its broker.
+
+``up`` runs every process of the pipeline in the foreground and ``down`` stops it (see
+:mod:`infra.supervisor`).
 
 ``broker-install`` resolves the Apache Kafka jars with Maven (``make install`` runs it);
 ``broker-start`` runs a single-node KRaft Kafka on loopback in the background, its data and pid
@@ -19,6 +22,7 @@ import time
 from pathlib import Path
 
 from infra.broker import ROOT, BrokerSetupError, KafkaBroker, ensure_jars, free_port, port_is_free
+from infra.supervisor import DEFAULT_DATA, down, up
 from infra.topics import create_topics
 from tokenledger.kafka_config import KafkaSettings
 
@@ -83,15 +87,20 @@ def broker_stop(timeout_s: float = 60.0) -> int:
     return 0
 
 
-def main() -> int:
+def main() -> int:  # noqa: PLR0911 - one return per command
     """Entry point."""
     ap = argparse.ArgumentParser(prog="infra", description=__doc__)
-    ap.add_argument("command", choices=["broker-install", "broker-start", "broker-stop", "topics"])
+    ap.add_argument("command", choices=["up", "down", "broker-install", "broker-start", "broker-stop", "topics"])
+    ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="up/down: data directory (default ./data)")
     ap.add_argument("--port", type=int, default=DEFAULT_PORT, help="client port (a free one if taken)")
     ap.add_argument("--controller-port", type=int, default=DEFAULT_PORT + 1)
     ap.add_argument("--partitions", type=int, default=3)
     args = ap.parse_args()
     try:
+        if args.command == "up":
+            return up(args.data)
+        if args.command == "down":
+            return down(args.data)
         if args.command == "broker-install":
             print(f"Kafka jars in {ensure_jars()}")
             return 0

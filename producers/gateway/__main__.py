@@ -33,6 +33,7 @@ def main() -> None:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--spool", type=Path, default=Path("data/spool/gateway-usage-raw.jsonl"))
+    serve.add_argument("--upstream", help="OpenAI-compatible base URL (overrides the config file's upstream)")
     mock = sub.add_parser("mock-upstream", help="a local OpenAI-compatible upstream that streams")
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=8090)
@@ -42,6 +43,8 @@ def main() -> None:
         web.run_app(MockUpstream(chunk_delay_s=args.chunk_delay_ms / 1000).app(), host=args.host, port=args.port)
         return
     config = GatewayConfig.load(args.config)
+    if args.upstream:
+        config = config.model_copy(update={"upstream": args.upstream})
     settings = KafkaSettings.from_env()
     table = CachedPriceTable(LayeredPriceTable.from_path())
     guard = Guard(

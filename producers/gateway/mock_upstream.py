@@ -82,6 +82,7 @@ class MockUpstream:
         """The aiohttp application."""
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_get("/readyz", self.ready)
         return app
 
     def _usage(self, body: Mapping[str, Any], messages: list[dict[str, str]], text: str) -> dict[str, Any]:
@@ -123,6 +124,10 @@ class MockUpstream:
         if len(tokens) <= visible_cap:
             return text, "stop"
         return enc.decode(tokens[:visible_cap]), "length"
+
+    async def ready(self, _request: web.Request) -> web.Response:
+        """Always ready (a supervisor waits for it)."""
+        return web.json_response({"status": "ok"})
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``."""

@@ -146,6 +146,7 @@ class Gateway:
         app = web.Application(client_max_size=8 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/healthz", self.health)
+        app.router.add_get("/readyz", self.ready)
         app.router.add_get("/metrics", self.metrics)
         app.on_startup.append(self._open)
         app.on_cleanup.append(self._close)
@@ -166,6 +167,12 @@ class Gateway:
             "decisions": self.stats.decisions,
         }
         return web.Response(body=orjson.dumps(doc), content_type="application/json")
+
+    async def ready(self, _request: web.Request) -> web.Response:
+        """200 once the breaker feed is bootstrapped (decisions use every budget's state), else 503."""
+        ok = self.guard.bootstrapped
+        doc = {"status": "ok" if ok else "failing", "failing": {} if ok else {"breakers": "feed not bootstrapped"}}
+        return web.Response(body=orjson.dumps(doc), status=200 if ok else 503, content_type="application/json")
 
     async def metrics(self, _request: web.Request) -> web.Response:
         """Prometheus exposition of this process's metrics."""

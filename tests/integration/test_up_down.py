@@ -1,0 +1,80 @@
+"""``python -m infra up`` / ``down`` as an operator runs them: everything ready, a bill over HTTP, a clean stop."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+
+from tests.integration.test_billing_service import get
+from tests.integration.test_stream_pipeline import wait_for
+from tokenledger.store.chdb_store import ChdbStore
+
+
+def post_chat(gateway: str, token: str) -> int:
+    body = orjson.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 40})
+    req = urllib.request.Request(
+        gateway + "/v1/chat/completions",
+        data=body,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        return int(resp.status)
+
+
+def test_up_serves_bills_and_down_stops_everything(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENLEDGER_")}  # the embedded defaults
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen([sys.executable, "-m", "infra", "up", "--data", str(data)], env=env, stdout=log, stderr=log)
+    try:
+        record = data / "run" / "up.json"
+        wait_for(record.exists, 300, "`up` to report the pipeline up", alive=lambda: up.poll() is None)
+        state = json.loads(record.read_text())
+        services = state["services"]
+        assert sorted(services) == ["billing", "gateway", "pricing worker", "spend worker", "upstream"]
+        for service in services.values():
+            assert get(service["ready"], None)[0] == 200
+        for _ in range(3):
+            assert post_chat(services["gateway"]["url"], "sk-demo-research-copilot") == 200
+        month = time.strftime("%Y-%m", time.gmtime(time.time() + 8 * 3600))  # billing months are Asia/Shanghai
+        bill_url = f"{services['billing']['url']}/v1/tenants/acme/bills/{month}/department/research.json"
+
+        def billed() -> bool:
+            status, body = get(bill_url)
+            return status == 200 and orjson.loads(body)["summary"]["requests"] == 3
+
+        wait_for(billed, 120, "the three gateway calls on the bill")
+        summary = orjson.loads(get(bill_url)[1])["summary"]
+    finally:
+        done = subprocess.run(
+            [sys.executable, "-m", "infra", "down", "--data", str(data)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        code = up.wait(300)
+        log.close()
+    assert done.returncode == 0 and done.stdout.startswith("stopped the pipeline"), done
+    assert code == 0, (tmp_path / "up.log").read_text()[-2000:]
+    out = (tmp_path / "up.log").read_text()
+    for name in ("gateway", "upstream", "billing", "spend worker", "pricing worker"):
+        assert f"stopped {name} (exit 0)" in out
+    assert "stopped kafka" in out
+    store = ChdbStore(data / "chdb")  # every process let go of the embedded store
+    try:
+        rows, nanos = store.query(
+            "SELECT count(), sum(cost_nanos) FROM usage_events FINAL WHERE tenant = 'acme' AND department = 'research'"
+        ).rows[0]
+    finally:
+        store.close()
+    assert (rows, nanos) == (3, summary["cost_nanos"])
+    assert nanos > 0
