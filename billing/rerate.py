@@ -51,7 +51,7 @@ def reprice_row(row: dict[str, Any], table: PriceTable) -> Cost:
         int(row["reasoning_tokens"]),
         bool(row["batch"]),
     )
-    return price_with_spec(usage, table.lookup(usage.provider, usage.model, row["event_time"]))
+    return price_with_spec(usage, table.lookup(usage.provider, usage.model, row["event_time"], batch=usage.batch))
 
 
 def rerate_period(

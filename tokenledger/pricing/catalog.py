@@ -16,6 +16,8 @@ from genai_prices.types import TieredPrices
 
 from tokenledger.pricing.model import PriceSpec, Rates, Tier
 
+BATCH_CONTEXT = {"processing": "batch"}  # genai-prices' price variant of batch API calls
+
 # Our token classes and the genai-prices price keys that carry them.
 _KEYS = {
     "input": "input_mtok",
@@ -33,8 +35,12 @@ class GenaiPricesCatalog:
         self._snapshot = data_snapshot.get_snapshot()
         self._batch = batch_discounts or {}
 
-    def find(self, provider: str, model: str, at: datetime) -> PriceSpec | None:
+    def find(self, provider: str, model: str, at: datetime, *, batch: bool = False) -> PriceSpec | None:
         """Price spec for the model at ``at``, or ``None`` when genai-prices does not know it.
+
+        With ``batch``, the model's own batch-processing prices when genai-prices lists them
+        (they may differ per component: e.g. cached input kept at the standard rate), flagged
+        ``provider_batch_price``; else the standard prices with the provider's flat discount.
 
         Tries the stated provider first; when the provider is unknown to genai-prices (e.g.
         ``azure`` deployments of OpenAI models) it lets genai-prices infer the provider and
@@ -49,7 +55,13 @@ class GenaiPricesCatalog:
             except LookupError:
                 return None
             flags.add("provider_inferred")
-        prices = info.get_prices(at)
+        own_batch = batch and any(
+            v.when.get("processing") == "batch" and (v.constraint is None or v.constraint.active(at))
+            for v in info.price_variants or ()
+        )
+        prices = info.get_prices(at, BATCH_CONTEXT) if own_batch else info.get_prices(at)
+        if own_batch:
+            flags.add("provider_batch_price")
         raw = {ours: getattr(prices, key, None) for ours, key in _KEYS.items()}
         if raw["input"] is None or raw["output"] is None:
             return None  # not a token-priced model (audio, images): outside this ledger
@@ -61,7 +73,7 @@ class GenaiPricesCatalog:
             tiers=tuple(Tier(above_input_tokens=t, rates=_rates_at(raw, t)) for t in thresholds),
             source="genai-prices",
             origin=f"v{GENAI_PRICES_VERSION}",
-            batch_discount=self._batch.get(prov.id, Decimal(0)),
+            batch_discount=Decimal(0) if own_batch else self._batch.get(prov.id, Decimal(0)),
             flags=frozenset(flags),
         )
 

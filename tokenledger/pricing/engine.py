@@ -27,7 +27,7 @@ def price(usage: UsageLike, at: datetime, table: PriceTable) -> Cost:
     """
     if at.tzinfo is None:
         raise ValueError("pricing needs a timezone-aware timestamp")
-    return price_with_spec(usage, table.lookup(usage.provider, usage.model, at))
+    return price_with_spec(usage, table.lookup(usage.provider, usage.model, at, batch=usage.batch))
 
 
 def price_with_spec(usage: UsageLike, spec: PriceSpec) -> Cost:

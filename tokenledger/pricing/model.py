@@ -148,6 +148,10 @@ class Cost:
 class PriceTable(Protocol):
     """Resolves the price of a model at an instant. Implementations must be deterministic."""
 
-    def lookup(self, provider: str, model: str, at: datetime) -> PriceSpec:
-        """Price spec for ``provider``/``model`` effective at ``at`` (never raises for unknowns)."""
+    def lookup(self, provider: str, model: str, at: datetime, *, batch: bool = False) -> PriceSpec:
+        """Price spec for ``provider``/``model`` effective at ``at`` (never raises for unknowns).
+
+        ``batch``: the request went through the provider's batch API (its own batch prices
+        where known, else the configured flat discount in ``batch_discount``).
+        """
         ...

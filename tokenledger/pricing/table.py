@@ -30,11 +30,16 @@ class LayeredPriceTable:
         """Build from an override file (default: the one shipped in the package)."""
         return cls(OverrideBook.from_file(path))
 
-    def lookup(self, provider: str, model: str, at: datetime) -> PriceSpec:
-        """Price spec in force for ``provider``/``model`` at ``at``."""
+    def lookup(self, provider: str, model: str, at: datetime, *, batch: bool = False) -> PriceSpec:
+        """Price spec in force for ``provider``/``model`` at ``at``.
+
+        A batch request takes the provider's own batch prices where genai-prices has them
+        (flag ``provider_batch_price``); otherwise, and for overrides and unknown models, the
+        flat ``batch_discounts`` of the override file apply to every component.
+        """
         spec = self._overrides.find(provider, model, at)
         if spec is None:
-            spec = self._catalog.find(provider, model, at)
+            spec = self._catalog.find(provider, model, at, batch=batch)
         if spec is None:
             spec = PriceSpec(
                 provider=provider,
@@ -58,14 +63,14 @@ class CachedPriceTable:
     def __init__(self, inner: PriceTable, maxsize: int = 65_536) -> None:
         self._inner = inner
         self._maxsize = maxsize
-        self._cache: OrderedDict[tuple[str, str, int], PriceSpec] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str, int, bool], PriceSpec] = OrderedDict()
 
-    def lookup(self, provider: str, model: str, at: datetime) -> PriceSpec:
+    def lookup(self, provider: str, model: str, at: datetime, *, batch: bool = False) -> PriceSpec:
         """Same answer as the inner table, cached."""
-        key = (provider, model, int(at.timestamp()) // 60)
+        key = (provider, model, int(at.timestamp()) // 60, batch)
         spec = self._cache.get(key)
         if spec is None:
-            spec = self._inner.lookup(provider, model, at)
+            spec = self._inner.lookup(provider, model, at, batch=batch)
             self._cache[key] = spec
             if len(self._cache) > self._maxsize:
                 self._cache.popitem(last=False)
