@@ -28,7 +28,7 @@ from billing.allocation import METHODS
 from billing.bill import AS_BILLED, DIMENSIONS, build_bill
 from billing.context import BillingContext
 from billing.forecast_job import forecast_budgets
-from billing.jobs import allocation_csv, allocation_for_month
+from billing.jobs import allocation_csv, allocation_for_month, file_part
 from billing.model import Scope
 from billing.periods import month_period
 from billing.render import render_csv, render_json, render_pdf, to_plain
@@ -129,7 +129,8 @@ def make_handler(store: Store, ctx: BillingContext, budgets: BudgetFile) -> type
                 self._error(HTTPStatus.NOT_FOUND, f"no usage of {dimension}={value} for tenant {tenant} in {month}")
                 return
             body = {"json": render_json, "csv": render_csv, "pdf": render_pdf}[fmt](bill)
-            self._send(HTTPStatus.OK, body, _TYPES[fmt], f"bill-{tenant}-{month}-{dimension}-{value}.{fmt}")
+            name = f"bill-{file_part(tenant)}-{month}-{dimension}-{file_part(value)}.{fmt}"
+            self._send(HTTPStatus.OK, body, _TYPES[fmt], name)
 
         def _allocation(self, tenant: str, parts: list[str], query: dict[str, str]) -> None:
             month, fmt = parts

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 
@@ -20,7 +22,7 @@ from tokenledger.budgets import BudgetFile
 from tokenledger.money import nanos_to_units
 from tokenledger.store.base import Store, load_query
 
-BILL_DIMENSIONS = ("department", "project")
+BILL_DIMENSIONS = ("tenant", "department", "project")  # the tenant bill: the whole company's month
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,11 @@ def bill_scopes(store: Store, period: Period, dimension: str, tenant: str | None
 
 def write_bill(bill: Bill, out_dir: Path) -> WrittenBill:
     """Write JSON, CSV and PDF under ``out_dir/<tenant>/<month>/``."""
-    folder = out_dir / bill.scope.tenant / bill.period
+    folder = out_dir / file_part(bill.scope.tenant) / bill.period
     folder.mkdir(parents=True, exist_ok=True)
-    stem = f"bill-{bill.scope.dimension}-{_safe(bill.scope.value)}"
+    stem = f"bill-{bill.scope.dimension}-{file_part(bill.scope.value)}"
     if bill.rating != AS_BILLED:
-        stem += "-" + _safe(bill.rating)
+        stem += "-" + file_part(bill.rating)
     paths = []
     for ext, render in (("json", render_json), ("csv", render_csv), ("pdf", render_pdf)):
         path = folder / f"{stem}.{ext}"
@@ -52,14 +54,26 @@ def write_bill(bill: Bill, out_dir: Path) -> WrittenBill:
     return WrittenBill(bill, tuple(paths))
 
 
-def _safe(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)[:80]
+def file_part(text: str, limit: int = 80) -> str:
+    """``text`` as one file-name component, injectively: two values never share a file name.
+
+    RFC 3986 unreserved characters stay; anything else (``/``, spaces, CJK) is percent-encoded,
+    so ``ml/platform`` -> ``ml%2Fplatform`` stays apart from ``ml_platform``. A name longer
+    than ``limit`` keeps its start plus a hash of the whole value.
+    """
+    encoded = quote(text, safe="")
+    if encoded in ("", ".", ".."):  # not usable as names; a lone "%" is never an output of quote()
+        encoded = "%" + encoded.replace(".", "%2E")
+    if len(encoded) > limit:
+        digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+        encoded = f"{encoded[: limit - 17]}~{digest}"
+    return encoded
 
 
 def generate_monthly_bills(
     store: Store, ctx: BillingContext, month: str, out_dir: Path, tenant: str | None = None
 ) -> list[WrittenBill]:
-    """Bills per department and per project for ``month`` (the scheduled job's body)."""
+    """The tenant bill and the bills per department and per project for ``month`` (the scheduled job's body)."""
     period = month_period(month, ctx.config.tz)
     written = []
     for dimension in BILL_DIMENSIONS:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import os
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -16,9 +17,14 @@ from fpdf import FPDF
 from fpdf.fonts import FontFace
 
 from billing.model import Bill
+from tokenledger.errors import ConfigError
 from tokenledger.money import format_money, units_text
 
 _FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+# Glyphs DejaVu lacks (Chinese, Japanese, Korean names) come from a fallback font: the
+# ``TOKENLEDGER_PDF_CJK_FONT`` file, else Debian's fonts-droid-fallback (one TTF, 1.8 MB).
+_CJK_FONTS = (Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),)
+_CJK_HINT = "install Debian's fonts-droid-fallback or set TOKENLEDGER_PDF_CJK_FONT to a TTF that covers them"
 _INK = (33, 37, 41)
 _ACCENT = (13, 71, 161)
 _MUTED = (108, 117, 125)
@@ -192,6 +198,10 @@ class _BillPdf(FPDF):
             self.add_font("Body", "B", str(_FONT_DIR / "DejaVuSans-Bold.ttf"))
             self.body_font = "Body"
             self.unicode = True
+            cjk = cjk_font()
+            if cjk is not None:
+                self.add_font("Fallback", "", str(cjk))
+                self.set_fallback_fonts(["Fallback"], exact_match=False)  # bold text falls back to regular
         else:  # core font: latin-1 only
             self.body_font = "Helvetica"
             self.unicode = False
@@ -257,9 +267,36 @@ def _usd(nanos: int) -> str:
     return format_money(nanos, "USD")
 
 
+def cjk_font() -> Path | None:
+    """The fallback font for glyphs the body font lacks, if one is installed."""
+    configured = os.environ.get("TOKENLEDGER_PDF_CJK_FONT")
+    candidates = (Path(configured),) if configured else _CJK_FONTS
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def missing_glyphs(pdf: FPDF, text: str) -> str:
+    """Characters of ``text`` that neither the body font nor a fallback font can draw."""
+    fonts = [f for f in pdf.fonts.values() if hasattr(f, "cmap")]
+    return "".join(sorted({c for c in text if c.isprintable() and not any(ord(c) in f.cmap for f in fonts)}))
+
+
 def render_pdf(bill: Bill) -> bytes:
-    """A4 PDF: summary cards, spend by model and feature, daily trend chart, top requests, advice."""
+    """A4 PDF: summary cards, spend by model and feature, daily trend chart, top requests, advice.
+
+    Raises:
+        ConfigError: The bill names something (e.g. a department 研发中心) that no installed font can draw;
+            a bill with blank names is worse than no bill.
+    """
+    return bytes(bill_pdf(bill).output())
+
+
+def bill_pdf(bill: Bill) -> FPDF:
+    """The laid-out document (``render_pdf`` serialises it); raises like it."""
     pdf = _BillPdf(bill)
+    if pdf.unicode:
+        lacking = missing_glyphs(pdf, render_json(bill).decode())
+        if lacking:
+            raise ConfigError(f"no font for {lacking[:20]!r} in the bill of {bill.scope.value!r}: {_CJK_HINT}")
     pdf.alias_nb_pages()
     pdf.add_page()
     pdf.set_font(pdf.body_font, "B", 18)
@@ -351,7 +388,7 @@ def render_pdf(bill: Bill) -> bytes:
         pdf.set_text_color(*_MUTED)
         pdf.multi_cell(0, 4, pdf.txt(g.detail), new_x="LMARGIN", new_y="NEXT")
         pdf.ln(1)
-    return bytes(pdf.output())
+    return pdf
 
 
 def _summary_cards(pdf: _BillPdf, bill: Bill) -> None:

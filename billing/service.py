@@ -25,7 +25,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from billing.context import BillingContext
 from billing.http_api import BillingServer
 from billing.scheduler import configure
-from stream_jobs.sink_main import SinkRun
+from stream_jobs.sink_main import SinkRun, watch_stages
 from tokenledger.budgets import BudgetFile
 from tokenledger.errors import EXIT_PERMANENT
 from tokenledger.health import HEALTH
@@ -72,6 +72,7 @@ def run_service(
         run.register_health()
         thread = threading.Thread(target=run.run, args=(stop.set,), name="sink", daemon=True)
         thread.start()
+        watch_stages(KafkaSettings.from_env(), stop)
     scheduler = None
     if schedule:
         scheduler = configure(BackgroundScheduler(timezone=ctx.config.tz), store, budgets, ctx, out_dir)

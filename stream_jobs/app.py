@@ -15,10 +15,12 @@ from typing import Any
 
 import faust
 
-from stream_jobs import faust_fixes  # noqa: F401 - patches a recovery race before the app exists
+from stream_jobs import faust_fixes, log_levels  # noqa: F401 - faust_fixes patches a recovery race first
 from tokenledger import metrics
 from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
 from tokenledger.kafka_config import KafkaSettings
+
+log_levels.install()
 
 SETTINGS = KafkaSettings.from_env()
 BUDGETS = BudgetFile.load(Path(os.environ.get("TOKENLEDGER_BUDGETS", str(DEFAULT_BUDGETS))))

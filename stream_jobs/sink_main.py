@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from types import FrameType
 
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
+from stream_jobs.stage_watch import StageWatch, pipeline_stages
 from stream_jobs.store_sink import SinkStopped, StoreSink
 from tokenledger import metrics
 from tokenledger.errors import EXIT_PERMANENT, PermanentError, cli_errors, one_line
@@ -95,6 +96,12 @@ class SinkRun:
         HEALTH.ready["sink"] = lambda: None if self.running else "sink not running"
 
 
+def watch_stages(settings: KafkaSettings, stop: threading.Event) -> None:
+    """Warn (and export a gauge) while a worker stage has no consumer and events wait for it."""
+    watch = StageWatch(settings, pipeline_stages(settings, os.environ.get("TOKENLEDGER_APP_ID", "tokenledger")))
+    threading.Thread(target=watch.run, args=(stop,), name="stage-watch", daemon=True).start()
+
+
 @cli_errors("python -m stream_jobs sink")
 def main(argv: list[str] | None = None) -> int:
     """Run the sink until SIGTERM/SIGINT; 0 on a clean stop, 2 on a permanent error."""
@@ -121,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, on_signal)
         run.register_health()
         metrics.serve_from_env(9103)
+        watch_stages(settings, run.stop)
         run.run()
         if run.failure:
             print(f"python -m stream_jobs sink: error: {run.failure}", file=sys.stderr)

@@ -98,6 +98,15 @@ CONSUMER_STALLED = gauge(
     "Seconds a consumer has been behind the end of its topic without receiving a record (0 = flowing)",
     ["group", "topic"],
 )
+PRODUCER_BACKPRESSURE = counter(
+    "tokenledger_producer_backpressure_total",
+    "Times a worker paused its stream until the changelog producer's buffer drained (Faust backpressure)",
+)
+STAGE_UNCONSUMED = gauge(
+    "tokenledger_stage_unconsumed_events",
+    "Events waiting for a pipeline stage (pricing, spend) whose consumer group has no member",
+    ["stage"],
+)
 TRANSIENT = counter(
     "tokenledger_transient_errors_total",
     "Transient failures retried with backoff (store or broker away)",

@@ -38,13 +38,15 @@ def test_monthly_job_writes_last_months_bills(store: ChdbStore, tmp_path: Path) 
     names = sorted(p.name for p in folder.iterdir())
     assert names == sorted(
         f"bill-{dim}-{v}.{ext}"
-        for dim, v in [("department", "research"), ("department", "sales"), ("project", "copilot")]
+        for dim, v in [("tenant", "acme"), ("department", "research"), ("department", "sales"), ("project", "copilot")]
         for ext in ("json", "csv", "pdf")
     )
     research = orjson.loads((folder / "bill-department-research.json").read_bytes())
     assert research["summary"]["cost_nanos"] == 1_337_972_500
     project = orjson.loads((folder / "bill-project-copilot.json").read_bytes())
     assert project["summary"]["cost_nanos"] == 1_337_972_500 + 7_500_000  # research + sales
+    tenant = orjson.loads((folder / "bill-tenant-acme.json").read_bytes())
+    assert tenant["summary"]["cost_nanos"] == 1_337_972_500 + 7_500_000  # the whole company's month
     forecasts_job(store, BudgetFile.load(), ctx, tmp_path)()
     doc = orjson.loads((tmp_path / "forecasts.json").read_bytes())
     assert doc["units"] == "nano-USD"

@@ -1,0 +1,36 @@
+"""Log lines at the level of what an operator should do about them.
+
+Faust warns ``producer buffer full size N`` whenever more than 100 table-changelog records
+wait to be sent, and then logs how long the flush took. That is its backpressure working
+as designed under normal load (the stream pauses until the broker caught up): nothing to act
+on, so no log line. Each wait is counted in ``tokenledger_producer_backpressure_total``
+instead; a rate that keeps climbing means the broker is slower than the stage, which the
+consumer-lag alert already reports.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from tokenledger import metrics
+
+_ROUTINE = ("producer buffer full", "producer flush took")
+
+
+class Backpressure(logging.Filter):
+    """Drops Faust's routine backpressure lines and counts the waits."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """False (drop) for the two routine lines; everything else passes unchanged."""
+        message = str(record.msg)
+        if message.startswith(_ROUTINE[0]):
+            metrics.PRODUCER_BACKPRESSURE.inc()
+            return False
+        return not message.startswith(_ROUTINE[1])
+
+
+def install() -> None:
+    """Attach the filter to Faust's producer logger (idempotent)."""
+    logger = logging.getLogger("faust.transport.producer")
+    if not any(isinstance(f, Backpressure) for f in logger.filters):
+        logger.addFilter(Backpressure())

@@ -1,0 +1,107 @@
+"""Notices a pipeline stage that nobody consumes: every worker of it died or was never started.
+
+A dead pricing or spend worker does not stop the sink (it simply receives nothing new), so
+the process that stays up (the billing service with its sink, or the standalone sink) asks
+the cluster every ``every_s`` whether each stage's consumer group still has members. A stage
+with no member while events wait for it is logged once (and again when it recovers) and
+exported as ``tokenledger_stage_unconsumed_events{stage}`` (alert
+``TokenledgerStageUnconsumed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from tokenledger import metrics
+from tokenledger.kafka_config import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A stage: the consumer groups that may run it (Faust's per-role id or the all-in-one id) and its input."""
+
+    name: str
+    groups: tuple[str, ...]
+    topic: str
+
+
+def pipeline_stages(settings: KafkaSettings, app_id: str = "tokenledger") -> list[Stage]:
+    """The two worker stages of the pipeline under Faust application id ``app_id``."""
+    t = settings.topics
+    return [
+        Stage("pricing", (f"{app_id}-pricing", app_id), t.usage_raw),
+        Stage("spend", (f"{app_id}-spend", app_id), t.usage_priced),
+    ]
+
+
+class StageWatch:
+    """Checks each stage's members and backlog; :meth:`run` does it on a timer until ``stop``."""
+
+    def __init__(self, settings: KafkaSettings, stages: list[Stage], every_s: float = 15.0) -> None:
+        self._settings, self._stages, self._every_s = settings, stages, every_s
+        self._admin = AdminClient(settings.client_config())
+        self.unconsumed: dict[str, int] = {}
+
+    def members(self, group: str) -> int:
+        """Current members of ``group`` (0 when it does not exist or is empty)."""
+        described = self._admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+        return len(described.members)
+
+    def backlog(self, stage: Stage) -> int:
+        """Events of the stage's topic that none of its groups has committed."""
+        best = None
+        for group in stage.groups:
+            c = Consumer({**self._settings.client_config(), "group.id": group, "enable.auto.commit": False})
+            try:
+                meta = c.list_topics(stage.topic, timeout=10).topics[stage.topic]
+                parts = [TopicPartition(stage.topic, p) for p in meta.partitions]
+                end = sum(c.get_watermark_offsets(tp, timeout=10)[1] for tp in parts)
+                done = sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
+            finally:
+                c.close()
+            best = end - done if best is None else min(best, end - done)
+        return best or 0
+
+    def check(self) -> dict[str, int]:
+        """``{stage: events waiting}`` for each stage without any consumer; logs transitions."""
+        found: dict[str, int] = {}
+        for stage in self._stages:
+            waiting = 0
+            if not any(self.members(g) for g in stage.groups):
+                waiting = self.backlog(stage)
+            metrics.STAGE_UNCONSUMED.labels(stage.name).set(waiting)
+            was = self.unconsumed.get(stage.name, 0)
+            if waiting and not was:
+                log.warning(
+                    "no %s worker is consuming %s (groups %s have no members) and %d events wait: "
+                    "start `TOKENLEDGER_AGENTS=%s python -m stream_jobs worker`",
+                    stage.name,
+                    stage.topic,
+                    "/".join(stage.groups),
+                    waiting,
+                    stage.name,
+                )
+            elif was and not waiting:
+                log.info("%s stage is consumed again", stage.name)
+            if waiting:
+                found[stage.name] = waiting
+        self.unconsumed = found
+        return found
+
+    def run(self, stop: threading.Event, on_error: Callable[[Exception], None] | None = None) -> None:
+        """Check every ``every_s`` until ``stop`` (a broker away is skipped, not fatal)."""
+        while not stop.wait(self._every_s):
+            try:
+                self.check()
+            except (KafkaException, KeyError) as exc:
+                metrics.TRANSIENT.labels("stage-watch", "broker").inc()
+                if on_error:
+                    on_error(exc)

@@ -1,0 +1,23 @@
+"""Faust's routine backpressure lines are counted, not logged; other producer lines pass."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from stream_jobs import log_levels
+from tokenledger import metrics
+
+
+def test_backpressure_is_a_metric_not_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    log_levels.install()
+    log_levels.install()  # idempotent
+    logger = logging.getLogger("faust.transport.producer")
+    before = metrics.PRODUCER_BACKPRESSURE._value.get()
+    with caplog.at_level(logging.DEBUG, logger="faust.transport.producer"):
+        logger.warning("producer buffer full size 101")
+        logger.info("producer flush took 0.02")
+        logger.warning("something else")
+    assert [r.getMessage() for r in caplog.records] == ["something else"]
+    assert metrics.PRODUCER_BACKPRESSURE._value.get() - before == 1
