@@ -133,6 +133,12 @@ class Proc:
                 raise RuntimeError(f"no {text!r} in {self.log} after {timeout_s:.0f} s")
             time.sleep(0.2)
 
+    def dump_stacks(self) -> None:
+        """SIGUSR2: workers and the sink write their tasks' and threads' stacks to their log."""
+        if self.alive:
+            assert self.proc is not None
+            os.kill(self.proc.pid, signal.SIGUSR2)
+
     def tail(self, lines: int = 15) -> str:
         """The last ``lines`` lines of its log, librdkafka's connection chatter (``%3|...``) left out."""
         if not self.log.exists():

@@ -15,6 +15,7 @@ error (schema missing, credentials refused) stops it with one line and exit code
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import signal
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-wait-s", type=float, default=0.5, help="longest wait to fill a batch (default 0.5 s)")
     ap.add_argument("-l", "--log-level", default="info")
     args = ap.parse_args(argv)
+    faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <pid>`: every thread's stack to stderr
     logging.basicConfig(level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     settings = KafkaSettings.from_env()
     store = open_store(args.store)

@@ -203,8 +203,11 @@ class Rig:
                 alive=lambda: all(p.alive for p in survivors),
             )
         except AssertionError:
-            for p in self.processes():  # CI keeps only this output: say what each process last said
-                print(f"--- {p.log.name} (alive {p.alive})\n{p.tail()}", file=sys.stderr)
+            for p in self.processes():  # CI keeps only this output: where each process is, what it last said
+                p.dump_stacks()
+            time.sleep(2)
+            for p in self.processes():
+                print(f"--- {p.log.name} (alive {p.alive})\n{p.tail(60)}", file=sys.stderr)
             raise
 
     def stop(self) -> None:

@@ -68,7 +68,7 @@ def test_alert_rules_pass_promtool_check_and_unit_tests() -> None:
         [promtool, "check", "rules", "alerts.yml"], cwd=OBS, capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "SUCCESS: 11 rules found" in check.stdout
+    assert "SUCCESS: 12 rules found" in check.stdout
     unit = subprocess.run(
         [promtool, "test", "rules", "alerts_test.yml"], cwd=OBS, capture_output=True, text=True, check=False
     )
