@@ -29,6 +29,12 @@ async def _diagnostics() -> None:
     await watch_health(app)
 
 
+if "worker" in sys.argv:
+    from stream_jobs.app import SETTINGS
+    from stream_jobs.changelogs import ensure_changelogs
+
+    ensure_changelogs(app, SETTINGS)
+
 # No embedded web server: several workers share a host, and metrics are exported separately.
 if "worker" in sys.argv and "--with-web" not in sys.argv and "--without-web" not in sys.argv:
     sys.argv.append("--without-web")

@@ -53,9 +53,26 @@ async def _seek_then_resume(self: Any, generation_id: int) -> bool:
         consumer.resume_partitions({tp for tp in assignment if not self._is_changelog_tp(tp)})
         self.log.info("Seek stream partitions to committed offsets (flow stopped).")
         await self._wait(consumer.perform_seek(), timeout=app.conf.broker_request_timeout)
+        await _seek_uncommitted_to_start(self, consumer)
     else:
         self.log.info("Resuming streams with empty assignment")
     return True
+
+
+async def _seek_uncommitted_to_start(self: Any, consumer: Any) -> None:
+    """Seek stream partitions without a committed offset (or committed 0) to their start.
+
+    aiokafka's ``seek_to_committed`` leaves such partitions where the fetcher was, so records
+    it had already fetched and Faust discarded during the rebalance are never fetched again,
+    and Faust's commit (which checks for a hole at the head only when the committed offset is
+    non-zero) then moves past them: seen here as offsets 0 of partition 1 and 0-1 of partition
+    2 never priced while their offsets were committed, after a second worker joined under load.
+    Seeking to 0 refetches them (past the log start, the reset policy ``earliest`` applies).
+    """
+    committed = await asyncio.wait_for(consumer.seek_to_committed(), self.app.conf.broker_request_timeout)
+    for tp, offset in (committed or {}).items():
+        if not offset and not self._is_changelog_tp(tp):
+            await consumer.seek(tp, 0)
 
 
 async def _resume_flow(self: Any, *, standbys_ready: bool) -> None:
@@ -111,3 +128,19 @@ def apply() -> bool:
 
 
 PATCHED = apply()
+
+
+def _log_gaps() -> None:
+    """Diagnostic: say when Faust treats skipped offsets of a partition as a gap (acked without processing)."""
+    from faust.transport.consumer import Consumer  # noqa: PLC0415
+
+    original = Consumer._add_gap
+
+    async def add_gap(self: Any, tp: Any, offset_from: int, offset_to: int) -> None:
+        log.warning("faust gap: %s offsets %d..%d will be committed unprocessed", tp, offset_from, offset_to)
+        await original(self, tp, offset_from, offset_to)
+
+    Consumer._add_gap = add_gap  # type: ignore[method-assign]
+
+
+_log_gaps()

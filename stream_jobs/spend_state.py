@@ -37,14 +37,28 @@ class When:
 
     @classmethod
     def of(cls, at: datetime, tz: ZoneInfo) -> When:
-        """Calendar keys in ``tz`` and bucket starts of ``at``."""
-        return cls(
-            at,
-            calendar_window(at, "day", tz).key,
-            calendar_window(at, "month", tz).key,
-            bucket_start(at, ROLLING["rolling_1h"][1]),
-            bucket_start(at, timedelta(hours=1)),
-        )
+        """Calendar keys in ``tz`` and bucket starts of ``at``.
+
+        Every instant of one UTC minute lies in the same local day and month (timezone
+        offsets are whole minutes), so the keys are computed once per minute and reused.
+        """
+        minute = int(at.timestamp()) // 60
+        cached = _KEYS.get((minute, tz))
+        if cached is None:
+            cached = (
+                calendar_window(at, "day", tz).key,
+                calendar_window(at, "month", tz).key,
+                bucket_start(at, ROLLING["rolling_1h"][1]),
+                bucket_start(at, timedelta(hours=1)),
+            )
+            if len(_KEYS) >= _KEYS_MAX:
+                _KEYS.clear()
+            _KEYS[(minute, tz)] = cached
+        return cls(at, *cached)
+
+
+_KEYS: dict[tuple[int, ZoneInfo], tuple[str, str, int, int]] = {}
+_KEYS_MAX = 100_000  # ~70 days of minutes; cleared when full
 
 
 _HOUR_S = 3600
@@ -72,7 +86,51 @@ def add_spend(state: dict[str, Any] | None, when: When, nanos: int) -> dict[str,
         day = dict(sorted(day.items())[-2:])
     if len(month) > 2:
         month = dict(sorted(month.items())[-2:])
-    # Minute buckets: keep those inside the hour before the newest bucket seen.
+    minute, hour = state["minute"], state["hour"]
+    if not (
+        _ten_digits(minute)
+        and _ten_digits(hour)
+        and when.hour >= _TEN_DIGITS + _HOURLY_KEEP_S
+        and when.minute < _ELEVEN_DIGITS
+    ):
+        return _add_buckets_by_value(state, day, month, when, nanos)
+    # Bucket keys and window edges are epoch seconds with ten digits (2001-09-11 .. 2286-11-20), so comparing
+    # them as strings compares them as numbers: no key is parsed, and a dict is rebuilt only
+    # when one of its buckets actually fell out of its window.
+    minute = dict(minute)
+    key = str(when.minute)
+    newest = max(key, *minute) if minute else key
+    oldest_kept = str(int(newest) - _HOUR_S)
+    if key > oldest_kept:
+        minute[key] = minute.get(key, 0) + nanos
+    if minute and min(minute) <= oldest_kept:
+        minute = {k: v for k, v in minute.items() if k > oldest_kept}
+    hour = dict(hour)
+    hkey = str(when.hour)
+    hour[hkey] = hour.get(hkey, 0) + nanos
+    oldest_hour = str(when.hour - _HOURLY_KEEP_S)
+    if min(hour) <= oldest_hour:
+        hour = {k: v for k, v in hour.items() if k > oldest_hour}
+    return {"day": day, "month": month, "minute": minute, "hour": hour}
+
+
+def _ten_digits(buckets: dict[str, int]) -> bool:
+    """Whether every key has ten digits.
+
+    A key's buckets span at most 49 hours, so keys of two lengths can only meet at the edge
+    of the ten-digit range, where the longest key sorts first or the shortest sorts last:
+    checking the lexically smallest and largest keys is enough.
+    """
+    return not buckets or (len(min(buckets)) == 10 and len(max(buckets)) == 10)
+
+
+_TEN_DIGITS, _ELEVEN_DIGITS = 10**9, 10**10
+
+
+def _add_buckets_by_value(
+    state: dict[str, Any], day: dict[str, int], month: dict[str, int], when: When, nanos: int
+) -> dict[str, Any]:
+    """The bucket update comparing parsed keys (instants outside the ten-digit epoch range)."""
     minute = dict(state["minute"])
     newest = max([when.minute, *(int(k) for k in minute)])
     key = str(when.minute)

@@ -222,14 +222,32 @@ class Rig:
         store = ChdbStore(self.store_dir)
         try:
             rows, stored = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
+            ids = {f"{s}|{i}" for s, i in store.query("SELECT DISTINCT source, event_id FROM usage_events").rows}
         finally:
             store.close()
-        assert (rows, stored) == (len(truth.nanos), sum(truth.nanos.values()))
+        assert (rows, stored) == (len(truth.nanos), sum(truth.nanos.values())), self._where_lost(truth, ids)
         # The spend agent's table, per dimension value, for the month.
         changelog = latest(self.settings, f"{self.app_id}-spend-spend-changelog")
         spend = {json.loads(k): v["month"].get(MONTH, 0) for k, v in changelog.items() if v}
         assert spend == truth.by_dimension(docs)
         self._verify_budgets(truth, docs)
+
+    def _where_lost(self, truth: Truth, stored: set[str]) -> str:
+        """Which stage lost the missing events: their raw positions, and whether they were ever priced."""
+        raw: dict[str, tuple[int, int]] = {}
+        for m in read_messages(self.settings, self.settings.topics.usage_raw):
+            doc = orjson.loads(m.value())
+            raw.setdefault(f"{doc['source']}|{doc['id']}", (m.partition(), m.offset()))
+        priced = {
+            "{source}|{id}".format(**orjson.loads(m.value())["event"])
+            for m in read_messages(self.settings, self.settings.topics.usage_priced)
+        }
+        missing = sorted(set(truth.nanos) - stored, key=lambda i: raw.get(i, (-1, -1)))
+        never_priced = [raw.get(i) for i in missing if i not in priced]
+        return (
+            f"{len(missing)} events missing from the store; {len(never_priced)} of them never reached "
+            f"usage-priced; raw (partition, offset) of those: {never_priced[:12]}...{never_priced[-3:]}"
+        )
 
     def _verify_budgets(self, truth: Truth, docs: dict[str, dict[str, Any]]) -> None:
         budgets = BudgetFile.load(self.budgets_path).budgets

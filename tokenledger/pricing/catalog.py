@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Literal
 
 from genai_prices import __version__ as GENAI_PRICES_VERSION
 from genai_prices import data_snapshot
-from genai_prices.types import TieredPrices
+from genai_prices.types import ModelInfo, Provider, TieredPrices
 
 from tokenledger.pricing.model import PriceSpec, Rates, Tier
 
@@ -34,6 +34,8 @@ class GenaiPricesCatalog:
     def __init__(self, batch_discounts: dict[str, Decimal] | None = None) -> None:
         self._snapshot = data_snapshot.get_snapshot()
         self._batch = batch_discounts or {}
+        self._models: dict[tuple[str, str], tuple[Provider, ModelInfo, bool] | Literal[False]] = {}
+        self._specs: dict[tuple[str, str, bool, int, tuple[int, ...]], PriceSpec | None] = {}
 
     def find(self, provider: str, model: str, at: datetime, *, batch: bool = False) -> PriceSpec | None:
         """Price spec for the model at ``at``, or ``None`` when genai-prices does not know it.
@@ -46,20 +48,50 @@ class GenaiPricesCatalog:
         ``azure`` deployments of OpenAI models) it lets genai-prices infer the provider and
         flags ``provider_inferred``.
         """
-        flags: set[str] = set()
+        resolved = self._models.get((provider, model))
+        if resolved is None:
+            resolved = self._models[(provider, model)] = self._resolve(provider, model)
+        if resolved is False:
+            return None
+        prov, info, inferred = resolved
+        standard = info.get_prices(at)
+        variants = tuple(
+            i
+            for i, v in enumerate(info.price_variants or ())
+            if batch and v.when.get("processing") == "batch" and (v.constraint is None or v.constraint.active(at))
+        )
+        # The same standard price object and the same active batch variants give the same spec:
+        # built once, not per event (building one costs ~20 µs, matching the model more).
+        key = (prov.id, info.id, inferred, id(standard), variants)
+        spec = self._specs.get(key)
+        if spec is None:
+            spec = self._spec(
+                prov, info, info.get_prices(at, BATCH_CONTEXT) if variants else standard, inferred, variants
+            )
+            if len(self._specs) >= 65_536:
+                self._specs.clear()
+            self._specs[key] = spec
+        return spec
+
+    def _resolve(self, provider: str, model: str) -> tuple[Provider, ModelInfo, bool] | Literal[False]:
+        """genai-prices' provider and model for a name (memoised by the caller; False: unknown)."""
         try:
             prov, info = self._snapshot.find_provider_model(model, None, provider, None)
         except LookupError:
             try:
                 prov, info = self._snapshot.find_provider_model(model, None, None, None)
             except LookupError:
-                return None
+                return False
+            return prov, info, True
+        return prov, info, False
+
+    def _spec(
+        self, prov: Provider, info: ModelInfo, prices: Any, inferred: bool, variants: tuple[int, ...]
+    ) -> PriceSpec | None:
+        flags: set[str] = set()
+        if inferred:
             flags.add("provider_inferred")
-        own_batch = batch and any(
-            v.when.get("processing") == "batch" and (v.constraint is None or v.constraint.active(at))
-            for v in info.price_variants or ()
-        )
-        prices = info.get_prices(at, BATCH_CONTEXT) if own_batch else info.get_prices(at)
+        own_batch = bool(variants)
         if own_batch:
             flags.add("provider_batch_price")
         raw = {ours: getattr(prices, key, None) for ours, key in _KEYS.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -59,7 +60,7 @@ class PriceSpec:
     flags: frozenset[str] = field(default_factory=frozenset)
     origin: str = ""
 
-    @property
+    @functools.cached_property
     def version_id(self) -> str:
         """Content-addressed price version: source, model, validity and a hash of the numbers.
 

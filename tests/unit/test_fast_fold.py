@@ -1,0 +1,72 @@
+"""The fast fold (string-compared buckets, per-minute calendar keys) equals the straightforward one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream_jobs.spend_state import _HOUR_S, _HOURLY_KEEP_S, When, add_spend
+from tokenledger.windows import ROLLING, bucket_start, calendar_window
+
+TZS = [ZoneInfo("Asia/Shanghai"), ZoneInfo("America/St_Johns"), ZoneInfo("UTC")]
+
+
+def reference_when(at: datetime, tz: ZoneInfo) -> When:
+    return When(
+        at,
+        calendar_window(at, "day", tz).key,
+        calendar_window(at, "month", tz).key,
+        bucket_start(at, ROLLING["rolling_1h"][1]),
+        bucket_start(at, timedelta(hours=1)),
+    )
+
+
+def reference_add(state: dict[str, Any] | None, when: When, nanos: int) -> dict[str, Any]:
+    """The fold as first written: every key parsed, every dict rebuilt."""
+    if state is None:
+        state = {"day": {}, "month": {}, "minute": {}, "hour": {}}
+    day = dict(state["day"])
+    day[when.day] = day.get(when.day, 0) + nanos
+    month = dict(state["month"])
+    month[when.month] = month.get(when.month, 0) + nanos
+    if len(day) > 2:
+        day = dict(sorted(day.items())[-2:])
+    if len(month) > 2:
+        month = dict(sorted(month.items())[-2:])
+    minute = dict(state["minute"])
+    newest = max([when.minute, *(int(k) for k in minute)])
+    key = str(when.minute)
+    if when.minute > newest - _HOUR_S:
+        minute[key] = minute.get(key, 0) + nanos
+    minute = {k: v for k, v in minute.items() if int(k) > newest - _HOUR_S}
+    hour = dict(state["hour"])
+    hkey = str(when.hour)
+    hour[hkey] = hour.get(hkey, 0) + nanos
+    hour = {k: v for k, v in hour.items() if int(k) > when.hour - _HOURLY_KEEP_S}
+    return {"day": day, "month": month, "minute": minute, "hour": hour}
+
+
+BASES = [
+    datetime(2026, 10, 31, 15, 30, tzinfo=UTC),  # a month edge in Asia/Shanghai
+    datetime(2001, 9, 8, 23, 0, tzinfo=UTC),  # epoch seconds go from nine to ten digits at 2001-09-09 01:46:40
+    datetime(1999, 12, 31, 20, 0, tzinfo=UTC),
+]
+steps = st.lists(st.tuples(st.integers(-3 * 86_400, 3 * 86_400), st.integers(0, 10**12)), min_size=1, max_size=60)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(BASES), st.sampled_from(TZS), steps)
+def test_fast_fold_equals_reference(base: datetime, tz: ZoneInfo, events: list[tuple[int, int]]) -> None:
+    fast: dict[str, Any] | None = None
+    slow: dict[str, Any] | None = None
+    for offset_s, nanos in events:
+        at = base + timedelta(seconds=offset_s, microseconds=offset_s % 997)
+        when = When.of(at, tz)
+        assert when == reference_when(at, tz)
+        fast = add_spend(fast, when, nanos)
+        slow = reference_add(slow, when, nanos)
+        assert fast == slow
