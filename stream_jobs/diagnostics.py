@@ -7,6 +7,7 @@ debugger; it costs nothing until the signal arrives.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 import time
@@ -39,15 +40,22 @@ def install(app: Any) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR2, dump_state, app)
 
 
-async def watch_health(app: Any, beat_s: float = 1.0, stale_after_s: float = 30.0) -> None:
+async def watch_health(
+    app: Any, beat_s: float = 1.0, stale_after_s: float = 30.0, stuck_after_s: float | None = None
+) -> None:
     """Register the worker's checks and beat forever.
 
-    Live while the event loop turns (a beat younger than ``stale_after_s``); ready once the
-    changelog recovery finished and no rebalance is in progress.
+    Live while the event loop turns (a beat younger than ``stale_after_s``) and while it is not
+    stuck in a rebalance or recovery for longer than ``stuck_after_s``
+    (``TOKENLEDGER_STUCK_REBALANCE_S``, default 300 s): Faust can wedge a rebalance on a commit
+    started before a broker crash, and a supervisor's liveness probe then restarts the worker.
+    Ready once the changelog recovery finished and no rebalance is in progress.
     """
     from tokenledger.health import HEALTH  # noqa: PLC0415 - only in the worker process
 
+    stuck_after = stuck_after_s or float(os.environ.get("TOKENLEDGER_STUCK_REBALANCE_S", "300"))
     last = [time.monotonic()]
+    unready_since: list[float | None] = [None]
 
     def loop_turns() -> str | None:
         age = time.monotonic() - last[0]
@@ -58,8 +66,19 @@ async def watch_health(app: Any, beat_s: float = 1.0, stale_after_s: float = 30.
             return "recovering table changelogs"
         return "rebalancing" if app.rebalancing else None
 
+    def not_stuck() -> str | None:
+        since = unready_since[0]
+        if since is None or time.monotonic() - since < stuck_after:
+            return None
+        return f"not ready for {time.monotonic() - since:.0f} s ({recovered()}): restart me"
+
     HEALTH.live["event-loop"] = loop_turns
+    HEALTH.live["not-stuck"] = not_stuck
     HEALTH.ready["recovered"] = recovered
     while True:
-        last[0] = time.monotonic()
+        now = last[0] = time.monotonic()
+        if recovered() is None:
+            unready_since[0] = None
+        elif unready_since[0] is None:
+            unready_since[0] = now
         await asyncio.sleep(beat_s)
