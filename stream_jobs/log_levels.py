@@ -34,3 +34,21 @@ def install() -> None:
     logger = logging.getLogger("faust.transport.producer")
     if not any(isinstance(f, Backpressure) for f in logger.filters):
         logger.addFilter(Backpressure())
+
+
+def drop_spinner_debug(root: logging.Logger | None = None) -> int:
+    """Undo the DEBUG root level Faust sets for its start-up spinner; returns the level kept.
+
+    With ``-l warn`` (or higher) Faust's worker adds a spinner handler at DEBUG and lowers the
+    root logger to DEBUG, so every aiokafka and Faust debug call builds a record that no
+    handler prints (5-9 % of a worker's CPU was measured). Once started, the spinner is done:
+    its handlers go and the root level returns to the lowest level a remaining handler prints.
+    """
+    root = root or logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler).__name__ == "SpinnerHandler":
+            root.removeHandler(handler)
+    levels = [h.level for h in root.handlers if h.level > logging.NOTSET]
+    if root.level == logging.DEBUG and levels and min(levels) > logging.DEBUG:
+        root.setLevel(min(levels))
+    return root.level
