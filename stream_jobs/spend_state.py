@@ -87,41 +87,37 @@ def add_spend(state: dict[str, Any] | None, when: When, nanos: int) -> dict[str,
     if len(month) > 2:
         month = dict(sorted(month.items())[-2:])
     minute, hour = state["minute"], state["hour"]
+    # One scan each for the smallest and largest key; they decide everything below. A key's
+    # buckets span at most 49 hours, so keys of two lengths can only meet at the edge of the
+    # ten-digit range, where the longer key sorts first or the shorter last: checking the
+    # lengths of the smallest and largest keys is enough.
+    mmin, mmax = (min(minute), max(minute)) if minute else ("", "")
+    hmin, hmax = (min(hour), max(hour)) if hour else ("", "")
     if not (
-        _ten_digits(minute)
-        and _ten_digits(hour)
+        (not minute or len(mmin) == len(mmax) == 10)
+        and (not hour or len(hmin) == len(hmax) == 10)
         and when.hour >= _TEN_DIGITS + _HOURLY_KEEP_S
         and when.minute < _ELEVEN_DIGITS
     ):
         return _add_buckets_by_value(state, day, month, when, nanos)
-    # Bucket keys and window edges are epoch seconds with ten digits (2001-09-11 .. 2286-11-20), so comparing
-    # them as strings compares them as numbers: no key is parsed, and a dict is rebuilt only
-    # when one of its buckets actually fell out of its window.
-    minute = dict(minute)
+    # Bucket keys and window edges are epoch seconds with ten digits (2001-09-11 .. 2286-11-20),
+    # so comparing them as strings compares them as numbers: no key is parsed, and a dict is
+    # rebuilt only when one of its buckets actually fell out of its window.
     key = str(when.minute)
-    newest = max(key, *minute) if minute else key
+    newest = key if not minute or key > mmax else mmax
     oldest_kept = str(int(newest) - _HOUR_S)
+    minute = dict(minute)
     if key > oldest_kept:
         minute[key] = minute.get(key, 0) + nanos
-    if minute and min(minute) <= oldest_kept:
+    if mmin and mmin <= oldest_kept:
         minute = {k: v for k, v in minute.items() if k > oldest_kept}
     hour = dict(hour)
     hkey = str(when.hour)
     hour[hkey] = hour.get(hkey, 0) + nanos
     oldest_hour = str(when.hour - _HOURLY_KEEP_S)
-    if min(hour) <= oldest_hour:
+    if hmin and hmin <= oldest_hour:
         hour = {k: v for k, v in hour.items() if k > oldest_hour}
     return {"day": day, "month": month, "minute": minute, "hour": hour}
-
-
-def _ten_digits(buckets: dict[str, int]) -> bool:
-    """Whether every key has ten digits.
-
-    A key's buckets span at most 49 hours, so keys of two lengths can only meet at the edge
-    of the ten-digit range, where the longest key sorts first or the shortest sorts last:
-    checking the lexically smallest and largest keys is enough.
-    """
-    return not buckets or (len(min(buckets)) == 10 and len(max(buckets)) == 10)
 
 
 _TEN_DIGITS, _ELEVEN_DIGITS = 10**9, 10**10
