@@ -1,0 +1,272 @@
+"""``python -m producers.ingest serve``: usage events over HTTP from services in any language.
+
+``POST /v1/events`` takes one CloudEvent (``application/cloudevents+json``) or a batch
+(``application/cloudevents-batch+json``, a JSON array; plain ``application/json`` may be
+either), in the same v1 schema as the stream. Authentication is a per-tenant API key
+(``Authorization: Bearer <key>``), stored as its sha256 in the keys file: **the tenant comes
+from the key**. An event without ``data.labels.tenant`` gets the key's tenant; an event naming
+another tenant is refused.
+
+Answers:
+
+* ``202 {"accepted": n}`` once the broker acknowledged every accepted event;
+* ``207`` with ``accepted`` and a ``rejected`` list (index, id, reason) when some events of a
+  batch are invalid: the valid ones are published, not lost with the others;
+* ``400`` when none is valid, ``401`` without a known key, ``413`` over the body size or
+  batch length limits, ``503`` (``Retry-After``) when the broker did not acknowledge in time;
+  resending is safe: events are idempotent by ``(source, id)`` and requests by
+  ``source|request_id`` downstream.
+
+``/healthz``, ``/readyz`` (the broker answers) and ``/metrics`` on the same port.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import hmac
+import logging
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+from confluent_kafka import KafkaError, Producer
+from pydantic import BaseModel, ConfigDict, Field
+
+from tokenledger import metrics
+from tokenledger.errors import cli_errors, load_yaml_model
+from tokenledger.health import HEALTH, answer
+from tokenledger.kafka_config import KafkaSettings
+from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
+
+log = logging.getLogger(__name__)
+DEFAULT_KEYS = Path(__file__).resolve().parents[1] / "tokenledger" / "data" / "ingest_keys.yaml"
+BATCH = "application/cloudevents-batch+json"
+
+INGESTED = metrics.counter("tokenledger_ingest_events_total", "HTTP ingest: events by outcome", ["outcome"])
+
+
+class IngestKey(BaseModel):
+    """One API key (sha256 hex of the bearer token) and the tenant it writes for."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    name: str
+    tenant: str
+    key_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class IngestKeys(BaseModel):
+    """The keys file."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    keys: tuple[IngestKey, ...] = ()
+
+    def tenant_of(self, authorization: str | None) -> str | None:
+        """The tenant a bearer token writes for, or None."""
+        if not authorization or not authorization.startswith("Bearer "):
+            return None
+        digest = hashlib.sha256(authorization.removeprefix("Bearer ").strip().encode()).hexdigest()
+        found = [k.tenant for k in self.keys if hmac.compare_digest(k.key_sha256, digest)]
+        return found[0] if found else None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request limits (a client over them gets 413)."""
+
+    max_body_bytes: int = 1 << 20
+    max_batch: int = 1000
+    ack_timeout_s: float = 10.0
+
+
+@dataclass
+class Checked:
+    """One batch after validation: wire payloads to publish and per-event refusals."""
+
+    accepted: list[tuple[bytes, bytes]] = field(default_factory=list)  # (kafka key, value)
+    rejected: list[dict[str, Any]] = field(default_factory=list)
+
+
+def check_events(docs: list[Any], tenant: str) -> Checked:
+    """Validate each event with the stream's schema, the key's tenant applied (pure)."""
+    out = Checked()
+    for i, doc in enumerate(docs):
+        ident = doc.get("id") if isinstance(doc, Mapping) else None
+        if not isinstance(doc, dict):
+            out.rejected.append({"index": i, "id": None, "reason": "not a JSON object"})
+            continue
+        data = doc.get("data")
+        labels = data.get("labels") if isinstance(data, dict) else None
+        if isinstance(labels, dict):
+            named = labels.get("tenant")
+            if named is None:
+                labels["tenant"] = tenant
+            elif named != tenant:
+                out.rejected.append({"index": i, "id": ident, "reason": f"tenant {named!r} is not this key's tenant"})
+                continue
+        try:
+            event = decode_usage_event(orjson.dumps(doc))
+        except InvalidEvent as exc:
+            out.rejected.append({"index": i, "id": ident, "reason": exc.args[0] if exc.args else str(exc)})
+            continue
+        key = f"{event.source}|{event.data.request_id}".encode()  # as producers.events.kafka_key
+        out.accepted.append((key, orjson.dumps(doc)))
+    return out
+
+
+class BrokerAway(Exception):
+    """The broker did not acknowledge every event in time."""
+
+
+class AckingProducer:
+    """Publishes a batch and waits until the broker acknowledged each message."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._topic = settings.topics.usage_raw
+        self._producer = Producer({**settings.client_config(), "acks": "all", "linger.ms": 2})
+        self._settings = settings
+        self._lock = threading.Lock()
+        self._polling = True
+        self._poller = threading.Thread(target=self._poll, name="ingest-acks", daemon=True)
+        self._poller.start()
+
+    def _poll(self) -> None:
+        while self._polling:
+            self._producer.poll(0.05)
+
+    async def publish(self, messages: list[tuple[bytes, bytes]], timeout_s: float) -> None:
+        """Produce ``messages`` and wait for every acknowledgement.
+
+        Raises:
+            BrokerAway: Not all acknowledged within ``timeout_s`` (some may still arrive).
+        """
+        loop = asyncio.get_running_loop()
+        pending = [loop.create_future() for _ in messages]
+
+        def done(fut: asyncio.Future[None]) -> Any:
+            def on_delivery(err: KafkaError | None, _msg: Any) -> None:
+                loop.call_soon_threadsafe(_settle, fut, err)
+
+            return on_delivery
+
+        with self._lock:
+            for (key, value), fut in zip(messages, pending, strict=True):
+                self._producer.produce(self._topic, value, key, on_delivery=done(fut))
+        try:
+            await asyncio.wait_for(asyncio.gather(*pending), timeout_s)
+        except (TimeoutError, KafkaDeliveryError) as exc:
+            raise BrokerAway(str(exc) or "no acknowledgement in time") from exc
+
+    def ready(self) -> str | None:
+        """None when the broker answers a metadata request."""
+        try:
+            self._producer.list_topics(self._topic, timeout=2)
+        except Exception as exc:  # any client failure means not ready
+            return f"broker not answering: {exc}"
+        return None
+
+    def close(self) -> None:
+        """Flush and stop the poller."""
+        self._producer.flush(10)
+        self._polling = False
+
+
+class KafkaDeliveryError(Exception):
+    """The broker refused a message."""
+
+
+def _settle(fut: asyncio.Future[None], err: KafkaError | None) -> None:
+    if fut.done():
+        return
+    if err is None:
+        fut.set_result(None)
+    else:
+        fut.set_exception(KafkaDeliveryError(err.str()))
+
+
+def make_app(keys: IngestKeys, producer: AckingProducer, limits: Limits = Limits()) -> web.Application:
+    """The aiohttp application."""
+
+    async def events(request: web.Request) -> web.Response:  # noqa: PLR0911 - one return per HTTP outcome
+        tenant = keys.tenant_of(request.headers.get("Authorization"))
+        if tenant is None:
+            return _json(401, {"error": "unknown or missing API key"})
+        if request.content_length is not None and request.content_length > limits.max_body_bytes:
+            return _json(413, {"error": f"body over {limits.max_body_bytes} bytes"})
+        body = await request.content.read(limits.max_body_bytes + 1)
+        if len(body) > limits.max_body_bytes:
+            return _json(413, {"error": f"body over {limits.max_body_bytes} bytes"})
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            return _json(400, {"error": f"not JSON: {exc}"})
+        batch = request.content_type == BATCH or isinstance(parsed, list)
+        docs = parsed if isinstance(parsed, list) else [parsed]
+        if batch and not isinstance(parsed, list):
+            return _json(400, {"error": f"{BATCH} must be a JSON array"})
+        if len(docs) > limits.max_batch:
+            return _json(413, {"error": f"batch over {limits.max_batch} events"})
+        checked = check_events(docs, tenant)
+        INGESTED.labels("rejected").inc(len(checked.rejected))
+        if checked.accepted:
+            try:
+                await producer.publish(checked.accepted, limits.ack_timeout_s)
+            except BrokerAway as exc:
+                INGESTED.labels("unacknowledged").inc(len(checked.accepted))
+                metrics.TRANSIENT.labels("ingest", "broker").inc()
+                return _json(503, {"error": f"broker did not acknowledge: {exc}"}, {"Retry-After": "5"})
+            INGESTED.labels("accepted").inc(len(checked.accepted))
+        doc: dict[str, Any] = {"accepted": len(checked.accepted)}
+        if checked.rejected:
+            doc["rejected"] = checked.rejected
+        status = 202 if not checked.rejected else (207 if checked.accepted else 400)
+        return _json(status, doc)
+
+    async def probe(request: web.Request) -> web.Response:
+        status, body, ctype = answer(request.path) or (404, b"{}", "application/json")
+        return web.Response(status=int(status), body=body, headers={"Content-Type": ctype})
+
+    HEALTH.ready["broker"] = producer.ready
+    app = web.Application(client_max_size=limits.max_body_bytes + 1)
+    app.router.add_post("/v1/events", events)
+    for path in ("/healthz", "/readyz", "/metrics"):
+        app.router.add_get(path, probe)
+    return app
+
+
+def _json(status: int, doc: Any, headers: Mapping[str, str] | None = None) -> web.Response:
+    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json", headers=headers)
+
+
+@cli_errors("python -m producers.ingest")
+def main(argv: list[str] | None = None) -> int:
+    """Serve until interrupted."""
+    ap = argparse.ArgumentParser(prog="python -m producers.ingest", description=__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    serve = sub.add_parser("serve", help="the HTTP ingest endpoint")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8070)
+    serve.add_argument("--keys", type=Path, default=DEFAULT_KEYS, help="YAML: keys: [{name, tenant, key_sha256}]")
+    serve.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes)
+    serve.add_argument("--max-batch", type=int, default=Limits.max_batch)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    keys = load_yaml_model(IngestKeys, args.keys)
+    producer = AckingProducer(KafkaSettings.from_env())
+    app = make_app(keys, producer, Limits(args.max_body_bytes, args.max_batch))
+    try:
+        web.run_app(
+            app, host=args.host, port=args.port, print=lambda _: print(f"ingest on http://{args.host}:{args.port}")
+        )
+    finally:
+        producer.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
