@@ -1,0 +1,129 @@
+"""HTTP ingest on loopback: sustained events/s and request latency, with the topic checked.
+
+Starts Kafka and ``python -m producers.ingest serve``, then posts simulated usage events from
+4 client threads: first one event per request, then batches of 100. Each request returns only
+after the broker acknowledged its events. At the end the number of messages on ``usage-raw``
+must equal what was accepted. Prints the batch/single ratio measured in the same run, and
+the headline last: ``ingest: <N> events/s``.
+Run: ``.venv/bin/python bench/bench_ingest.py [events]``. Not a timed test.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
+
+from infra.broker import free_port, start_broker
+from infra.topics import create_topics
+from infra.workers import Proc, kafka_env
+from tokenledger.kafka_config import KafkaSettings
+from tokenledger.sample import simulate
+
+CLIENTS = 4
+KEY = "ti-demo-acme"
+
+
+def events(n: int) -> list[dict[str, Any]]:
+    """``n`` simulated events of tenant acme."""
+    out = []
+    for doc in simulate(datetime(2026, 10, 1, tzinfo=UTC), 31):
+        if doc["data"]["labels"].get("tenant") == "acme":
+            out.append(doc)
+        if len(out) == n:
+            break
+    return out
+
+
+def post(url: str, docs: list[dict[str, Any]]) -> float:
+    """One request; returns its latency in seconds."""
+    body = orjson.dumps(docs if len(docs) > 1 else docs[0])
+    ctype = "application/cloudevents-batch+json" if len(docs) > 1 else "application/cloudevents+json"
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": ctype, "Authorization": f"Bearer {KEY}"})
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        assert resp.status == 202, resp.status
+        resp.read()
+    return time.perf_counter() - t0
+
+
+def run(url: str, docs: list[dict[str, Any]], per_request: int) -> tuple[float, list[float]]:
+    """Post ``docs`` from ``CLIENTS`` threads, ``per_request`` events per request: (seconds, latencies)."""
+    chunks = [docs[i : i + per_request] for i in range(0, len(docs), per_request)]
+    latencies: list[float] = []
+    lock = threading.Lock()
+
+    def client(mine: list[list[dict[str, Any]]]) -> None:
+        for chunk in mine:
+            took = post(url, chunk)
+            with lock:
+                latencies.append(took)
+
+    threads = [threading.Thread(target=client, args=(chunks[k::CLIENTS],)) for k in range(CLIENTS)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, latencies
+
+
+def messages_on(settings: KafkaSettings, topic: str) -> int:
+    """End offsets of ``topic`` summed."""
+    c = Consumer({**settings.client_config(), "group.id": "bench-ingest-count"})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+    finally:
+        c.close()
+
+
+def p99(values: list[float]) -> float:
+    """99th percentile in milliseconds."""
+    return statistics.quantiles(values, n=100)[98] * 1000
+
+
+def main() -> None:
+    """Run and print; the headline figure last."""
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 20_000
+    single_n = min(2_000, n // 5)
+    docs = events(n + single_n)
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = start_broker(Path(tmp) / "kafka")
+        settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        create_topics(settings)
+        port = free_port()
+        ingest = Proc(
+            [sys.executable, "-m", "producers.ingest", "serve", "--port", str(port)],
+            kafka_env(settings),
+            Path(tmp) / "ingest.log",
+        ).start()
+        try:
+            ingest.wait_log("ingest on ")
+            url = f"http://127.0.0.1:{port}/v1/events"
+            single_s, single_lat = run(url, docs[:single_n], 1)
+            batch_s, batch_lat = run(url, docs[single_n:], 100)
+            stored = messages_on(settings, settings.topics.usage_raw)
+        finally:
+            ingest.stop()
+            broker.stop()
+    assert stored == n + single_n, (stored, n + single_n)
+    single_rate, batch_rate = single_n / single_s, n / batch_s
+    print(f"{CLIENTS} clients on loopback, broker acknowledgement before every answer; usage-raw holds {stored:,}")
+    print(f"one event per request: {single_rate:,.0f} events/s, p99 {p99(single_lat):.1f} ms ({single_n:,} events)")
+    print(f"batches of 100: {batch_rate:,.0f} events/s, p99 {p99(batch_lat):.1f} ms per request ({n:,} events)")
+    print(f"batch / single: {batch_rate / single_rate:.1f}x")
+    print(f"ingest: {batch_rate:,.0f} events/s")
+
+
+if __name__ == "__main__":
+    main()
