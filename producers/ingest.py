@@ -1,5 +1,9 @@
 """``python -m producers.ingest serve``: usage events over HTTP from services in any language.
 
+Two endpoints: ``POST /v1/events`` (CloudEvents, below) and ``POST /v1/traces`` (OTLP/HTTP,
+protobuf or JSON: spans with GenAI usage become usage events, see :mod:`producers.otlp`;
+point any OpenTelemetry exporter at it with the same bearer key).
+
 ``POST /v1/events`` takes one CloudEvent (``application/cloudevents+json``) or a batch
 (``application/cloudevents-batch+json``, a JSON array; plain ``application/json`` may be
 either), in the same v1 schema as the stream. Authentication is a per-tenant API key
@@ -36,10 +40,13 @@ from typing import Any
 import orjson
 from aiohttp import web
 from confluent_kafka import KafkaError, Producer
+from google.protobuf.message import DecodeError  # type: ignore[import-untyped]
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from producers.otlp import DEFAULT_MAPPING, map_spans, spans_from_json, spans_from_protobuf
 from tokenledger import metrics
-from tokenledger.errors import cli_errors, load_yaml_model
+from tokenledger.errors import ConfigError, cli_errors, load_yaml_model
 from tokenledger.health import HEALTH, answer
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
@@ -49,6 +56,7 @@ DEFAULT_KEYS = Path(__file__).resolve().parents[1] / "tokenledger" / "data" / "i
 BATCH = "application/cloudevents-batch+json"
 
 INGESTED = metrics.counter("tokenledger_ingest_events_total", "HTTP ingest: events by outcome", ["outcome"])
+OTLP_SPANS = metrics.counter("tokenledger_ingest_otlp_spans_total", "OTLP ingest: spans by outcome", ["outcome"])
 
 
 class IngestKey(BaseModel):
@@ -189,18 +197,58 @@ def _settle(fut: asyncio.Future[None], err: KafkaError | None) -> None:
         fut.set_exception(KafkaDeliveryError(err.str()))
 
 
-def make_app(keys: IngestKeys, producer: AckingProducer, limits: Limits = Limits()) -> web.Application:
-    """The aiohttp application."""
+class Ingest:
+    """The two ingest endpoints over one producer and one key set."""
 
-    async def events(request: web.Request) -> web.Response:  # noqa: PLR0911 - one return per HTTP outcome
-        tenant = keys.tenant_of(request.headers.get("Authorization"))
+    def __init__(
+        self, keys: IngestKeys, producer: AckingProducer, limits: Limits, mapping: Mapping[str, tuple[str, ...]]
+    ) -> None:
+        self.keys, self.producer, self.limits, self.mapping = keys, producer, limits, mapping
+
+    async def traces(self, request: web.Request) -> web.Response:
+        """OTLP/HTTP traces (protobuf or JSON): GenAI spans become usage events, others are ignored."""
+        tenant = self.keys.tenant_of(request.headers.get("Authorization"))
         if tenant is None:
             return _json(401, {"error": "unknown or missing API key"})
-        if request.content_length is not None and request.content_length > limits.max_body_bytes:
-            return _json(413, {"error": f"body over {limits.max_body_bytes} bytes"})
-        body = await request.content.read(limits.max_body_bytes + 1)
-        if len(body) > limits.max_body_bytes:
-            return _json(413, {"error": f"body over {limits.max_body_bytes} bytes"})
+        body = await request.content.read(self.limits.max_body_bytes + 1)
+        if len(body) > self.limits.max_body_bytes:
+            return _json(413, {"error": f"body over {self.limits.max_body_bytes} bytes"})
+        proto = request.content_type == "application/x-protobuf"
+        try:
+            spans = list(spans_from_protobuf(body) if proto else spans_from_json(orjson.loads(body)))
+        except (DecodeError, orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
+            return _json(400, {"error": f"not an OTLP trace export: {exc}"})
+        mapped = map_spans(iter(spans), tenant, self.mapping)
+        checked = check_events(mapped.events, tenant)
+        OTLP_SPANS.labels("ignored").inc(mapped.ignored)
+        rejected = [*mapped.rejected, *(r["reason"] for r in checked.rejected)]
+        OTLP_SPANS.labels("rejected").inc(len(rejected))
+        if checked.accepted:
+            try:
+                await self.producer.publish(checked.accepted, self.limits.ack_timeout_s)
+            except BrokerAway as exc:
+                metrics.TRANSIENT.labels("ingest", "broker").inc()
+                return _json(503, {"error": f"broker did not acknowledge: {exc}"}, {"Retry-After": "5"})
+            OTLP_SPANS.labels("accepted").inc(len(checked.accepted))
+        reply = ExportTraceServiceResponse()
+        if rejected:
+            reply.partial_success.rejected_spans = len(rejected)
+            reply.partial_success.error_message = "; ".join(rejected[:5])
+        if proto:
+            return web.Response(body=reply.SerializeToString(), content_type="application/x-protobuf")
+        doc = {"partialSuccess": {"rejectedSpans": len(rejected), "errorMessage": reply.partial_success.error_message}}
+        return _json(200, doc if rejected else {})
+
+    async def events(self, request: web.Request) -> web.Response:  # noqa: PLR0911 - one return per HTTP outcome
+        """CloudEvents, one or a batch: validated, tenant from the key, published with acknowledgement."""
+        tenant = self.keys.tenant_of(request.headers.get("Authorization"))
+        if tenant is None:
+            return _json(401, {"error": "unknown or missing API key"})
+        if request.content_length is not None and request.content_length > self.limits.max_body_bytes:
+            return _json(413, {"error": f"body over {self.limits.max_body_bytes} bytes"})
+        body = await request.content.read(self.limits.max_body_bytes + 1)
+        if len(body) > self.limits.max_body_bytes:
+            return _json(413, {"error": f"body over {self.limits.max_body_bytes} bytes"})
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
@@ -209,13 +257,13 @@ def make_app(keys: IngestKeys, producer: AckingProducer, limits: Limits = Limits
         docs = parsed if isinstance(parsed, list) else [parsed]
         if batch and not isinstance(parsed, list):
             return _json(400, {"error": f"{BATCH} must be a JSON array"})
-        if len(docs) > limits.max_batch:
-            return _json(413, {"error": f"batch over {limits.max_batch} events"})
+        if len(docs) > self.limits.max_batch:
+            return _json(413, {"error": f"batch over {self.limits.max_batch} events"})
         checked = check_events(docs, tenant)
         INGESTED.labels("rejected").inc(len(checked.rejected))
         if checked.accepted:
             try:
-                await producer.publish(checked.accepted, limits.ack_timeout_s)
+                await self.producer.publish(checked.accepted, self.limits.ack_timeout_s)
             except BrokerAway as exc:
                 INGESTED.labels("unacknowledged").inc(len(checked.accepted))
                 metrics.TRANSIENT.labels("ingest", "broker").inc()
@@ -227,15 +275,26 @@ def make_app(keys: IngestKeys, producer: AckingProducer, limits: Limits = Limits
         status = 202 if not checked.rejected else (207 if checked.accepted else 400)
         return _json(status, doc)
 
-    async def probe(request: web.Request) -> web.Response:
+    async def probe(self, request: web.Request) -> web.Response:
+        """``/healthz``, ``/readyz``, ``/metrics``."""
         status, body, ctype = answer(request.path) or (404, b"{}", "application/json")
         return web.Response(status=int(status), body=body, headers={"Content-Type": ctype})
 
+
+def make_app(
+    keys: IngestKeys,
+    producer: AckingProducer,
+    limits: Limits = Limits(),
+    mapping: Mapping[str, tuple[str, ...]] = DEFAULT_MAPPING,
+) -> web.Application:
+    """The aiohttp application."""
+    ingest = Ingest(keys, producer, limits, mapping)
     HEALTH.ready["broker"] = producer.ready
     app = web.Application(client_max_size=limits.max_body_bytes + 1)
-    app.router.add_post("/v1/events", events)
+    app.router.add_post("/v1/events", ingest.events)
+    app.router.add_post("/v1/traces", ingest.traces)
     for path in ("/healthz", "/readyz", "/metrics"):
-        app.router.add_get(path, probe)
+        app.router.add_get(path, ingest.probe)
     return app
 
 
@@ -254,11 +313,27 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--keys", type=Path, default=DEFAULT_KEYS, help="YAML: keys: [{name, tenant, key_sha256}]")
     serve.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes)
     serve.add_argument("--max-batch", type=int, default=Limits.max_batch)
+    serve.add_argument(
+        "--map",
+        action="append",
+        default=[],
+        metavar="DIMENSION=ATTRIBUTE",
+        help="OTLP: read a dimension (department, project, user, feature, environment) from a span or "
+        "resource attribute, e.g. department=team.name (repeatable; replaces that dimension's defaults)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     keys = load_yaml_model(IngestKeys, args.keys)
     producer = AckingProducer(KafkaSettings.from_env())
-    app = make_app(keys, producer, Limits(args.max_body_bytes, args.max_batch))
+    mapping = dict(DEFAULT_MAPPING)
+    for item in args.map:
+        dimension, _, attribute = item.partition("=")
+        if dimension not in DEFAULT_MAPPING or not attribute:
+            raise ConfigError(
+                f"--map {item!r}: expected DIMENSION=ATTRIBUTE with a dimension of {sorted(DEFAULT_MAPPING)}"
+            )
+        mapping[dimension] = (attribute,)
+    app = make_app(keys, producer, Limits(args.max_body_bytes, args.max_batch), mapping)
     try:
         web.run_app(
             app, host=args.host, port=args.port, print=lambda _: print(f"ingest on http://{args.host}:{args.port}")
