@@ -48,13 +48,13 @@ def answers() -> Iterator[AIMessage]:
         "total_tokens": 1500,
         "input_token_details": {"cache_read": 200},
     }
-    yield AIMessage(content="a", id="chatcmpl-1", usage_metadata=usage, response_metadata={"model_name": "gpt-4o"})  # type: ignore[arg-type]
+    yield AIMessage(content="a", id="chatcmpl-1", usage_metadata=usage, response_metadata={"model_name": "gpt-4o"})
     yield AIMessage(
         content="b",
         id="chatcmpl-2",
         usage_metadata={**usage, "input_tokens": 900},
         response_metadata={"model_name": "gpt-4o"},
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_one_event_per_call_and_retries_once(kafka: KafkaSettings) -> None:
