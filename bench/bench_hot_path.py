@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from stream_jobs.spend_state import DIMENSIONS, When, add_spend, spent, state_key
+from stream_jobs.spend_state import DIMENSIONS, When, add_spend, labels_of, spent, state_key
 from tokenledger.batch_pricing import request_identity
 from tokenledger.budget_eval import BudgetStatus, evaluate, matches
 from tokenledger.budgets import BudgetFile
@@ -73,24 +73,15 @@ def hot_path(raws: list[bytes], budgets: BudgetFile) -> tuple[int, dict[str, Any
         priced = decode_priced(wire)  # spend stage
         nanos = priced.cost.to_cost().total_nanos
         total += nanos
-        lb = priced.event.data.labels
-        labels = {
-            "tenant": lb.tenant,
-            "user": lb.user or "",
-            "department": lb.department or "",
-            "project": lb.project or "",
-            "feature": lb.feature or "",
-            "environment": lb.environment or "",
-            "api_key": lb.api_key or "",
-            "model": priced.event.data.model,
-        }
+        labels = labels_of(priced)
+        tenant = labels["tenant"]
         when = When.of(priced.event.time, tz)
         for dim in DIMENSIONS:
             if labels[dim]:
-                key = state_key(lb.tenant, dim, labels[dim])
+                key = state_key(tenant, dim, labels[dim])
                 state[key] = add_spend(state.get(key), when, nanos)
         for budget in budgets.budgets:
-            if matches(budget, lb.tenant, labels, labels["model"]):
+            if matches(budget, tenant, labels, labels["model"]):
                 key = f"budget:{budget.id}"
                 state[key] = add_spend(state.get(key), when, nanos)
                 statuses[budget.id], _, _ = evaluate(

@@ -52,7 +52,7 @@ from stream_jobs.batches import Staged, partition_batches
 from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.durable_table import durable_table
 from stream_jobs.identities import EXPIRE_EVERY, expire_identities, identity_value, is_repeat
-from stream_jobs.spend_state import DIMENSIONS, Progress, When, add_spend, spent, state_key
+from stream_jobs.spend_state import DIMENSIONS, Progress, When, add_spend, labels_of, spent, state_key
 from tokenledger import metrics
 from tokenledger.budget_eval import BudgetStatus, evaluate, matches, period_of, roll_over
 from tokenledger.schema.priced import decode_priced
@@ -70,20 +70,6 @@ budget_state = durable_table(app, "budget-state", PARTITIONS)
 # Dead letters and duplicates seen: {"n": count}.
 counters = durable_table(app, "spend-counters", PARTITIONS)
 SPIKE_DIMENSIONS = ("tenant", "department")
-
-
-def _labels(priced: Any) -> dict[str, str]:
-    lb = priced.event.data.labels
-    return {
-        "tenant": lb.tenant,
-        "user": lb.user or "",
-        "department": lb.department or "",
-        "project": lb.project or "",
-        "feature": lb.feature or "",
-        "environment": lb.environment or "",
-        "api_key": lb.api_key or "",
-        "model": priced.event.data.model,
-    }
 
 
 def _status_from(doc: dict[str, Any] | None) -> BudgetStatus | None:
@@ -151,7 +137,7 @@ async def _fold(event: Any, staged: Staged) -> int:
     at = priced.event.time
     _progress.seen(at)
     nanos = priced.cost.to_cost().total_nanos
-    labels = _labels(priced)
+    labels = labels_of(priced)
     tenant = labels["tenant"]
     when = When.of(at, TZ)
     for dim in DIMENSIONS:

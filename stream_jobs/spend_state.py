@@ -20,6 +20,21 @@ HOURLY_KEEP = timedelta(hours=49)
 DIMENSIONS = ("tenant", "user", "department", "project", "model", "feature", "api_key")
 
 
+def labels_of(priced: Any) -> dict[str, str]:
+    """A priced event's attribution by dimension (absent labels as ``""``), the model included."""
+    lb = priced.event.data.labels
+    return {
+        "tenant": lb.tenant,
+        "user": lb.user or "",
+        "department": lb.department or "",
+        "project": lb.project or "",
+        "feature": lb.feature or "",
+        "environment": lb.environment or "",
+        "api_key": lb.api_key or "",
+        "model": priced.event.data.model,
+    }
+
+
 def state_key(tenant: str, dimension: str, value: str) -> str:
     """Table key of one dimension value of a tenant."""
     return f"{tenant}|{dimension}={value}"
