@@ -9,7 +9,8 @@
 3. the pricing worker and the spend worker (``python -m stream_jobs worker``);
 4. the billing service, which owns the embedded store: store sink + bills over HTTP +
    scheduled jobs (``python -m billing serve --sink --schedule``);
-5. the mock upstream and the reference gateway (``python -m producers.gateway``).
+5. the mock upstream and the reference gateway (``python -m producers.gateway``);
+6. the HTTP and OTLP ingest (``python -m producers.ingest serve``).
 
 Each default port is used when free, else a free one (and said so). Ctrl-C, SIGTERM or
 ``python -m infra down`` (from any directory of the checkout) stop every process it started,
@@ -48,6 +49,7 @@ PORTS = {
     "billing": 8088,
     "upstream": 8090,
     "gateway": 8080,
+    "ingest": 8070,
 }
 
 
@@ -177,6 +179,9 @@ class Pipeline:
             gw,
             url=f"http://127.0.0.1:{gw}",
         )
+        port = self.ports["ingest"]
+        ingest = [py, "-m", "producers.ingest", "serve", "--port", str(port)]
+        self._add("ingest", ingest, kafka_env(settings, 0), port, url=f"http://127.0.0.1:{port}")
         return settings
 
     def _add(

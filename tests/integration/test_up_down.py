@@ -38,7 +38,7 @@ def test_up_serves_bills_and_down_stops_everything(tmp_path: Path) -> None:
         wait_for(record.exists, 300, "`up` to report the pipeline up", alive=lambda: up.poll() is None)
         state = json.loads(record.read_text())
         services = state["services"]
-        assert sorted(services) == ["billing", "gateway", "pricing worker", "spend worker", "upstream"]
+        assert sorted(services) == ["billing", "gateway", "ingest", "pricing worker", "spend worker", "upstream"]
         for service in services.values():
             assert get(service["ready"], None)[0] == 200
         for _ in range(3):
@@ -66,7 +66,7 @@ def test_up_serves_bills_and_down_stops_everything(tmp_path: Path) -> None:
     assert done.returncode == 0 and done.stdout.startswith("stopped the pipeline"), done
     assert code == 0, (tmp_path / "up.log").read_text()[-2000:]
     out = (tmp_path / "up.log").read_text()
-    for name in ("gateway", "upstream", "billing", "spend worker", "pricing worker"):
+    for name in ("ingest", "gateway", "upstream", "billing", "spend worker", "pricing worker"):
         assert f"stopped {name} (exit 0)" in out
     assert "stopped kafka" in out
     store = ChdbStore(data / "chdb")  # every process let go of the embedded store
