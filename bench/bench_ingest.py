@@ -34,13 +34,17 @@ KEY = "ti-demo-acme"
 
 
 def events(n: int) -> list[dict[str, Any]]:
-    """``n`` simulated events of tenant acme."""
-    out = []
-    for doc in simulate(datetime(2026, 10, 1, tzinfo=UTC), 31):
-        if doc["data"]["labels"].get("tenant") == "acme":
-            out.append(doc)
-        if len(out) == n:
-            break
+    """``n`` simulated events of tenant acme (months of simulated traffic, as many as needed)."""
+    out: list[dict[str, Any]] = []
+    seed = 7
+    while len(out) < n:
+        for doc in simulate(datetime(2026, 10, 1, tzinfo=UTC), 31, seed=seed):
+            if doc["data"]["labels"].get("tenant") == "acme":
+                doc["id"] = f"{doc['id']}-s{seed}"  # distinct events across repeated months
+                out.append(doc)
+            if len(out) == n:
+                break
+        seed += 1
     return out
 
 
