@@ -27,7 +27,7 @@ from confluent_kafka import Producer
 
 from infra.workers import worker_env
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
-from stream_jobs.store_sink import StoreSink
+from stream_jobs.store_sink import Backoff, StoreSink
 from tests.factories import event_dict
 from tests.integration.test_store_sink_kafka import OutageStore, publish
 from tests.integration.test_stream_pipeline import Worker, read_all
@@ -163,7 +163,11 @@ def test_store_down_for_a_minute(kafka: KafkaSettings, store: ChdbStore) -> None
             self.inner.insert(table, columns, rows)
 
     consumer = ConfluentBatchConsumer(kafka, kafka.topics.usage_priced, "sink-outage-minute")
-    sink = StoreSink(MinuteOutage(store, 0), consumer, KafkaDeadLetter(kafka), batch_size=150, batch_wait_s=0.3)
+    # Seeded jitter: its delays need 14 retries to cover the minute (an unseeded draw once covered it in 9).
+    backoff = Backoff(rng=random.Random(7))
+    sink = StoreSink(
+        MinuteOutage(store, 0), consumer, KafkaDeadLetter(kafka), batch_size=150, batch_wait_s=0.3, backoff=backoff
+    )
     done = threading.Event()
 
     def run() -> None:
