@@ -28,9 +28,11 @@ PARTITIONS = int(os.environ.get("TOKENLEDGER_PARTITIONS", "3"))
 DEDUP_HORIZON_S = 35 * 86_400
 SESSION_TIMEOUT_S = float(os.environ.get("TOKENLEDGER_SESSION_TIMEOUT_S", "60"))
 # The agents take up to BATCH_MAX events at a time (waiting at most BATCH_WITHIN_S to fill a
-# batch) and write each touched table key once per batch and partition.
+# batch) and write each touched table key once per batch and partition. The window is paid once
+# per hop on the way to a breaker: 0.05 s kept crossing -> deny under 250 ms at p99 in the demo
+# (p99 151-213 ms over two runs, against 251-265 ms with 0.1 s).
 BATCH_MAX = int(os.environ.get("TOKENLEDGER_AGENT_BATCH", "500"))
-BATCH_WITHIN_S = float(os.environ.get("TOKENLEDGER_AGENT_BATCH_WITHIN_S", "0.1"))
+BATCH_WITHIN_S = float(os.environ.get("TOKENLEDGER_AGENT_BATCH_WITHIN_S", "0.05"))
 
 
 def _broker_credentials() -> dict[str, Any]:
