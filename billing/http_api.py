@@ -16,7 +16,6 @@ import hashlib
 import hmac
 import re
 import threading
-from collections.abc import Callable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -182,12 +181,6 @@ class BillingServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
         self._thread.start()
         return self
-
-    def serve_forever(self, on_ready: Callable[[str], None] | None = None) -> None:
-        """Serve in the foreground."""
-        if on_ready:
-            on_ready(self.url)
-        self._httpd.serve_forever()
 
     def stop(self) -> None:
         """Shut down and release the port."""

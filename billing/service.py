@@ -68,11 +68,12 @@ def run_service(
     run: SinkRun | None = None
     thread: threading.Thread | None = None
     if sink is not None:
-        run = SinkRun.open(store, KafkaSettings.from_env(), sink.group, sink.batch_size, sink.batch_wait_s)
+        settings = KafkaSettings.from_env()
+        run = SinkRun.open(store, settings, sink.group, sink.batch_size, sink.batch_wait_s)
         run.register_health()
         thread = threading.Thread(target=run.run, args=(stop.set,), name="sink", daemon=True)
         thread.start()
-        watch_stages(KafkaSettings.from_env(), stop)
+        watch_stages(settings, stop)
     scheduler = None
     if schedule:
         scheduler = configure(BackgroundScheduler(timezone=ctx.config.tz), store, budgets, ctx, out_dir)
