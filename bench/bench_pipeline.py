@@ -118,7 +118,7 @@ def main() -> None:
             publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), raw)
         publisher.flush()
         deadline = time.monotonic() + 900
-        stages = [(f"{APP}-spend", settings.topics.usage_priced), ("bench-sink", settings.topics.usage_priced)]
+        stages = [(f"{APP}-spend", settings.topics.spend_deltas), ("bench-sink", settings.topics.usage_priced)]
         done_at: dict[str, float] = {}
         while len(done_at) < len(stages):
             if time.monotonic() > deadline or not all(p.alive for p in procs):

@@ -205,7 +205,7 @@ def drain(settings: KafkaSettings, procs: list[Proc], timeout_s: float = 600.0) 
     t = settings.topics
     stages = [
         ("pricing agent", f"{APP_ID}-pricing", t.usage_raw),
-        ("spend agent", f"{APP_ID}-spend", t.usage_priced),
+        ("spend agent", f"{APP_ID}-spend", t.spend_deltas),
         ("store sink", SINK_GROUP, t.usage_priced),
     ]
     deadline = time.monotonic() + timeout_s

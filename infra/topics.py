@@ -16,6 +16,7 @@ def topic_specs(settings: KafkaSettings, partitions: int = 3) -> list[NewTopic]:
     return [
         NewTopic(t.usage_raw, num_partitions=partitions, replication_factor=1, config=plain),
         NewTopic(t.usage_priced, num_partitions=partitions, replication_factor=1, config=plain),
+        NewTopic(t.spend_deltas, num_partitions=partitions, replication_factor=1, config=plain),
         NewTopic(t.thresholds, num_partitions=1, replication_factor=1, config=plain),
         NewTopic(t.anomalies, num_partitions=1, replication_factor=1, config=plain),
         NewTopic(t.dead_letter, num_partitions=1, replication_factor=1, config=plain),

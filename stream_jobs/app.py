@@ -75,6 +75,7 @@ app = faust.App(
 t = SETTINGS.topics
 raw_topic = app.topic(t.usage_raw, value_serializer="raw", key_serializer="raw", partitions=PARTITIONS)
 priced_topic = app.topic(t.usage_priced, value_serializer="raw", key_serializer="raw", partitions=PARTITIONS)
+deltas_topic = app.topic(t.spend_deltas, value_serializer="raw", key_serializer="raw", partitions=PARTITIONS)
 thresholds_topic = app.topic(t.thresholds, value_serializer="json", key_serializer="raw", partitions=1)
 breakers_topic = app.topic(t.breakers, value_serializer="json", key_serializer="raw", partitions=1)
 anomalies_topic = app.topic(t.anomalies, value_serializer="json", key_serializer="raw", partitions=1)

@@ -1,4 +1,12 @@
-"""Expiry of remembered identities in a Faust table (pure over a mapping)."""
+"""Request identities already priced, remembered one changelog record per batch. Pure over a mapping.
+
+The pricing stage must price a request (``source|request_id``) once for 35 days. One table
+record per identity cost one changelog record per event, the largest single item of the old
+per-event produce overhead. Instead each batch (one source partition's share) writes one
+record holding all the identities it priced; an in-memory index over those records answers
+the per-event lookups, and is rebuilt from the table after each rebalance (the table itself
+is restored from its changelog by Faust before any event of its partition is processed).
+"""
 
 from __future__ import annotations
 
@@ -6,30 +14,70 @@ from collections.abc import MutableMapping
 from typing import Any
 
 EXPIRE_EVERY = 10_000
-
-
-def expire_identities(table: MutableMapping[str, Any], partition: int, horizon_s: float) -> int:
-    """Forget identities (``[event epoch s, partition, offset]`` values) older than ``horizon_s``.
-
-    Only keys written from ``partition``: a table delete goes to the changelog partition of
-    the event being processed, which must be the one that holds the key. Called from inside
-    an agent (Faust refuses table writes elsewhere).
-    """
-    old = [k for k, v in table.items() if v is not None and v[1] == partition and v[0] < horizon_s]
-    for key in old:
-        del table[key]
-    return len(old)
-
-
-def identity_value(epoch_s: int, partition: int, offset: int) -> list[int]:
-    """What an identity table remembers: event time (for expiry) and where the identity was first seen."""
-    return [epoch_s, partition, offset]
+Identity = tuple[int, int, int]  # (event epoch s, source partition, offset)
 
 
 def is_repeat(remembered: Any, partition: int, offset: int) -> bool:
     """Whether an identity seen before belongs to *another* message (a real duplicate).
 
     The same message replayed after a crash finds its own identity (same partition and
-    offset): that is not a duplicate, its effects are checked record by record instead.
+    offset): that is not a duplicate.
     """
     return remembered is not None and list(remembered[1:3]) != [partition, offset]
+
+
+def batch_key(partition: int, first_offset: int) -> str:
+    """Table key of a batch's identity record (source partition first: expiry scans one partition)."""
+    return f"{partition}:{first_offset}"
+
+
+class BatchIdentities:
+    """The identities of every batch record of a table, indexed per source partition."""
+
+    def __init__(self, table: MutableMapping[str, Any]) -> None:
+        self._table = table
+        self._index: dict[int, dict[str, Identity]] = {}
+
+    def forget_index(self) -> None:
+        """Drop the index (after a rebalance: it is rebuilt from the table on next use)."""
+        self._index.clear()
+
+    def of(self, partition: int) -> dict[str, Identity]:
+        """``identity -> (epoch s, partition, offset)`` of every identity recorded from ``partition``."""
+        index = self._index.get(partition)
+        if index is None:
+            index = {}
+            prefix = f"{partition}:"
+            for key, record in self._table.items():
+                if record and key.startswith(prefix):
+                    for identity, epoch_s, offset in record["ids"]:
+                        index.setdefault(identity, (epoch_s, partition, offset))
+            self._index[partition] = index
+        return index
+
+    def record(self, partition: int, ids: dict[str, Identity]) -> dict[str, Any]:
+        """The table value for a batch's newly priced identities; call :meth:`remember` once it is durable."""
+        return {"ids": [[identity, at, offset] for identity, (at, _, offset) in ids.items()]}
+
+    def remember(self, partition: int, ids: dict[str, Identity]) -> None:
+        """Add a durable batch record's identities to the index."""
+        self.of(partition).update(ids)
+
+    def expired(self, partition: int, horizon_s: float) -> list[str]:
+        """Keys of ``partition``'s batch records whose every identity is older than ``horizon_s``.
+
+        Removes their identities from the index; the caller deletes the keys (from inside an
+        agent: Faust routes a delete to the changelog partition of the current event).
+        """
+        prefix = f"{partition}:"
+        old = [
+            k
+            for k, v in self._table.items()
+            if v and k.startswith(prefix) and max((at for _, at, _ in v["ids"]), default=0) < horizon_s
+        ]
+        index = self.of(partition)
+        for key in old:
+            for identity, _, offset in self._table[key]["ids"]:
+                if index.get(identity, (0, partition, -1))[2] == offset:
+                    del index[identity]
+        return old

@@ -1,17 +1,23 @@
-"""Agent: raw usage events -> priced events. Validates, de-duplicates, prices.
+"""Agent: raw usage events -> priced events and per-key spend deltas. Validates, de-duplicates, prices.
 
 * invalid events go to the dead-letter topic with the reason, and are counted;
 * running estimates of a stream (``final=false``) are counted but not billed: a request is
   billed once, at its final figure;
 * a request is priced once: ``source|request_id`` is remembered for 35 days (more than a
-  month, so redeliveries across a month boundary are still caught);
-* priced events are keyed by tenant, so each tenant's budget state lives in one partition;
-* events come in batches: a batch's priced events are sent together and all acknowledged by
-  the broker before the identities are remembered (and acknowledged by the broker in turn),
-  and only then are the raw events acknowledged. After a crash, a raw event that finds its own
-  identity (same partition and offset) was already priced and delivered: it is skipped, not
-  counted as a duplicate; one whose identity is missing is priced again to the same priced
-  event (same ``(source, id)``), which the spend agent and the store count once.
+  month, so redeliveries across a month boundary are still caught). Raw events are keyed by
+  it, so every copy of a request lands in the same partition;
+* each batch (one source partition's share) becomes: one priced event per request on
+  ``usage-priced`` (for the store), one delta per touched key on ``spend-deltas`` (for the
+  spend stage: every dimension value and every matching budget, see
+  ``tokenledger.schema.deltas``), and one identity record in the ``priced-batches`` table.
+
+Exactly once through crashes: the batch's priced events and deltas are acknowledged by the
+broker first, then its identity record, and only then are its raw events acknowledged. A crash
+before the identity record is durable replays the batch (maybe with other boundaries): it is
+priced again to the same priced events (the store keeps one row per ``(source, id)``) and the
+same delta entries (the spend stage skips entries at or below the raw offset it already folded
+per key and source partition). A raw event that finds its own identity (same partition and
+offset) was already delivered and is skipped.
 """
 
 from __future__ import annotations
@@ -21,22 +27,27 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stream_jobs.app import (
     BATCH_MAX,
     BATCH_WITHIN_S,
+    BUDGETS,
     DEDUP_HORIZON_S,
     PARTITIONS,
+    SETTINGS,
     app,
     dead_letter_topic,
-    priced_topic,
     raw_topic,
 )
+from stream_jobs.async_producer import AsyncProducer
 from stream_jobs.batches import Staged, partition_batches
 from stream_jobs.dead_letters import dead_letter_value, origin_key
+from stream_jobs.delta_batch import DeltaBatch
 from stream_jobs.durable_table import durable_table
-from stream_jobs.identities import EXPIRE_EVERY, expire_identities, identity_value, is_repeat
+from stream_jobs.identities import EXPIRE_EVERY, BatchIdentities, Identity, batch_key, is_repeat
+from stream_jobs.spend_state import labels_of_event
 from tokenledger import metrics
 from tokenledger.batch_pricing import request_identity
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
@@ -46,75 +57,75 @@ from tokenledger.schema.priced import encode_priced
 TABLE = CachedPriceTable(LayeredPriceTable.from_path())
 TRACE = os.environ.get("TOKENLEDGER_TRACE_EVENTS") == "1"  # log every raw event's position (diagnosis)
 log = logging.getLogger(__name__)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+MICROSECOND = timedelta(microseconds=1)
 
-# Request identities already priced: source|request_id -> [event epoch s, source partition, offset].
-priced_requests = durable_table(app, "priced-requests", PARTITIONS)
+# One record per batch: "partition:first offset" -> {"ids": [[source|request_id, epoch s, offset], ...]}.
+priced_batches = durable_table(app, "priced-batches", PARTITIONS)
 # Dead letters, stream estimates and duplicates seen by this agent: {"n": count}.
 counters = durable_table(app, "pricing-counters", PARTITIONS)
+identities = BatchIdentities(priced_batches)
+outputs = AsyncProducer(SETTINGS)
+_IN = metrics.EVENTS.labels("pricing", "in")
+_PRICED = metrics.EVENTS.labels("pricing", "priced")
 
 
-async def deliver(key: bytes, value: bytes) -> None:
-    """Send a priced event and wait for the broker's acknowledgement, retrying until it comes.
-
-    Faust acks the raw event (and later commits its offset) once the agent moves on; a
-    fire-and-forget send that fails while the broker is away would then be lost. Waiting
-    for the delivery keeps the raw offset uncommitted until the priced event is stored.
-    """
-    delay = 0.1
-    while True:
-        try:
-            fut = await priced_topic.send(key=key, value=value)
-            await fut
-            return
-        except Exception as exc:
-            log.warning("priced event not acknowledged (%r); retrying in %.1fs", exc, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 5.0)
+@app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode's handler type is stricter than its send
+def _reindex(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+    """Partitions moved: rebuild the identity index from the (recovered) table on next use."""
+    identities.forget_index()
 
 
-async def deliver_all(messages: list[tuple[bytes, bytes]]) -> None:
-    """Send a batch of priced events at once and wait until the broker acknowledged every one.
+class Batch:
+    """What one source partition's share of a batch produces, before any of it is sent."""
 
-    Sends are pipelined (one round trip for the batch, not one per event); any that fail
-    are retried one by one with :func:`deliver`. The batch's raw events are acknowledged
-    only afterwards.
-    """
-    futures: list[Any] = []
-    for key, value in messages:
-        try:
-            futures.append(await priced_topic.send(key=key, value=value))
-        except Exception:  # the producer refused it outright: retry below
-            futures.append(None)
-    outcomes = await asyncio.gather(*(f for f in futures if f is not None), return_exceptions=True)
-    results = iter(outcomes)
-    for (key, value), fut in zip(messages, futures, strict=True):
-        if fut is None or isinstance(next(results), BaseException):
-            await deliver(key, value)
+    def __init__(self, partition: int) -> None:
+        self.partition = partition
+        self.staged = Staged()
+        self.priced: list[tuple[bytes | None, bytes]] = []
+        self.deltas = DeltaBatch(partition, BUDGETS.budgets)
+        self.ids: dict[str, Identity] = {}
+        self.first_offset = -1
+        self.usage: dict[tuple[str, str], list[int]] = {}  # (model, department) -> token kinds + cost, for metrics
 
 
 @app.agent(raw_topic)
 async def price_events(stream: Any) -> AsyncIterator[None]:
     """Price every valid, final, not yet priced request, a batch at a time."""
     seen: dict[int, int] = {}  # per source partition, since the last identity expiry there
+    t = SETTINGS.topics
     async for partition, group in partition_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
-        staged, outbox = Staged(), list[tuple[bytes, bytes]]()
+        batch = Batch(partition)
+        known = identities.of(partition)
         for event in group:
-            await _price(event, staged, outbox)
-        await deliver_all(outbox)  # before the identities are remembered
-        await staged.commit()
-        seen[partition] = seen.get(partition, 0) + len(outbox)
+            await _price(event, batch, known)
+        await asyncio.gather(  # priced events and deltas first: then the identities may say "done"
+            outputs.send_all(t.usage_priced, batch.priced),
+            outputs.send_all(t.spend_deltas, batch.deltas.messages()),
+        )
+        if batch.ids:
+            batch.staged.at(partition, -1)  # a plain record: no applied-offset stamp
+            batch.staged.set(
+                priced_batches, batch_key(partition, batch.first_offset), identities.record(partition, batch.ids)
+            )
+        await batch.staged.commit()
+        identities.remember(partition, batch.ids)
+        _count(batch)
+        seen[partition] = seen.get(partition, 0) + len(batch.priced)
         if seen[partition] >= EXPIRE_EVERY:
             seen[partition] = 0
-            expire_identities(priced_requests, partition, time.time() - DEDUP_HORIZON_S)
+            for key in identities.expired(partition, time.time() - DEDUP_HORIZON_S):
+                del priced_batches[key]
         yield None
 
 
-async def _price(event: Any, staged: Staged, outbox: list[tuple[bytes, bytes]]) -> None:
-    """Validate, de-duplicate and price one raw event (identity into ``staged``, priced event into ``outbox``)."""
+async def _price(event: Any, batch: Batch, known: dict[str, Identity]) -> None:
+    """Validate, de-duplicate and price one raw event into ``batch``."""
     raw: bytes = event.value or b""
     partition, offset = event.message.partition, event.message.offset
+    staged = batch.staged
     staged.at(partition, offset)
-    metrics.EVENTS.labels("pricing", "in").inc()
+    _IN.inc()
     if TRACE:
         log.info("raw %s:%s key=%r", event.message.partition, event.message.offset, event.key)
     try:
@@ -133,7 +144,7 @@ async def _price(event: Any, staged: Staged, outbox: list[tuple[bytes, bytes]]) 
         metrics.EVENTS.labels("pricing", "estimate").inc()
         return
     request = request_identity(ev)
-    remembered = staged.get(priced_requests, request)
+    remembered = batch.ids.get(request) or known.get(request)
     if is_repeat(remembered, partition, offset):
         staged.add(counters, "duplicates:pricing")
         metrics.EVENTS.labels("pricing", "duplicate").inc()
@@ -141,15 +152,30 @@ async def _price(event: Any, staged: Staged, outbox: list[tuple[bytes, bytes]]) 
     if remembered is not None:
         return  # this very event, replayed after a crash: priced and delivered before its identity was stored
     cost = price(ev.data, ev.time, TABLE)
-    outbox.append((ev.data.labels.tenant.encode(), encode_priced(ev, cost)))
+    labels = labels_of_event(ev)
+    batch.priced.append((labels["tenant"].encode(), encode_priced(ev, cost)))
+    at_us = (ev.time - EPOCH) // MICROSECOND  # exact: no float
+    nanos = cost.total_nanos
+    batch.deltas.add(offset, at_us, nanos, labels)
+    if batch.first_offset < 0:
+        batch.first_offset = offset
+    batch.ids[request] = (at_us // 1_000_000, partition, offset)
     d = ev.data
-    tokens = {
-        "input": d.input_tokens - d.cached_read_tokens - d.cache_write_tokens,
-        "cached_read": d.cached_read_tokens,
-        "cache_write": d.cache_write_tokens,
-        "output": d.output_tokens - d.reasoning_tokens,
-        "reasoning": d.reasoning_tokens,
-    }
-    metrics.record_priced(d.model, d.labels.department or "", tokens, cost.total_nanos)
-    metrics.EVENTS.labels("pricing", "priced").inc()
-    staged.set(priced_requests, request, identity_value(int(ev.time.timestamp()), partition, offset))
+    usage = batch.usage.setdefault((d.model, labels["department"]), [0, 0, 0, 0, 0, 0])
+    usage[0] += d.input_tokens - d.cached_read_tokens - d.cache_write_tokens
+    usage[1] += d.cached_read_tokens
+    usage[2] += d.cache_write_tokens
+    usage[3] += d.output_tokens - d.reasoning_tokens
+    usage[4] += d.reasoning_tokens
+    usage[5] += nanos
+
+
+_KINDS = ("input", "cached_read", "cache_write", "output", "reasoning")
+
+
+def _count(batch: Batch) -> None:
+    """Prometheus counters for a batch (label lookups once per model and department, not per event)."""
+    for (model, department), usage in batch.usage.items():
+        metrics.record_priced(model, department, dict(zip(_KINDS, usage[:5], strict=True)), usage[5])
+    if batch.priced:
+        _PRICED.inc(len(batch.priced))

@@ -1,34 +1,34 @@
-"""Agent: priced events -> spend windows, budget thresholds, breakers, spike anomalies.
+"""Agent: spend deltas -> spend windows, budget thresholds, breakers, spike anomalies.
 
-For each priced request (counted once per ``source|id``):
+The second phase of a two-phase aggregation: the pricing stage sends, per batch, one delta per
+touched key (``tokenledger.schema.deltas``), keyed by that key, so this agent receives one
+message per key per batch, and one tenant's keys (and budgets) spread over every partition and
+every spend worker. For each delta:
 
-* spend of each dimension value (tenant, user, department, project, model, feature, api key)
-  in its calendar day and month (budget timezone) and its rolling hour;
-* every budget whose scope matches: its period spend, threshold crossings (each level once
-  per period, topic ``thresholds``) and the breaker state (compacted topic ``breakers``, key
-  = budget id), including the return to normal when a new period starts;
-* hourly spend per tenant and per department against the same hour yesterday: over 3x
-  emits an anomaly.
+* a dimension value (``tenant|dimension=value``: tenant, user, department, project, model,
+  feature, api key): its spend in its calendar day and month (budget timezone), its rolling
+  hour, and hourly buckets; for tenants and departments, the hour against the same hour
+  yesterday (over 3x emits an anomaly);
+* a budget (``budget:<id>``, every priced request in its scope, in the order the pricing stage
+  sent them): its period spend, evaluated request by request: threshold crossings (each level
+  once per period, topic ``thresholds``) and the breaker state (compacted topic ``breakers``,
+  key = budget id), including the return to normal when a new period starts.
 
-Events arrive in batches (``stream.take_events``) and are folded per source partition into
-staged table values; each touched key is then written once, so a busy tenant costs one
-changelog record per batch rather than one per event.
-
-Exactly once through crashes (``kill -9`` at any moment): a batch's outputs and then its table
-writes are awaited until the broker acknowledged them, and only then are its events
-acknowledged (so a committed offset never runs ahead of the state); every state record carries
-the offset of the last event of its source partition folded into it, so the replay after a
-crash skips, record by record, what that record already holds (see ``stream_jobs.batches``).
-Outputs are at least once with deterministic keys: a threshold is keyed
-``budget|period|level``, a breaker by its budget (compacted), an anomaly by tenant|key|hour.
+Exactly once through crashes (``kill -9`` of any stage at any moment): every state record
+remembers, per source partition of ``usage-raw``, the raw offset of the last entry folded into
+it, and entries at or below it are skipped. A batch re-priced after a pricing crash (maybe with
+other boundaries) and a delta replayed after a spend crash are therefore folded once, entry by
+entry. A batch's outputs and then its table writes are acknowledged by the broker before its
+deltas are, so a committed offset never runs ahead of the state. Outputs are at least once with
+deterministic keys: a threshold is keyed ``budget|period|level``, a breaker by its budget
+(compacted), an anomaly by tenant|key|hour.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -39,35 +39,33 @@ from stream_jobs.app import (
     BATCH_MAX,
     BATCH_WITHIN_S,
     BUDGETS,
-    DEDUP_HORIZON_S,
     PARTITIONS,
     anomalies_topic,
     app,
     breakers_topic,
     dead_letter_topic,
-    priced_topic,
+    deltas_topic,
     thresholds_topic,
 )
-from stream_jobs.batches import Staged, partition_batches
+from stream_jobs.batches import Staged, applied_offset, partition_batches
 from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.durable_table import durable_table
-from stream_jobs.identities import EXPIRE_EVERY, expire_identities, identity_value, is_repeat
-from stream_jobs.spend_state import DIMENSIONS, Progress, When, add_spend, labels_of, spent, state_key
+from stream_jobs.spend_state import Progress, SpendFold, When, spent
 from tokenledger import metrics
-from tokenledger.budget_eval import BudgetStatus, evaluate, matches, period_of, roll_over
-from tokenledger.schema.priced import decode_priced
+from tokenledger.budget_eval import BudgetStatus, evaluate, period_of, roll_over
+from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_delta
 from tokenledger.spikes import check_spike
 from tokenledger.windows import ROLLING
 
 TZ = BUDGETS.tz
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BY_ID = {b.id: b for b in BUDGETS.budgets}
 
-# Event identities already counted: source|id -> [event epoch s, source partition, offset].
-counted_events = durable_table(app, "counted-events", PARTITIONS)
 # Spend per tenant|dimension=value (see stream_jobs.spend_state).
 spend = durable_table(app, "spend", PARTITIONS)
 # Per budget: {"spend": state, "status": BudgetStatus fields}; "spikes:<key>": {"hours": reported}.
 budget_state = durable_table(app, "budget-state", PARTITIONS)
-# Dead letters and duplicates seen: {"n": count}.
+# Dead letters and deltas of unknown budgets: {"n": count}.
 counters = durable_table(app, "spend-counters", PARTITIONS)
 SPIKE_DIMENSIONS = ("tenant", "department")
 
@@ -97,28 +95,27 @@ def _status_doc(status: BudgetStatus) -> dict[str, Any]:
     return doc
 
 
-@app.agent(priced_topic)
+@app.agent(deltas_topic)
 async def track_spend(stream: Any) -> AsyncIterator[None]:
-    """Fold priced requests into the spend tables and evaluate budgets, a batch at a time."""
-    counted: dict[int, int] = {}  # per source partition, since the last identity expiry there
-    async for partition, group in partition_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
+    """Fold spend deltas into the spend tables and evaluate budgets, a batch at a time."""
+    async for _, group in partition_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
         staged = Staged()
         for event in group:
-            counted[partition] = counted.get(partition, 0) + await _fold(event, staged)
-        await staged.commit()  # outputs, then state, acknowledged by the broker: then the events
-        if counted[partition] >= EXPIRE_EVERY:
-            counted[partition] = 0
-            expire_identities(counted_events, partition, time.time() - DEDUP_HORIZON_S)
+            await _apply(event, staged)
+        await staged.commit()  # outputs, then state, acknowledged by the broker: then the deltas
         yield None
 
 
-async def _fold(event: Any, staged: Staged) -> int:
-    """Fold one priced event into ``staged``; 1 if it was counted, 0 if refused or a duplicate."""
-    partition, offset = event.message.partition, event.message.offset
-    staged.at(partition, offset)
+def _when(at_us: int) -> When:
+    return When.of(EPOCH + timedelta(microseconds=at_us), TZ)
+
+
+async def _apply(event: Any, staged: Staged) -> None:
+    """Fold one delta into ``staged``: only its entries the key's record does not hold yet."""
     try:
-        priced = decode_priced(event.value or b"")
+        delta = decode_delta(event.value or b"")
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        staged.at(event.message.partition, event.message.offset)
         staged.output(
             await dead_letter_topic.send(
                 key=origin_key(event.message),
@@ -127,49 +124,79 @@ async def _fold(event: Any, staged: Staged) -> int:
         )
         staged.add(counters, "dead-letter:spend")
         metrics.EVENTS.labels("spend", "dead_letter").inc()
-        return 0
-    identity = f"{priced.event.source}|{priced.event.id}"
-    metrics.EVENTS.labels("spend", "in").inc()
-    if is_repeat(staged.get(counted_events, identity), partition, offset):
-        staged.add(counters, "duplicates:spend")
-        metrics.EVENTS.labels("spend", "duplicate").inc()
-        return 0
-    at = priced.event.time
-    _progress.seen(at)
-    nanos = priced.cost.to_cost().total_nanos
-    labels = labels_of(priced)
-    tenant = labels["tenant"]
-    when = When.of(at, TZ)
-    for dim in DIMENSIONS:
-        if labels[dim]:
-            key = state_key(tenant, dim, labels[dim])
-            if staged.fresh(spend, key):  # a replay skips records that already hold this event
-                staged.set(spend, key, add_spend(staged.get(spend, key), when, nanos))
-    for dim in SPIKE_DIMENSIONS:
-        await _check_spike(staged, tenant, dim, labels[dim], at)
-    for budget in BUDGETS.budgets:
-        if matches(budget, tenant, labels, labels["model"]) and staged.fresh(budget_state, f"budget:{budget.id}"):
-            await _evaluate_budget(staged, budget, when, nanos)
-    staged.set(counted_events, identity, identity_value(int(at.timestamp()), partition, offset))
-    return 1
+        return
+    if delta.key.startswith(BUDGET_PREFIX):
+        await _apply_budget(staged, delta)
+    else:
+        await _apply_spend(staged, delta)
 
 
-async def _evaluate_budget(staged: Staged, budget: Any, when: When, nanos: int) -> None:
-    key = f"budget:{budget.id}"
-    at = when.at
+def _fresh(record: Any, delta: SpendDeltaV1) -> list[tuple[int, int, int]]:
+    """The delta's entries past the last raw offset of its partition already in ``record``."""
+    done = applied_offset(record, str(delta.partition))
+    entries = delta.entries
+    if not entries or entries[0][0] > done:
+        return entries
+    return [e for e in entries if e[0] > done]
+
+
+async def _apply_spend(staged: Staged, delta: SpendDeltaV1) -> None:
+    record = staged.get(spend, delta.key)
+    entries = _fresh(record, delta)
+    if not entries:
+        return
+    fold = SpendFold(record)
+    latest: dict[int, int] = {}  # hour bucket -> latest event time in it, µs
+    for _, at_us, nanos in entries:
+        when = _when(at_us)
+        fold.add(when, nanos)
+        if latest.get(when.hour, -1) < at_us:
+            latest[when.hour] = at_us
+    staged.at(delta.partition, entries[-1][0])
+    staged.set(spend, delta.key, fold.state())
+    metrics.EVENTS.labels("spend", "in").inc(len(entries))
+    dim = delta.key.partition("|")[2].partition("=")[0]
+    if dim in SPIKE_DIMENSIONS:
+        instants = [EPOCH + timedelta(microseconds=at_us) for at_us in sorted(latest.values())]
+        _progress.seen(instants[-1])
+        await _check_spikes(staged, delta.key, instants)
+
+
+async def _apply_budget(staged: Staged, delta: SpendDeltaV1) -> None:
+    key = delta.key
+    budget = BY_ID.get(key.removeprefix(BUDGET_PREFIX))
     doc = staged.get(budget_state, key) or {}
-    state = add_spend(doc.get("spend"), when, nanos)
+    entries = _fresh(doc, delta)
+    if budget is None or not entries:
+        if budget is None:  # a budget removed from the file while its deltas were in flight
+            staged.at(delta.partition, delta.entries[-1][0] if delta.entries else -1)
+            staged.add(counters, "unknown-budget")
+        return
+    fold = SpendFold(doc.get("spend"))
     status = _status_from(doc)
+    for _, at_us, nanos in entries:
+        when = _when(at_us)
+        fold.add(when, nanos)
+        status = await _evaluate(staged, budget, status, fold, when)
+    if status is not None:
+        metrics.record_budget(budget.id, status.spent_nanos, budget.limit_nanos, status.state)
+    staged.at(delta.partition, entries[-1][0])
+    staged.set(budget_state, key, {"spend": fold.state(), "status": _status_doc(status) if status else None})
+
+
+async def _evaluate(
+    staged: Staged, budget: Any, status: BudgetStatus | None, fold: SpendFold, when: When
+) -> BudgetStatus | None:
+    """One request's step of a budget: crossings and breaker updates go out, the new status comes back."""
+    at = when.at
     period_key, _ = period_of(budget, at, BUDGETS.timezone)
     if status is not None and budget.period not in ROLLING and period_key < status.period_key:
-        # A late event of a closed period: its spend counts there; the open period is unchanged.
-        staged.set(budget_state, key, {"spend": state, "status": _status_doc(status)})
-        return
-    # Evaluate at the budget's watermark: events of several partitions arrive interleaved, and
+        return status  # a late event of a closed period: its spend counts there; the open period is unchanged
+    # Evaluate at the budget's watermark: entries of several partitions arrive interleaved, and
     # a rolling window or a crossing time must not move backwards with an older event.
     now = max(at, status.as_of) if status is not None and status.as_of is not None else at
     new_status, crossings, breaker = evaluate(
-        budget, status, spent(state, budget.period, now, TZ), now, BUDGETS.timezone
+        budget, status, spent(fold.state(), budget.period, now, TZ), now, BUDGETS.timezone
     )
     for c in crossings:
         sent = await thresholds_topic.send(
@@ -186,26 +213,29 @@ async def _evaluate_budget(staged: Staged, budget: Any, when: When, nanos: int) 
         staged.output(sent)
     if breaker is not None:
         staged.output(await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json()))
-    metrics.record_budget(budget.id, new_status.spent_nanos, budget.limit_nanos, new_status.state)
-    staged.set(budget_state, key, {"spend": state, "status": _status_doc(new_status)})
+    return new_status
 
 
-async def _check_spike(staged: Staged, tenant: str, dim: str, value: str, at: datetime) -> None:
-    if not value:
-        return
-    key = state_key(tenant, dim, value)
+async def _check_spikes(staged: Staged, key: str, instants: list[datetime]) -> None:
+    """Hourly spike checks of a tenant or department key at the latest instant of each hour a delta touched.
+
+    The state already holds the whole delta, so an hour is compared with its spend up to the end
+    of the batch (a spike is reported at most one batch earlier than request by request would).
+    """
     state = staged.get(spend, key)
-    if not state:
-        return
     marker = f"spikes:{key}"
-    if not staged.fresh(budget_state, marker):
+    if not state or not staged.fresh(budget_state, marker):
         return
+    tenant, _, dim_value = key.partition("|")
     before = staged.get(budget_state, marker)
     reported = set(before.get("hours", []) if isinstance(before, dict) else before or [])  # a list before 2026-11
     hourly = {int(k): v for k, v in state["hour"].items()}
-    found = check_spike(f"{dim}={value}", hourly, at, reported)
-    if found is not None:
-        staged.set(budget_state, marker, {"hours": sorted(reported)[-48:]})
+    found_any = False
+    for at in instants:
+        found = check_spike(dim_value, hourly, at, reported)
+        if found is None:
+            continue
+        found_any = True
         sent = await anomalies_topic.send(
             key=f"{tenant}|{found.key}|{found.hour_start.astimezone(UTC).isoformat()}".encode(),
             value={
@@ -219,16 +249,19 @@ async def _check_spike(staged: Staged, tenant: str, dim: str, value: str, at: da
             },
         )
         staged.output(sent)
+    if found_any:
+        staged.set(budget_state, marker, {"hours": sorted(reported)[-48:]})
 
 
 _announced: set[tuple[str, str]] = set()
 _introduced: set[str] = set()
 
 
-def _owns_tenant(tenant: str) -> bool:
-    """Whether this worker holds the priced partition of ``tenant`` (where its budgets live)."""
-    partition = (murmur2(tenant.encode()) & 0x7FFFFFFF) % PARTITIONS  # the producer's default partitioner
-    return TP(priced_topic.get_topic_name(), partition) in app.assignor.assigned_actives()
+def _owns_budget(budget_id: str) -> bool:
+    """Whether this worker holds the ``spend-deltas`` partition of the budget (where its state lives)."""
+    key = (BUDGET_PREFIX + budget_id).encode()
+    partition = (murmur2(key) & 0x7FFFFFFF) % PARTITIONS  # the pricing stage's producer partitions by murmur2
+    return TP(deltas_topic.get_topic_name(), partition) in app.assignor.assigned_actives()
 
 
 @app.timer(interval=2.0)  # type: ignore[untyped-decorator]
@@ -245,7 +278,7 @@ async def introduce_budgets() -> None:
         return
     now = datetime.now(UTC)
     for budget in BUDGETS.budgets:
-        if budget.id in _introduced or not _owns_tenant(budget.tenant):
+        if budget.id in _introduced or not _owns_budget(budget.id):
             continue
         _introduced.add(budget.id)
         if budget_state.get(f"budget:{budget.id}") is None:

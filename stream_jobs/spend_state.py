@@ -22,7 +22,12 @@ DIMENSIONS = ("tenant", "user", "department", "project", "model", "feature", "ap
 
 def labels_of(priced: Any) -> dict[str, str]:
     """A priced event's attribution by dimension (absent labels as ``""``), the model included."""
-    lb = priced.event.data.labels
+    return labels_of_event(priced.event)
+
+
+def labels_of_event(event: Any) -> dict[str, str]:
+    """A usage event's attribution by dimension (absent labels as ``""``), the model included."""
+    lb = event.data.labels
     return {
         "tenant": lb.tenant,
         "user": lb.user or "",
@@ -31,7 +36,7 @@ def labels_of(priced: Any) -> dict[str, str]:
         "feature": lb.feature or "",
         "environment": lb.environment or "",
         "api_key": lb.api_key or "",
-        "model": priced.event.data.model,
+        "model": event.data.model,
     }
 
 
@@ -91,68 +96,103 @@ def add_spend(state: dict[str, Any] | None, when: When, nanos: int) -> dict[str,
         when: The event time, pre-computed (see :class:`When`).
         nanos: Cost, nano-USD.
     """
-    if state is None:
-        state = {"day": {}, "month": {}, "minute": {}, "hour": {}}
-    day = dict(state["day"])
-    day[when.day] = day.get(when.day, 0) + nanos
-    month = dict(state["month"])
-    month[when.month] = month.get(when.month, 0) + nanos
-    if len(day) > 2:
-        day = dict(sorted(day.items())[-2:])
-    if len(month) > 2:
-        month = dict(sorted(month.items())[-2:])
-    minute, hour = state["minute"], state["hour"]
-    # One scan each for the smallest and largest key; they decide everything below. A key's
-    # buckets span at most 49 hours, so keys of two lengths can only meet at the edge of the
-    # ten-digit range, where the longer key sorts first or the shorter last: checking the
-    # lengths of the smallest and largest keys is enough.
-    mmin, mmax = (min(minute), max(minute)) if minute else ("", "")
-    hmin, hmax = (min(hour), max(hour)) if hour else ("", "")
-    if not (
-        (not minute or len(mmin) == len(mmax) == 10)
-        and (not hour or len(hmin) == len(hmax) == 10)
-        and when.hour >= _TEN_DIGITS + _HOURLY_KEEP_S
-        and when.minute < _ELEVEN_DIGITS
-    ):
-        return _add_buckets_by_value(state, day, month, when, nanos)
-    # Bucket keys and window edges are epoch seconds with ten digits (2001-09-11 .. 2286-11-20),
-    # so comparing them as strings compares them as numbers: no key is parsed, and a dict is
-    # rebuilt only when one of its buckets actually fell out of its window.
-    key = str(when.minute)
-    newest = key if not minute or key > mmax else mmax
-    oldest_kept = str(int(newest) - _HOUR_S)
-    minute = dict(minute)
-    if key > oldest_kept:
-        minute[key] = minute.get(key, 0) + nanos
-    if mmin and mmin <= oldest_kept:
-        minute = {k: v for k, v in minute.items() if k > oldest_kept}
-    hour = dict(hour)
-    hkey = str(when.hour)
-    hour[hkey] = hour.get(hkey, 0) + nanos
-    oldest_hour = str(when.hour - _HOURLY_KEEP_S)
-    if hmin and hmin <= oldest_hour:
-        hour = {k: v for k, v in hour.items() if k > oldest_hour}
-    return {"day": day, "month": month, "minute": minute, "hour": hour}
+    fold = SpendFold(state)
+    fold.add(when, nanos)
+    return fold.state()
+
+
+def add_spend_many(state: dict[str, Any] | None, items: list[tuple[When, int]]) -> dict[str, Any]:
+    """Fold several requests in order: equal to :func:`add_spend` applied to each in turn."""
+    fold = SpendFold(state)
+    for when, nanos in items:
+        fold.add(when, nanos)
+    return fold.state()
+
+
+class SpendFold:
+    """A key's state being folded into, in place: its dicts are copied once, not once per event.
+
+    Bucket keys and window edges are epoch seconds with ten digits (2001-09-11 .. 2286-11-20),
+    so comparing them as strings compares them as numbers: no key is parsed, and a dict is
+    rebuilt only when one of its buckets actually fell out of its window. Instants outside that
+    range take the slower path that parses keys.
+    """
+
+    def __init__(self, state: dict[str, Any] | None) -> None:
+        if state is None:
+            state = {"day": {}, "month": {}, "minute": {}, "hour": {}}
+        self.day: dict[str, int] = dict(state["day"])
+        self.month: dict[str, int] = dict(state["month"])
+        self.minute: dict[str, int] = dict(state["minute"])
+        self.hour: dict[str, int] = dict(state["hour"])
+        m, h = self.minute, self.hour
+        self._mmin, self._mmax = (min(m), max(m)) if m else ("", "")
+        self._hmin, self._hmax = (min(h), max(h)) if h else ("", "")
+        # A key's buckets span at most 49 hours, so keys of two lengths can only meet at the
+        # edge of the ten-digit range: checking the smallest and largest keys is enough.
+        self._ten = (not m or len(self._mmin) == len(self._mmax) == 10) and (
+            not h or len(self._hmin) == len(self._hmax) == 10
+        )
+
+    def state(self) -> dict[str, Any]:
+        """The folded state (a new dict)."""
+        return {"day": self.day, "month": self.month, "minute": self.minute, "hour": self.hour}
+
+    def add(self, when: When, nanos: int) -> None:
+        """Fold one request in."""
+        day, month = self.day, self.month
+        day[when.day] = day.get(when.day, 0) + nanos
+        month[when.month] = month.get(when.month, 0) + nanos
+        if len(day) > 2:
+            self.day = dict(sorted(day.items())[-2:])
+        if len(month) > 2:
+            self.month = dict(sorted(month.items())[-2:])
+        if not (self._ten and when.hour >= _TEN_DIGITS + _HOURLY_KEEP_S and when.minute < _ELEVEN_DIGITS):
+            self._add_by_value(when, nanos)
+            return
+        minute, mmin, mmax = self.minute, self._mmin, self._mmax
+        key = str(when.minute)
+        newest = key if not minute or key > mmax else mmax
+        oldest_kept = str(int(newest) - _HOUR_S)
+        if key > oldest_kept:
+            minute[key] = minute.get(key, 0) + nanos
+            mmin = key if not mmin or key < mmin else mmin
+        if mmin and mmin <= oldest_kept:
+            minute = self.minute = {k: v for k, v in minute.items() if k > oldest_kept}
+            mmin = min(minute) if minute else ""
+        self._mmin, self._mmax = mmin, newest if minute else ""
+        hour, hmin = self.hour, self._hmin
+        hkey = str(when.hour)
+        hour[hkey] = hour.get(hkey, 0) + nanos
+        oldest_hour = str(when.hour - _HOURLY_KEEP_S)
+        if hmin and hmin <= oldest_hour:
+            hour = self.hour = {k: v for k, v in hour.items() if k > oldest_hour}
+            hmin = min(hour)
+        else:
+            hmin = hkey if not hmin or hkey < hmin else hmin
+        self._hmin, self._hmax = hmin, max(self._hmax, hkey) if self._hmax else hkey
+
+    def _add_by_value(self, when: When, nanos: int) -> None:
+        """The bucket update comparing parsed keys (instants outside the ten-digit epoch range)."""
+        minute = self.minute
+        newest = max([when.minute, *(int(k) for k in minute)])
+        key = str(when.minute)
+        if when.minute > newest - _HOUR_S:
+            minute[key] = minute.get(key, 0) + nanos
+        self.minute = {k: v for k, v in minute.items() if int(k) > newest - _HOUR_S}
+        hour = self.hour
+        hkey = str(when.hour)
+        hour[hkey] = hour.get(hkey, 0) + nanos
+        self.hour = {k: v for k, v in hour.items() if int(k) > when.hour - _HOURLY_KEEP_S}
+        m, h = self.minute, self.hour
+        self._mmin, self._mmax = (min(m), max(m)) if m else ("", "")
+        self._hmin, self._hmax = (min(h), max(h)) if h else ("", "")
+        self._ten = (not m or len(self._mmin) == len(self._mmax) == 10) and (
+            not h or len(self._hmin) == len(self._hmax) == 10
+        )
 
 
 _TEN_DIGITS, _ELEVEN_DIGITS = 10**9, 10**10
-
-
-def _add_buckets_by_value(
-    state: dict[str, Any], day: dict[str, int], month: dict[str, int], when: When, nanos: int
-) -> dict[str, Any]:
-    """The bucket update comparing parsed keys (instants outside the ten-digit epoch range)."""
-    minute = dict(state["minute"])
-    newest = max([when.minute, *(int(k) for k in minute)])
-    key = str(when.minute)
-    if when.minute > newest - _HOUR_S:
-        minute[key] = minute.get(key, 0) + nanos
-    minute = {k: v for k, v in minute.items() if int(k) > newest - _HOUR_S}
-    hour = dict(state["hour"])
-    hkey = str(when.hour)
-    hour[hkey] = hour.get(hkey, 0) + nanos
-    hour = {k: v for k, v in hour.items() if int(k) > when.hour - _HOURLY_KEEP_S}
-    return {"day": day, "month": month, "minute": minute, "hour": hour}
 
 
 def spent(state: dict[str, Any] | None, period: str, at: datetime, tz: ZoneInfo) -> int:

@@ -38,7 +38,7 @@ def pipeline_stages(settings: KafkaSettings, app_id: str = "tokenledger") -> lis
     t = settings.topics
     return [
         Stage("pricing", (f"{app_id}-pricing", app_id), t.usage_raw),
-        Stage("spend", (f"{app_id}-spend", app_id), t.usage_priced),
+        Stage("spend", (f"{app_id}-spend", app_id), t.spend_deltas),
     ]
 
 

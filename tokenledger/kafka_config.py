@@ -14,6 +14,7 @@ class Topics:
 
     usage_raw: str = "usage-raw"
     usage_priced: str = "usage-priced"
+    spend_deltas: str = "spend-deltas"
     thresholds: str = "thresholds"
     breakers: str = "breakers"
     anomalies: str = "anomalies"

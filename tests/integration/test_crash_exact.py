@@ -45,6 +45,7 @@ from tokenledger.budget_eval import level_thresholds, matches
 from tokenledger.budgets import BudgetFile
 from tokenledger.kafka_config import KafkaSettings, Topics
 from tokenledger.pricing import LayeredPriceTable, price
+from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_delta
 from tokenledger.schema.v1 import UsageEventV1
 from tokenledger.store.chdb_store import ChdbStore
 from tokenledger.store.migrations import migrate
@@ -190,7 +191,7 @@ class Rig:
         t = self.settings.topics
         groups = [
             (f"{self.app_id}-pricing", t.usage_raw),
-            (f"{self.app_id}-spend", t.usage_priced),
+            (f"{self.app_id}-spend", t.spend_deltas),
             (self.sink_group, t.usage_priced),
         ]
         survivors = [p for p in self.processes() if p.alive]  # a worker killed for good stays dead
@@ -251,27 +252,36 @@ class Rig:
 
     def _verify_budgets(self, truth: Truth, docs: dict[str, dict[str, Any]]) -> None:
         budgets = BudgetFile.load(self.budgets_path).budgets
-        # Crossings follow the order of usage-priced (one partition per tenant), first copies only.
-        order: list[str] = []
-        for m in read_messages(self.settings, self.settings.topics.usage_priced):
-            identity = "{source}|{id}".format(**orjson.loads(m.value())["event"])
-            if identity not in order:
-                order.append(identity)
-        assert sorted(order) == sorted(truth.nanos)
-        expected_crossings: dict[str, int] = {}
         expected_spend: dict[str, int] = {}
         for b in budgets:
-            running = 0
-            for identity in order:
+            expected_spend[b.id] = 0
+            for identity, nanos in truth.nanos.items():
                 d = docs[identity]["data"]
-                labels = {**d["labels"], "model": d["model"]}
-                if not matches(b, d["labels"]["tenant"], labels, d["model"]):
-                    continue
-                before, running = running, running + truth.nanos[identity]
-                for level, threshold in level_thresholds(b).items():
-                    if before < threshold <= running:
-                        expected_crossings[f"{b.id}|{level}"] = running
-            expected_spend[b.id] = running
+                if matches(b, d["labels"]["tenant"], {**d["labels"], "model": d["model"]}, d["model"]):
+                    expected_spend[b.id] += nanos
+        # Crossings follow the order of each budget's deltas (one spend-deltas partition per
+        # budget); an entry at or below the raw offset already folded from its partition is a
+        # replay and counts once.
+        deltas: dict[str, list[SpendDeltaV1]] = defaultdict(list)
+        for m in read_messages(self.settings, self.settings.topics.spend_deltas):
+            delta = decode_delta(m.value())
+            if delta.key.startswith(BUDGET_PREFIX):
+                deltas[delta.key.removeprefix(BUDGET_PREFIX)].append(delta)
+        expected_crossings: dict[str, int] = {}
+        for b in budgets:
+            running, applied = 0, defaultdict[int, int](lambda: -1)
+            for delta in deltas[b.id]:
+                for offset, _, nanos in delta.entries:
+                    if offset <= applied[delta.partition]:
+                        continue
+                    applied[delta.partition] = offset
+                    before, running = running, running + nanos
+                    for level, threshold in level_thresholds(b).items():
+                        if before < threshold <= running:
+                            expected_crossings[f"{b.id}|{level}"] = running
+            assert running == expected_spend[b.id], (
+                f"{b.id}: the deltas hold {running}, the requests {expected_spend[b.id]}"
+            )
         seen: dict[str, set[int]] = defaultdict(set)
         for m in read_messages(self.settings, self.settings.topics.thresholds):
             c = orjson.loads(m.value())

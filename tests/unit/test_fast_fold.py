@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_jobs.spend_state import _HOUR_S, _HOURLY_KEEP_S, When, add_spend
+from stream_jobs.spend_state import _HOUR_S, _HOURLY_KEEP_S, When, add_spend, add_spend_many
 from tokenledger.windows import ROLLING, bucket_start, calendar_window
 
 TZS = [ZoneInfo("Asia/Shanghai"), ZoneInfo("America/St_Johns"), ZoneInfo("UTC")]
@@ -70,3 +70,19 @@ def test_fast_fold_equals_reference(base: datetime, tz: ZoneInfo, events: list[t
         fast = add_spend(fast, when, nanos)
         slow = reference_add(slow, when, nanos)
         assert fast == slow
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(BASES), st.sampled_from(TZS), steps, st.integers(1, 60))
+def test_batched_fold_equals_one_by_one(
+    base: datetime, tz: ZoneInfo, events: list[tuple[int, int]], batch: int
+) -> None:
+    """The spend stage folds a delta's entries at once; the state is the one of folding them one by one."""
+    whens = [(When.of(base + timedelta(seconds=s), tz), n) for s, n in events]
+    one_by_one: dict[str, Any] | None = None
+    batched: dict[str, Any] | None = None
+    for when, nanos in whens:
+        one_by_one = reference_add(one_by_one, when, nanos)
+    for i in range(0, len(whens), batch):
+        batched = add_spend_many(batched, whens[i : i + batch])
+    assert batched == one_by_one

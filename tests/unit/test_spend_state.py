@@ -1,9 +1,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from stream_jobs.identities import expire_identities
+from stream_jobs.identities import BatchIdentities, batch_key, is_repeat
 from stream_jobs.spend_state import Progress, When, add_spend, spent
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -34,10 +35,23 @@ def test_fold_is_pure() -> None:
     assert a["day"] != b["day"] and spent(a, "day", w.at, SH) == 5 and spent(b, "day", w.at, SH) == 10
 
 
-def test_identity_expiry_only_touches_its_partition() -> None:
-    t: dict[str, list[int] | None] = {"a": [100, 0], "b": [100, 1], "c": [900, 0], "d": None}
-    assert expire_identities(t, 0, 500) == 1
-    assert sorted(t) == ["b", "c", "d"]
+def test_batch_identities_index_and_expiry_per_partition() -> None:
+    t: dict[str, Any] = {}
+    ids = BatchIdentities(t)
+    first = {"svc|r1": (100, 0, 5), "svc|r2": (900, 0, 6)}
+    t[batch_key(0, 5)] = ids.record(0, first)
+    t[batch_key(1, 3)] = ids.record(1, {"svc|r3": (100, 1, 3)})
+    t[batch_key(0, 9)] = ids.record(0, {"svc|r4": (200, 0, 9)})
+    t["0:12"] = None  # a deleted record
+    assert ids.of(0) == {**first, "svc|r4": (200, 0, 9)}
+    assert not is_repeat(ids.of(0)["svc|r1"], 0, 5)  # its own replay
+    assert is_repeat(ids.of(0)["svc|r1"], 0, 7)  # a second copy
+    # Only records of partition 0 whose every identity is past the horizon.
+    assert ids.expired(0, 500) == ["0:9"]
+    assert "svc|r4" not in ids.of(0) and "svc|r3" in ids.of(1)
+    ids.forget_index()
+    del t["0:9"]
+    assert ids.of(0) == first
 
 
 def test_progress_tells_replay_from_live() -> None:

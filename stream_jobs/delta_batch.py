@@ -1,0 +1,57 @@
+"""Group one batch's priced requests into per-key spend deltas (the first phase of the aggregation). Pure."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from stream_jobs.spend_state import DIMENSIONS, state_key
+from tokenledger.budget_eval import matches
+from tokenledger.schema.deltas import BUDGET_PREFIX, encode_delta
+
+_LABEL_ORDER = ("tenant", "user", "department", "project", "feature", "environment", "api_key", "model")
+
+
+class DeltaBatch:
+    """Entries per key for one source partition's share of a batch, in offset order."""
+
+    def __init__(self, partition: int, budgets: Sequence[Any]) -> None:
+        self.partition = partition
+        self._budgets = budgets
+        self._entries: dict[str, list[tuple[int, int, int]]] = {}
+
+    def add(self, offset: int, at_us: int, nanos: int, labels: Mapping[str, str]) -> None:
+        """One priced request: its cost goes to each of its dimension values and matching budgets."""
+        entry = (offset, at_us, nanos)
+        tenant = labels["tenant"]
+        entries = self._entries
+        for dim in DIMENSIONS:
+            value = labels[dim]
+            if value:
+                entries.setdefault(state_key(tenant, dim, value), []).append(entry)
+        for budget_id in _matching(self._budgets, labels):
+            entries.setdefault(BUDGET_PREFIX + budget_id, []).append(entry)
+
+    def messages(self) -> list[tuple[bytes, bytes]]:
+        """``(key, value)`` of each touched key's delta."""
+        p = self.partition
+        return [(key.encode(), encode_delta(key, p, e)) for key, e in self._entries.items()]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+_MATCHES: dict[tuple[int, tuple[str, ...]], tuple[str, ...]] = {}
+
+
+def _matching(budgets: Sequence[Any], labels: Mapping[str, str]) -> tuple[str, ...]:
+    """Ids of the budgets whose scope the labels fall in (memoised per label combination)."""
+    sig = tuple(labels[k] for k in _LABEL_ORDER)
+    cache_key = (id(budgets), sig)
+    found = _MATCHES.get(cache_key)
+    if found is None:
+        found = tuple(b.id for b in budgets if matches(b, labels["tenant"], labels, labels["model"]))
+        if len(_MATCHES) >= 100_000:
+            _MATCHES.clear()
+        _MATCHES[cache_key] = found
+    return found
