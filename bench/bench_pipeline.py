@@ -20,10 +20,15 @@ import os
 import sys
 import tempfile
 import time
+from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+import orjson
+from confluent_kafka import Consumer, TopicPartition
 
 from infra.broker import start_broker
 from infra.topics import create_topics
@@ -48,13 +53,29 @@ def cpu_seconds(pid: int) -> float:
 
 
 def events(n: int) -> list[dict[str, Any]]:
-    """``n`` simulated requests from November on (about 560 a day)."""
+    """``n`` simulated requests from November on, scaled so they span about a month."""
     out = []
-    for raw in simulate(datetime(2026, 11, 1, tzinfo=TZ), 365):
+    for raw in simulate(datetime(2026, 11, 1, tzinfo=TZ), 365, scale=max(1.0, n / 15_000)):
         out.append(raw)
         if len(out) == n:
             break
     return out
+
+
+def truth_of(raws: list[bytes], table: CachedPriceTable) -> tuple[int, dict[tuple[str, str], int]]:
+    """Ground truth: total cost and cost per (tenant, month key in the budget timezone), nano-USD."""
+    total, by_month = 0, defaultdict[tuple[str, str], int](int)
+    seen: set[str] = set()
+    for raw in raws:
+        ev = UsageEventV1.model_validate_json(raw)
+        identity = f"{ev.source}|{ev.data.request_id}"
+        if identity in seen or not ev.data.final:
+            continue
+        seen.add(identity)
+        nanos = price(ev.data, ev.time, table).total_nanos
+        total += nanos
+        by_month[(ev.data.labels.tenant, When.of(ev.time, TZ).month)] += nanos
+    return total, dict(by_month)
 
 
 def plain_loop(raws: list[bytes], table: CachedPriceTable) -> float:
@@ -83,72 +104,134 @@ def plain_loop(raws: list[bytes], table: CachedPriceTable) -> float:
     return len(raws) / (time.perf_counter() - t0)
 
 
+@dataclass
+class Run:
+    """What one end-to-end run measured."""
+
+    published_s: float
+    stored_s: float
+    budgets_s: float
+    cpu_s: dict[str, float]  # per process, over the run
+    rows: int
+    stored_nanos: int
+    tenant_months: dict[tuple[str, str], int]  # from the spend table's changelog
+
+
+def read_latest(settings: KafkaSettings, topic: str) -> dict[bytes, Any]:
+    """The last value per key of a (compacted) topic."""
+    c = Consumer({**settings.client_config(), "group.id": f"bench-read-{time.time_ns()}", "enable.auto.commit": False})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    out: dict[bytes, Any] = {}
+    idle = 0
+    while idle < 3:
+        msgs = [m for m in c.consume(5000, 0.5) if not m.error()]
+        idle = 0 if msgs else idle + 1
+        for m in msgs:
+            value = m.value()
+            out[m.key() or b""] = orjson.loads(value) if value else None
+    c.close()
+    return out
+
+
+def wait_done(settings: KafkaSettings, procs: list[Proc], n: int, t0: float, tmp: str) -> dict[str, float]:
+    """Seconds from ``t0`` until the spend stage and the sink committed everything (after all was priced)."""
+    deadline = time.monotonic() + 1800
+    stages = [(f"{APP}-spend", settings.topics.spend_deltas), ("bench-sink", settings.topics.usage_priced)]
+    done_at: dict[str, float] = {}
+    priced = False
+    while len(done_at) < len(stages):
+        if time.monotonic() > deadline or not all(p.alive for p in procs):
+            raise SystemExit(f"a process exited or 1800 s passed: see {tmp}/*.log")
+        if not priced:  # the spend stage is done once every raw event is priced and its deltas folded
+            done, ends = committed_and_end(settings, f"{APP}-pricing", settings.topics.usage_raw)
+            priced = done == ends >= n
+        for group, topic in stages:
+            done, ends = committed_and_end(settings, group, topic)
+            if priced and group not in done_at and done == ends >= (n if group == "bench-sink" else 1):
+                done_at[group] = time.perf_counter() - t0
+        time.sleep(0.2)
+    return done_at
+
+
+def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str) -> Run:
+    """Publish every event through the real pipeline and wait until the store and the budgets hold them."""
+    n = len(raws)
+    broker = start_broker(Path(tmp) / "kafka")
+    store = ChdbStore(Path(tmp) / "chdb")
+    migrate(store)
+    store.close()  # the sink process owns it while it runs
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    create_topics(settings)
+    procs = [
+        Proc(
+            worker_command("warn"),
+            worker_env(settings, app_id=APP, datadir=Path(tmp) / f"faust-{role}", role=role),
+            Path(tmp) / f"{role}.log",
+        ).start()
+        for role in ("pricing", "spend")
+    ]
+    sink = sink_command(f"chdb://{tmp}/chdb", "bench-sink", batch_size=5_000, batch_wait_s=0.2)
+    procs.append(Proc(sink, kafka_env(settings), Path(tmp) / "sink.log").start())
+    time.sleep(20)  # every process joined its group and idles before the clock starts
+    print(f"workers started, publishing {n:,} events", flush=True)
+    pids = {name: p.proc.pid if p.proc else 0 for name, p in zip(("pricing", "spend", "sink"), procs, strict=True)}
+    pids["broker"] = broker.pid or 0
+    cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    own0 = time.process_time()
+    t0 = time.perf_counter()
+    publisher = UsagePublisher(settings, spool=None)
+    for raw, doc in zip(raws, docs, strict=True):
+        publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), raw)
+    publisher.flush()
+    published_s = time.perf_counter() - t0
+    cpu = {"publisher": time.process_time() - own0}
+    done_at = wait_done(settings, procs, n, t0, tmp)
+    cpu |= {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+    for p in procs:
+        p.stop()
+    months: dict[tuple[str, str], int] = {}
+    for raw_key, state in read_latest(settings, f"{APP}-spend-spend-changelog").items():
+        tenant, _, dim = json.loads(raw_key).partition("|")
+        if state and dim == f"tenant={tenant}":
+            months |= {(tenant, month): v for month, v in state["month"].items()}
+    store = ChdbStore(Path(tmp) / "chdb")
+    rows, stored = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
+    store.close()
+    broker.stop()
+    return Run(published_s, done_at["bench-sink"], done_at[f"{APP}-spend"], cpu, int(rows), int(stored), months)
+
+
 def main() -> None:
-    """Run both and print the ratio."""
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 3_000
+    """Run both, check the totals against the ground truth, print the rates (headline last)."""
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     table = CachedPriceTable(LayeredPriceTable.from_path())
     docs = events(n)
     if len(docs) < n:
         raise SystemExit(f"the simulation yields {len(docs):,} events, fewer than {n:,}")
     raws = [json.dumps(d).encode() for d in docs]
     plain = plain_loop(raws, table)
+    print(f"plain loop (decode + validate + price + 7 dimension folds): {plain:,.0f} events/s", flush=True)
+    truth_total, truth_months = truth_of(raws, table)
     with tempfile.TemporaryDirectory() as tmp:
-        broker = start_broker(Path(tmp) / "kafka")
-        store = ChdbStore(Path(tmp) / "chdb")
-        migrate(store)
-        store.close()  # the sink process owns it while it runs
-        settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        create_topics(settings)
-        procs = [
-            Proc(
-                worker_command("warn"),
-                worker_env(settings, app_id=APP, datadir=Path(tmp) / f"faust-{role}", role=role),
-                Path(tmp) / f"{role}.log",
-            ).start()
-            for role in ("pricing", "spend")
-        ]
-        sink = sink_command(f"chdb://{tmp}/chdb", "bench-sink", batch_size=2_000, batch_wait_s=0.2)
-        procs.append(Proc(sink, kafka_env(settings), Path(tmp) / "sink.log").start())
-        time.sleep(20)  # every process joined its group and idles before the clock starts
-        print(f"plain loop: {plain:,.0f} events/s; workers started, publishing {n:,} events", flush=True)
-        cpu0 = [cpu_seconds(p.proc.pid) for p in procs if p.proc]
-        t0 = time.perf_counter()
-        publisher = UsagePublisher(settings, spool=None)
-        for raw, doc in zip(raws, docs, strict=True):
-            publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), raw)
-        publisher.flush()
-        deadline = time.monotonic() + 900
-        stages = [(f"{APP}-spend", settings.topics.spend_deltas), ("bench-sink", settings.topics.usage_priced)]
-        done_at: dict[str, float] = {}
-        while len(done_at) < len(stages):
-            if time.monotonic() > deadline or not all(p.alive for p in procs):
-                raise SystemExit(f"a process exited or 900 s passed: see {tmp}/*.log")
-            for group, topic in stages:
-                done, ends = committed_and_end(settings, group, topic)
-                if group not in done_at and done == ends >= n:
-                    done_at[group] = time.perf_counter() - t0
-            time.sleep(0.2)
-        total_s = max(done_at.values())
-        stored_s = done_at["bench-sink"]
-        cpu = [cpu_seconds(p.proc.pid) - c for p, c in zip(procs, cpu0, strict=True) if p.proc]
-        for p in procs:
-            p.stop()
-        store = ChdbStore(Path(tmp) / "chdb")
-        rows = int(store.query("SELECT count() FROM usage_events FINAL").scalar())
-        store.close()
-        broker.stop()
-    if rows != n:
-        raise SystemExit(f"store holds {rows}/{n} requests")
-    e2e = n / total_s
-    print(f"{n:,} events; plain loop (decode + validate + price + 7 dimension folds): {plain:,.0f} events/s")
-    print(
-        f"process CPU: pricing {cpu[0]:.1f} s ({n / cpu[0]:,.0f} events per CPU-second), "
-        f"spend {cpu[1]:.1f} s ({n / cpu[1]:,.0f} events per CPU-second), sink {cpu[2]:.1f} s"
-    )
-    print(
-        f"pipeline end to end: store complete after {stored_s:.1f} s, windows and budgets after {total_s:.1f} s "
-        f"-> {e2e:,.0f} events/s ({plain / e2e:.0f}x slower than the plain loop)"
-    )
+        run = run_pipeline(raws, docs, tmp)
+    if (run.rows, run.stored_nanos) != (n, truth_total):
+        raise SystemExit(
+            f"store: {run.rows:,} requests, {run.stored_nanos:,} nano-USD; expected {n:,}, {truth_total:,}"
+        )
+    wrong = {k: (v, truth_months.get(k)) for k, v in run.tenant_months.items() if truth_months.get(k) != v}
+    if wrong or not run.tenant_months:
+        raise SystemExit(f"spend table per tenant and month differs from the truth (found, expected): {wrong}")
+    months = len(run.tenant_months)
+    print(f"totals exact: store {run.stored_nanos:,} nano-USD in {run.rows:,} requests; {months} tenant months")
+    all_cpu = sum(run.cpu_s.values())
+    per = ", ".join(f"{name} {1e6 * c / n:,.0f}" for name, c in run.cpu_s.items())
+    print(f"CPU µs/event: {per}; all processes {1e6 * all_cpu / n:,.0f} ({n / all_cpu:,.0f} events per CPU-second)")
+    print(f"published in {run.published_s:.1f} s ({n / run.published_s:,.0f} events/s)")
+    print(f"store complete after {run.stored_s:.1f} s: {n / run.stored_s:,.0f} events/s")
+    print(f"budgets complete after {run.budgets_s:.1f} s: {n / run.budgets_s:,.0f} events/s")
+    e2e = n / max(run.stored_s, run.budgets_s)
+    print(f"pipeline end to end: {e2e:,.0f} events/s ({plain / e2e:.1f}x the plain loop's time)")
 
 
 if __name__ == "__main__":

@@ -171,6 +171,16 @@ def committed_and_end(settings: KafkaSettings, group: str, topic: str) -> tuple[
         c.close()
 
 
+def committed_offsets(settings: KafkaSettings, group: str, topic: str) -> dict[int, int]:
+    """Offset committed by ``group`` per partition of ``topic`` (0 where none)."""
+    c = Consumer({**settings.client_config(), "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
+        return {tp.partition: max(tp.offset, 0) for tp in c.committed(parts, timeout=10)}
+    finally:
+        c.close()
+
+
 def committed_lag(settings: KafkaSettings, group: str, topic: str) -> int:
     """Messages of ``topic`` that consumer group ``group`` has not committed yet."""
     done, ends = committed_and_end(settings, group, topic)
