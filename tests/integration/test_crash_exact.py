@@ -24,6 +24,7 @@ import os
 import random
 import sys
 import time
+import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -35,9 +36,8 @@ from typing import Any
 import orjson
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 
-from infra.broker import KafkaBroker, start_broker
+from infra.broker import KafkaBroker, free_port, start_broker
 from infra.topics import create_topics
 from infra.workers import Proc, committed_lag, committed_offsets, kafka_env, sink_command, worker_command, worker_env
 from tests.factories import event_dict
@@ -300,6 +300,15 @@ class Rig:
         } == {k: v for k, v in expected_spend.items() if v}  # a budget without traffic has no state
 
 
+def spend_events_in(port: int) -> float:
+    """``tokenledger_events_total{outcome="in",stage="spend"}`` of the worker serving metrics on ``port``."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    for line in text.splitlines():
+        if line.startswith('tokenledger_events_total{outcome="in",stage="spend"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
 @pytest.fixture
 def rng() -> random.Random:
     seed = int(os.environ.get("TOKENLEDGER_CRASH_SEED", str(random.SystemRandom().randrange(10**6))))
@@ -365,20 +374,18 @@ def test_one_tenant_spreads_over_two_spend_workers(broker: KafkaBroker, tmp_path
     """All traffic from one tenant: its keys and budgets spread over the 3 partitions of
     spend-deltas, both spend workers fold a share, totals are exact and each threshold is sent once."""
     rig = Rig(broker, tmp_path, workers=2)
+    ports = [free_port() for _ in rig.spend]
+    for worker, port in zip(rig.spend, ports, strict=True):
+        worker.env["TOKENLEDGER_METRICS_PORT"] = str(port)
     events = make_events(rng, one_tenant=True)
     rig.start()
     try:
         rig.publish(events, lambda i: None)
         rig.wait_drained()
-        group = f"{rig.app_id}-spend"
-        described = AdminClient(rig.settings.client_config()).describe_consumer_groups([group])[group].result(30)
-        shares = [
-            {tp.partition for tp in m.assignment.topic_partitions if tp.topic == rig.settings.topics.spend_deltas}
-            for m in described.members
-        ]
-        assert len(shares) == 2 and all(shares), shares  # both members hold spend-deltas partitions
+        folded_here = [spend_events_in(port) for port in ports]
+        assert all(n > 0 for n in folded_here), folded_here  # both spend workers folded entries
         t = rig.settings.topics
-        folded = committed_offsets(rig.settings, group, t.spend_deltas)
+        folded = committed_offsets(rig.settings, f"{rig.app_id}-spend", t.spend_deltas)
         assert sorted(folded) == [0, 1, 2] and all(folded.values()), folded  # each partition was worked on
         rig.verify(events)
         thresholds = [m.key() for m in read_messages(rig.settings, t.thresholds)]
