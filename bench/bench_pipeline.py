@@ -115,6 +115,7 @@ class Run:
     rows: int
     stored_nanos: int
     tenant_months: dict[tuple[str, str], int]  # from the spend table's changelog
+    delta_messages: int  # on spend-deltas: what the spend stage consumed
 
 
 def read_latest(settings: KafkaSettings, topic: str) -> dict[bytes, Any]:
@@ -195,11 +196,13 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str) -> Run
         tenant, _, dim = json.loads(raw_key).partition("|")
         if state and dim == f"tenant={tenant}":
             months |= {(tenant, month): v for month, v in state["month"].items()}
+    deltas = committed_and_end(settings, f"{APP}-spend", settings.topics.spend_deltas)[1]
     store = ChdbStore(Path(tmp) / "chdb")
     rows, stored = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
     store.close()
     broker.stop()
-    return Run(published_s, done_at["bench-sink"], done_at[f"{APP}-spend"], cpu, int(rows), int(stored), months)
+    spend_s = done_at[f"{APP}-spend"]
+    return Run(published_s, done_at["bench-sink"], spend_s, cpu, int(rows), int(stored), months, deltas)
 
 
 def main() -> None:
@@ -227,6 +230,7 @@ def main() -> None:
     all_cpu = sum(run.cpu_s.values())
     per = ", ".join(f"{name} {1e6 * c / n:,.0f}" for name, c in run.cpu_s.items())
     print(f"CPU µs/event: {per}; all processes {1e6 * all_cpu / n:,.0f} ({n / all_cpu:,.0f} events per CPU-second)")
+    print(f"spend deltas: {run.delta_messages:,} messages ({run.delta_messages / n:.2f} per event)")
     print(f"published in {run.published_s:.1f} s ({n / run.published_s:,.0f} events/s)")
     print(f"store complete after {run.stored_s:.1f} s: {n / run.stored_s:,.0f} events/s")
     print(f"budgets complete after {run.budgets_s:.1f} s: {n / run.budgets_s:,.0f} events/s")

@@ -18,13 +18,14 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
+from tokenledger.errors import PermanentError
 from tokenledger.kafka_config import KafkaSettings
 
 log = logging.getLogger(__name__)
 
 
 class AsyncProducer:
-    """``send`` returns a future resolved when the broker acknowledged the record."""
+    """``send_all`` returns when the broker acknowledged every record given."""
 
     def __init__(self, settings: KafkaSettings, linger_ms: int = 5) -> None:
         self._producer = Producer(
@@ -53,37 +54,55 @@ class AsyncProducer:
         while not self._stop.is_set():
             self._producer.poll(0.05)
 
-    def send(self, topic: str, key: bytes | None, value: bytes) -> asyncio.Future[None]:
-        """Queue one record; the future resolves on acknowledgement (or fails with the delivery error)."""
-        loop = self._ensure_started()
-        fut: asyncio.Future[None] = loop.create_future()
-
-        def delivered(err: Any, _msg: Any) -> None:
-            loop.call_soon_threadsafe(_settle, fut, err)
-
-        while True:
-            try:
-                self._producer.produce(topic, value, key, on_delivery=delivered)
-                return fut
-            except BufferError:  # the local queue is full: let deliveries drain it
-                self._producer.poll(0.01)
-            except KafkaException as exc:
-                fut.set_exception(exc)
-                return fut
-
     async def send_all(self, topic: str, records: Sequence[tuple[bytes | None, bytes]]) -> None:
-        """Send ``records`` pipelined and wait until every one is acknowledged, retrying failures."""
-        pending = [(key, value, self.send(topic, key, value)) for key, value in records]
+        """Send ``records`` pipelined and wait until every one is acknowledged, retrying failures.
+
+        One future per call, not per record: the delivery thread counts acknowledgements and
+        wakes the event loop once, when the last one arrived.
+        """
+        loop = self._ensure_started()
+        pending = list(records)
         delay = 0.1
         while pending:
-            outcomes = await asyncio.gather(*(f for _, _, f in pending), return_exceptions=True)
-            failed = [(k, v) for (k, v, _), o in zip(pending, outcomes, strict=True) if isinstance(o, BaseException)]
+            failed = await self._send_once(loop, topic, pending)
             if not failed:
                 return
             log.warning("%d records to %s not acknowledged; retrying in %.1fs", len(failed), topic, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
-            pending = [(k, v, self.send(topic, k, v)) for k, v in failed]
+            pending = failed
+
+    async def _send_once(
+        self, loop: asyncio.AbstractEventLoop, topic: str, records: list[tuple[bytes | None, bytes]]
+    ) -> list[tuple[bytes | None, bytes]]:
+        """Produce each record once; the ones whose delivery failed."""
+        if not records:
+            return []
+        done: asyncio.Future[None] = loop.create_future()
+        failed: list[tuple[bytes | None, bytes]] = []
+        left = [len(records)]
+        lock = threading.Lock()
+
+        def delivered(err: Any, msg: Any) -> None:  # on the delivery thread
+            with lock:
+                if err is not None:
+                    failed.append((msg.key(), msg.value()))
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                loop.call_soon_threadsafe(_settle, done)
+
+        for key, value in records:
+            while True:
+                try:
+                    self._producer.produce(topic, value, key, on_delivery=delivered)
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain it
+                    await asyncio.sleep(0.01)
+                except KafkaException as exc:  # refused outright (e.g. too large): a permanent error
+                    raise PermanentError(f"cannot produce to {topic}: {exc}") from exc
+        await done
+        return failed
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Deliver what is queued (up to ``timeout_s``) and stop the delivery thread."""
@@ -93,10 +112,6 @@ class AsyncProducer:
             self._thread.join(timeout_s)
 
 
-def _settle(fut: asyncio.Future[None], err: Any) -> None:
-    if fut.done():
-        return
-    if err is None:
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
         fut.set_result(None)
-    else:
-        fut.set_exception(KafkaException(err))

@@ -50,7 +50,7 @@ from stream_jobs.app import (
 from stream_jobs.batches import Staged, applied_offset, partition_batches
 from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.durable_table import durable_table
-from stream_jobs.spend_state import Progress, SpendFold, When, spent
+from stream_jobs.spend_state import Progress, SpendFold, When, keys_of_us, spent
 from tokenledger import metrics
 from tokenledger.budget_eval import BudgetStatus, evaluate, period_of, roll_over
 from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_delta
@@ -148,10 +148,10 @@ async def _apply_spend(staged: Staged, delta: SpendDeltaV1) -> None:
     fold = SpendFold(record)
     latest: dict[int, int] = {}  # hour bucket -> latest event time in it, µs
     for _, at_us, nanos in entries:
-        when = _when(at_us)
-        fold.add(when, nanos)
-        if latest.get(when.hour, -1) < at_us:
-            latest[when.hour] = at_us
+        keys = keys_of_us(at_us, TZ)
+        fold.add_keys(keys, nanos)
+        if latest.get(keys[3], -1) < at_us:
+            latest[keys[3]] = at_us
     staged.at(delta.partition, entries[-1][0])
     staged.set(spend, delta.key, fold.state())
     metrics.EVENTS.labels("spend", "in").inc(len(entries))

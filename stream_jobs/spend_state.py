@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -79,6 +79,16 @@ class When:
 
 _KEYS: dict[tuple[int, ZoneInfo], tuple[str, str, int, int]] = {}
 _KEYS_MAX = 100_000  # ~70 days of minutes; cleared when full
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def keys_of_us(at_us: int, tz: ZoneInfo) -> tuple[str, str, int, int]:
+    """``(day, month, minute bucket, hour bucket)`` of an instant in epoch µs (:class:`When`'s keys, no datetime)."""
+    cached = _KEYS.get((at_us // 60_000_000, tz))
+    if cached is None:
+        w = When.of(_EPOCH + timedelta(microseconds=at_us), tz)
+        cached = (w.day, w.month, w.minute, w.hour)
+    return cached
 
 
 _HOUR_S = 3600
@@ -140,18 +150,23 @@ class SpendFold:
 
     def add(self, when: When, nanos: int) -> None:
         """Fold one request in."""
+        self.add_keys((when.day, when.month, when.minute, when.hour), nanos)
+
+    def add_keys(self, keys: tuple[str, str, int, int], nanos: int) -> None:
+        """Fold one request in, given its calendar keys and bucket starts (see :func:`keys_of_us`)."""
+        when_day, when_month, when_minute, when_hour = keys
         day, month = self.day, self.month
-        day[when.day] = day.get(when.day, 0) + nanos
-        month[when.month] = month.get(when.month, 0) + nanos
+        day[when_day] = day.get(when_day, 0) + nanos
+        month[when_month] = month.get(when_month, 0) + nanos
         if len(day) > 2:
             self.day = dict(sorted(day.items())[-2:])
         if len(month) > 2:
             self.month = dict(sorted(month.items())[-2:])
-        if not (self._ten and when.hour >= _TEN_DIGITS + _HOURLY_KEEP_S and when.minute < _ELEVEN_DIGITS):
-            self._add_by_value(when, nanos)
+        if not (self._ten and when_hour >= _TEN_DIGITS + _HOURLY_KEEP_S and when_minute < _ELEVEN_DIGITS):
+            self._add_by_value(when_minute, when_hour, nanos)
             return
         minute, mmin, mmax = self.minute, self._mmin, self._mmax
-        key = str(when.minute)
+        key = str(when_minute)
         newest = key if not minute or key > mmax else mmax
         oldest_kept = str(int(newest) - _HOUR_S)
         if key > oldest_kept:
@@ -162,9 +177,9 @@ class SpendFold:
             mmin = min(minute) if minute else ""
         self._mmin, self._mmax = mmin, newest if minute else ""
         hour, hmin = self.hour, self._hmin
-        hkey = str(when.hour)
+        hkey = str(when_hour)
         hour[hkey] = hour.get(hkey, 0) + nanos
-        oldest_hour = str(when.hour - _HOURLY_KEEP_S)
+        oldest_hour = str(when_hour - _HOURLY_KEEP_S)
         if hmin and hmin <= oldest_hour:
             hour = self.hour = {k: v for k, v in hour.items() if k > oldest_hour}
             hmin = min(hour)
@@ -172,18 +187,18 @@ class SpendFold:
             hmin = hkey if not hmin or hkey < hmin else hmin
         self._hmin, self._hmax = hmin, max(self._hmax, hkey) if self._hmax else hkey
 
-    def _add_by_value(self, when: When, nanos: int) -> None:
+    def _add_by_value(self, when_minute: int, when_hour: int, nanos: int) -> None:
         """The bucket update comparing parsed keys (instants outside the ten-digit epoch range)."""
         minute = self.minute
-        newest = max([when.minute, *(int(k) for k in minute)])
-        key = str(when.minute)
-        if when.minute > newest - _HOUR_S:
+        newest = max([when_minute, *(int(k) for k in minute)])
+        key = str(when_minute)
+        if when_minute > newest - _HOUR_S:
             minute[key] = minute.get(key, 0) + nanos
         self.minute = {k: v for k, v in minute.items() if int(k) > newest - _HOUR_S}
         hour = self.hour
-        hkey = str(when.hour)
+        hkey = str(when_hour)
         hour[hkey] = hour.get(hkey, 0) + nanos
-        self.hour = {k: v for k, v in hour.items() if int(k) > when.hour - _HOURLY_KEEP_S}
+        self.hour = {k: v for k, v in hour.items() if int(k) > when_hour - _HOURLY_KEEP_S}
         m, h = self.minute, self.hour
         self._mmin, self._mmax = (min(m), max(m)) if m else ("", "")
         self._hmin, self._hmax = (min(h), max(h)) if h else ("", "")

@@ -97,14 +97,24 @@ class BreakerUpdate:
 
 
 def level_thresholds(budget: Budget) -> dict[Level, int]:
-    """Nano-USD at which each level starts."""
-    limit = Decimal(budget.limit_nanos)
+    """Nano-USD at which each level starts (do not modify the returned dict: it is shared)."""
     lv = budget.levels
-    return {
-        "warning": int(limit * lv.warn),
-        "throttled": int(limit * lv.throttle),
-        "broken": int(limit * lv.break_),
-    }
+    key = (budget.limit_nanos, lv.warn, lv.throttle, lv.break_)
+    found = _THRESHOLDS.get(key)
+    if found is None:
+        limit = Decimal(budget.limit_nanos)
+        found = _THRESHOLDS[key] = {
+            "warning": int(limit * lv.warn),
+            "throttled": int(limit * lv.throttle),
+            "broken": int(limit * lv.break_),
+        }
+    return found
+
+
+# Evaluated once per budget and request on the hot path: the Decimal products and calendar
+# windows are memoised (per limit and levels; per period kind, timezone and UTC minute).
+_THRESHOLDS: dict[tuple[int, Decimal, Decimal, Decimal], dict[Level, int]] = {}
+_PERIODS: dict[tuple[str, str, int], tuple[str, datetime | None]] = {}
 
 
 def state_for(budget: Budget, spent_nanos: int) -> State:
@@ -120,8 +130,15 @@ def period_of(budget: Budget, at: datetime, tz_name: str) -> tuple[str, datetime
     """``(period_key, period_end)`` of the budget's period containing ``at``."""
     if budget.period in ROLLING:
         return budget.period, None
-    window = calendar_window(at, budget.period, ZoneInfo(tz_name))  # type: ignore[arg-type]
-    return window.key, window.end
+    # Every instant of a UTC minute lies in the same local day and month (offsets are whole minutes).
+    key = (budget.period, tz_name, int(at.timestamp() // 60))
+    found = _PERIODS.get(key)
+    if found is None:
+        window = calendar_window(at, budget.period, ZoneInfo(tz_name))  # type: ignore[arg-type]
+        if len(_PERIODS) >= 100_000:
+            _PERIODS.clear()
+        found = _PERIODS[key] = (window.key, window.end)
+    return found
 
 
 def evaluate(
