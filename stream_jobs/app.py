@@ -31,7 +31,7 @@ SESSION_TIMEOUT_S = float(os.environ.get("TOKENLEDGER_SESSION_TIMEOUT_S", "60"))
 # batch) and write each touched table key once per batch and partition. The window is paid once
 # per hop on the way to a breaker: 0.05 s kept crossing -> deny under 250 ms at p99 in the demo
 # (p99 151-213 ms over two runs, against 251-265 ms with 0.1 s).
-BATCH_MAX = int(os.environ.get("TOKENLEDGER_AGENT_BATCH", "500"))
+BATCH_MAX = int(os.environ.get("TOKENLEDGER_AGENT_BATCH", "2000"))
 BATCH_WITHIN_S = float(os.environ.get("TOKENLEDGER_AGENT_BATCH_WITHIN_S", "0.05"))
 
 

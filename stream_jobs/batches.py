@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncIterator, Awaitable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, MutableMapping
+from contextlib import contextmanager
 from typing import Any
 
 from faust.streams import _current_event
@@ -31,6 +32,30 @@ async def partition_batches(stream: Any, max_events: int, within_s: float) -> As
                 yield partition, group
             finally:
                 _current_event.reset(token)
+
+
+async def batches_by_partition(stream: Any, max_events: int, within_s: float) -> AsyncIterator[dict[int, list[Any]]]:
+    """Yield each batch of up to ``max_events`` events as ``{partition: events}``.
+
+    Table writes of a partition's events must be made with one of them current: see
+    :func:`as_current`. As with :func:`partition_batches`, the batch is acknowledged only when
+    the next one is requested.
+    """
+    async for events in stream.take_events(max_events, within=within_s):
+        by_partition: dict[int, list[Any]] = {}
+        for event in events:
+            by_partition.setdefault(event.message.partition, []).append(event)
+        yield by_partition
+
+
+@contextmanager
+def as_current(group: list[Any]) -> Iterator[None]:
+    """Make the last event of ``group`` Faust's current event (table writes go to its changelog partition)."""
+    token = _current_event.set(weakref.ref(group[-1]))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
 
 
 APPLIED = "applied"  # in every staged dict record: {source partition: offset of the last event folded in}
@@ -79,13 +104,22 @@ class Staged:
         staged = self.written(table)
         return staged[key] if key in staged else table.get(key)
 
-    def set(self, table: MutableMapping[str, Any], key: str, value: Any) -> None:
-        """Stage ``table[key] = value``; a dict value is stamped with the current event's position."""
-        if isinstance(value, dict) and self._offset >= 0:
+    def set(
+        self, table: MutableMapping[str, Any], key: str, value: Any, applied: Mapping[str, int] | None = None
+    ) -> None:
+        """Stage ``table[key] = value``; a dict value is stamped with the current event's position.
+
+        ``applied`` stamps these last offsets per source partition instead (a value folded from
+        entries of several partitions).
+        """
+        if isinstance(value, dict) and (self._offset >= 0 or applied):
             before = self.get(table, key)
-            applied = dict(before.get(APPLIED, {})) if isinstance(before, dict) else {}
-            applied[self._partition] = self._offset
-            value = {**value, APPLIED: applied}
+            stamp = dict(before.get(APPLIED, {})) if isinstance(before, dict) else {}
+            if applied:
+                stamp.update(applied)
+            else:
+                stamp[self._partition] = self._offset
+            value = {**value, APPLIED: stamp}
         self._writes.setdefault(id(table), (table, {}))[1][key] = value
 
     def written(self, table: MutableMapping[str, Any]) -> dict[str, Any]:

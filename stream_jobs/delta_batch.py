@@ -13,16 +13,15 @@ _LABEL_ORDER = ("tenant", "user", "department", "project", "feature", "environme
 
 
 class DeltaBatch:
-    """Entries per key for one source partition's share of a batch, in offset order."""
+    """Entries per key for one batch, in offset order within each source partition."""
 
-    def __init__(self, partition: int, budgets: Sequence[Any]) -> None:
-        self.partition = partition
+    def __init__(self, budgets: Sequence[Any]) -> None:
         self._budgets = budgets
-        self._entries: dict[str, list[tuple[int, int, int]]] = {}
+        self._entries: dict[str, list[tuple[int, int, int, int]]] = {}
 
-    def add(self, offset: int, at_us: int, nanos: int, labels: Mapping[str, str]) -> None:
+    def add(self, partition: int, offset: int, at_us: int, nanos: int, labels: Mapping[str, str]) -> None:
         """One priced request: its cost goes to each of its dimension values and matching budgets."""
-        entry = (offset, at_us, nanos)
+        entry = (partition, offset, at_us, nanos)
         tenant = labels["tenant"]
         entries = self._entries
         for dim in DIMENSIONS:
@@ -34,8 +33,7 @@ class DeltaBatch:
 
     def messages(self) -> list[tuple[bytes, bytes]]:
         """``(key, value)`` of each touched key's delta."""
-        p = self.partition
-        return [(key.encode(), encode_delta(key, p, e)) for key, e in self._entries.items()]
+        return [(key.encode(), encode_delta(key, e)) for key, e in self._entries.items()]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -42,7 +42,7 @@ from stream_jobs.app import (
     raw_topic,
 )
 from stream_jobs.async_producer import AsyncProducer
-from stream_jobs.batches import Staged, partition_batches
+from stream_jobs.batches import Staged, as_current, batches_by_partition
 from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.delta_batch import DeltaBatch
 from stream_jobs.durable_table import durable_table
@@ -79,11 +79,12 @@ def _reindex(sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
 class Batch:
     """What one source partition's share of a batch produces, before any of it is sent."""
 
-    def __init__(self, partition: int) -> None:
+    def __init__(self, partition: int, group: list[Any], deltas: DeltaBatch) -> None:
         self.partition = partition
+        self.group = group
         self.staged = Staged()
         self.priced: list[tuple[bytes | None, bytes]] = []
-        self.deltas = DeltaBatch(partition, BUDGETS.budgets)
+        self.deltas = deltas  # shared by the partitions of one batch
         self.ids: dict[str, Identity] = {}
         self.first_offset = -1
         self.usage: dict[tuple[str, str], list[int]] = {}  # (model, department) -> token kinds + cost, for metrics
@@ -94,28 +95,33 @@ async def price_events(stream: Any) -> AsyncIterator[None]:
     """Price every valid, final, not yet priced request, a batch at a time."""
     seen: dict[int, int] = {}  # per source partition, since the last identity expiry there
     t = SETTINGS.topics
-    async for partition, group in partition_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
-        batch = Batch(partition)
-        known = identities.of(partition)
-        for event in group:
-            await _price(event, batch, known)
+    async for groups in batches_by_partition(stream, BATCH_MAX, BATCH_WITHIN_S):
+        deltas = DeltaBatch(BUDGETS.budgets)
+        batches = [Batch(partition, group, deltas) for partition, group in groups.items()]
+        for batch in batches:
+            known = identities.of(batch.partition)
+            with as_current(batch.group):  # a dead letter's counter goes to this partition's changelog
+                for event in batch.group:
+                    await _price(event, batch, known)
         await asyncio.gather(  # priced events and deltas first: then the identities may say "done"
-            outputs.send_all(t.usage_priced, batch.priced),
-            outputs.send_all(t.spend_deltas, batch.deltas.messages()),
+            outputs.send_all(t.usage_priced, [m for b in batches for m in b.priced]),
+            outputs.send_all(t.spend_deltas, deltas.messages()),
         )
-        if batch.ids:
-            batch.staged.at(partition, -1)  # a plain record: no applied-offset stamp
-            batch.staged.set(
-                priced_batches, batch_key(partition, batch.first_offset), identities.record(partition, batch.ids)
-            )
-        await batch.staged.commit()
-        identities.remember(partition, batch.ids)
-        _count(batch)
-        seen[partition] = seen.get(partition, 0) + len(batch.priced)
-        if seen[partition] >= EXPIRE_EVERY:
-            seen[partition] = 0
-            for key in identities.expired(partition, time.time() - DEDUP_HORIZON_S):
-                del priced_batches[key]
+        for batch in batches:
+            partition = batch.partition
+            with as_current(batch.group):
+                if batch.ids:
+                    batch.staged.at(partition, -1)  # a plain record: no applied-offset stamp
+                    record = identities.record(partition, batch.ids)
+                    batch.staged.set(priced_batches, batch_key(partition, batch.first_offset), record)
+                await batch.staged.commit()
+                identities.remember(partition, batch.ids)
+                _count(batch)
+                seen[partition] = seen.get(partition, 0) + len(batch.priced)
+                if seen[partition] >= EXPIRE_EVERY:
+                    seen[partition] = 0
+                    for key in identities.expired(partition, time.time() - DEDUP_HORIZON_S):
+                        del priced_batches[key]
         yield None
 
 
@@ -156,7 +162,7 @@ async def _price(event: Any, batch: Batch, known: dict[str, Identity]) -> None:
     batch.priced.append((labels["tenant"].encode(), encode_priced(ev, cost)))
     at_us = (ev.time - EPOCH) // MICROSECOND  # exact: no float
     nanos = cost.total_nanos
-    batch.deltas.add(offset, at_us, nanos, labels)
+    batch.deltas.add(partition, offset, at_us, nanos, labels)
     if batch.first_offset < 0:
         batch.first_offset = offset
     batch.ids[request] = (at_us // 1_000_000, partition, offset)

@@ -47,7 +47,7 @@ from stream_jobs.app import (
     deltas_topic,
     thresholds_topic,
 )
-from stream_jobs.batches import Staged, applied_offset, partition_batches
+from stream_jobs.batches import APPLIED, Staged, partition_batches
 from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.durable_table import durable_table
 from stream_jobs.spend_state import Progress, SpendFold, When, keys_of_us, spent
@@ -131,57 +131,67 @@ async def _apply(event: Any, staged: Staged) -> None:
         await _apply_spend(staged, delta)
 
 
-def _fresh(record: Any, delta: SpendDeltaV1) -> list[tuple[int, int, int]]:
-    """The delta's entries past the last raw offset of its partition already in ``record``."""
-    done = applied_offset(record, str(delta.partition))
-    entries = delta.entries
-    if not entries or entries[0][0] > done:
-        return entries
-    return [e for e in entries if e[0] > done]
+Entry = tuple[int, int, int, int]  # (raw partition, raw offset, event time epoch µs, cost nano-USD)
+
+
+def _fresh(record: Any, delta: SpendDeltaV1) -> tuple[list[Entry], dict[str, int]]:
+    """The delta's entries past the last raw offset of their partition already in ``record``.
+
+    Also returns the last offset per partition among them: the record's new stamp.
+    """
+    done = record.get(APPLIED, {}) if isinstance(record, dict) else {}
+    fresh: list[Entry] = []
+    last: dict[str, int] = {}
+    for entry in delta.entries:
+        p = str(entry[0])
+        if entry[1] > done.get(p, -1):
+            fresh.append(entry)
+            last[p] = entry[1]
+    return fresh, last
 
 
 async def _apply_spend(staged: Staged, delta: SpendDeltaV1) -> None:
     record = staged.get(spend, delta.key)
-    entries = _fresh(record, delta)
+    entries, last = _fresh(record, delta)
     if not entries:
         return
     fold = SpendFold(record)
     latest: dict[int, int] = {}  # hour bucket -> latest event time in it, µs
-    for _, at_us, nanos in entries:
+    for _, _, at_us, nanos in entries:
         keys = keys_of_us(at_us, TZ)
         fold.add_keys(keys, nanos)
         if latest.get(keys[3], -1) < at_us:
             latest[keys[3]] = at_us
-    staged.at(delta.partition, entries[-1][0])
-    staged.set(spend, delta.key, fold.state())
+    staged.set(spend, delta.key, fold.state(), applied=last)
     metrics.EVENTS.labels("spend", "in").inc(len(entries))
     dim = delta.key.partition("|")[2].partition("=")[0]
     if dim in SPIKE_DIMENSIONS:
         instants = [EPOCH + timedelta(microseconds=at_us) for at_us in sorted(latest.values())]
         _progress.seen(instants[-1])
-        await _check_spikes(staged, delta.key, instants)
+        await _check_spikes(staged, delta.key, instants, last)
 
 
 async def _apply_budget(staged: Staged, delta: SpendDeltaV1) -> None:
     key = delta.key
     budget = BY_ID.get(key.removeprefix(BUDGET_PREFIX))
     doc = staged.get(budget_state, key) or {}
-    entries = _fresh(doc, delta)
-    if budget is None or not entries:
-        if budget is None:  # a budget removed from the file while its deltas were in flight
-            staged.at(delta.partition, delta.entries[-1][0] if delta.entries else -1)
-            staged.add(counters, "unknown-budget")
+    entries, last = _fresh(doc, delta)
+    if not entries:
+        return
+    if budget is None:  # a budget removed from the file while its deltas were in flight
+        before = staged.get(counters, f"unknown-budget:{key}") or {"n": 0}
+        staged.set(counters, f"unknown-budget:{key}", {"n": before["n"] + len(entries)}, applied=last)
         return
     fold = SpendFold(doc.get("spend"))
     status = _status_from(doc)
-    for _, at_us, nanos in entries:
+    for _, _, at_us, nanos in entries:
         when = _when(at_us)
         fold.add(when, nanos)
         status = await _evaluate(staged, budget, status, fold, when)
     if status is not None:
         metrics.record_budget(budget.id, status.spent_nanos, budget.limit_nanos, status.state)
-    staged.at(delta.partition, entries[-1][0])
-    staged.set(budget_state, key, {"spend": fold.state(), "status": _status_doc(status) if status else None})
+    doc = {"spend": fold.state(), "status": _status_doc(status) if status else None}
+    staged.set(budget_state, key, doc, applied=last)
 
 
 async def _evaluate(
@@ -216,7 +226,7 @@ async def _evaluate(
     return new_status
 
 
-async def _check_spikes(staged: Staged, key: str, instants: list[datetime]) -> None:
+async def _check_spikes(staged: Staged, key: str, instants: list[datetime], last: dict[str, int]) -> None:
     """Hourly spike checks of a tenant or department key at the latest instant of each hour a delta touched.
 
     The state already holds the whole delta, so an hour is compared with its spend up to the end
@@ -224,10 +234,11 @@ async def _check_spikes(staged: Staged, key: str, instants: list[datetime]) -> N
     """
     state = staged.get(spend, key)
     marker = f"spikes:{key}"
-    if not state or not staged.fresh(budget_state, marker):
-        return
-    tenant, _, dim_value = key.partition("|")
     before = staged.get(budget_state, marker)
+    done = before.get(APPLIED, {}) if isinstance(before, dict) else {}
+    if not state or all(offset <= done.get(p, -1) for p, offset in last.items()):
+        return  # a replayed delta whose checks were already made
+    tenant, _, dim_value = key.partition("|")
     reported = set(before.get("hours", []) if isinstance(before, dict) else before or [])  # a list before 2026-11
     hourly = {int(k): v for k, v in state["hour"].items()}
     found_any = False
@@ -250,7 +261,7 @@ async def _check_spikes(staged: Staged, key: str, instants: list[datetime]) -> N
         )
         staged.output(sent)
     if found_any:
-        staged.set(budget_state, marker, {"hours": sorted(reported)[-48:]})
+        staged.set(budget_state, marker, {"hours": sorted(reported)[-48:]}, applied=last)
 
 
 _announced: set[tuple[str, str]] = set()

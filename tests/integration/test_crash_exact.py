@@ -260,9 +260,9 @@ class Rig:
                 d = docs[identity]["data"]
                 if matches(b, d["labels"]["tenant"], {**d["labels"], "model": d["model"]}, d["model"]):
                     expected_spend[b.id] += nanos
-        # Crossings follow the order of each budget's deltas (one spend-deltas partition per
-        # budget); an entry at or below the raw offset already folded from its partition is a
-        # replay and counts once.
+        # Crossings follow the order of each budget's delta entries (one spend-deltas partition
+        # per budget); an entry at or below the raw offset already folded from its partition is
+        # a replay and counts once.
         deltas: dict[str, list[SpendDeltaV1]] = defaultdict(list)
         for m in read_messages(self.settings, self.settings.topics.spend_deltas):
             delta = decode_delta(m.value())
@@ -272,10 +272,10 @@ class Rig:
         for b in budgets:
             running, applied = 0, defaultdict[int, int](lambda: -1)
             for delta in deltas[b.id]:
-                for offset, _, nanos in delta.entries:
-                    if offset <= applied[delta.partition]:
+                for partition, offset, _, nanos in delta.entries:
+                    if offset <= applied[partition]:
                         continue
-                    applied[delta.partition] = offset
+                    applied[partition] = offset
                     before, running = running, running + nanos
                     for level, threshold in level_thresholds(b).items():
                         if before < threshold <= running:

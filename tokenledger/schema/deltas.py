@@ -1,12 +1,11 @@
 """Spend delta message (topic ``spend-deltas``): one touched key's priced requests from one batch.
 
-Two-phase aggregation. The pricing stage groups each batch (one source partition of
-``usage-raw`` at a time) by what the spend stage keeps state for: every dimension value
+Two-phase aggregation. The pricing stage groups each batch of ``usage-raw`` events by what the spend stage keeps state for: every dimension value
 (``tenant|dimension=value``) and every budget (``budget:<id>``) an event falls in. Each key gets
 one message per batch, keyed by that key, so the spend stage receives one message per touched
 key per batch instead of one per event, and one tenant's keys spread over all partitions.
 
-Each entry names the raw offset it came from. The spend stage remembers, per key and source
+Each entry names the raw partition and offset it came from. The spend stage remembers, per key and source
 partition, the last offset it folded in, and skips entries at or below it: a batch re-priced
 after a crash (with other boundaries, or partly re-sent) is counted once, entry by entry.
 Internal wire format; money in integer nano-USD, times in epoch microseconds (UTC).
@@ -21,21 +20,20 @@ BUDGET_PREFIX = "budget:"
 
 
 class SpendDeltaV1(msgspec.Struct, frozen=True, forbid_unknown_fields=True, array_like=True):
-    """One key's share of one batch of a ``usage-raw`` partition, entries in offset order."""
+    """One key's share of one batch, entries in offset order within each source partition."""
 
     type: str
     key: str  # tenant|dimension=value, or budget:<id>
-    partition: int  # source partition of usage-raw
-    entries: list[tuple[int, int, int]]  # (raw offset, event time epoch µs, cost nano-USD)
+    entries: list[tuple[int, int, int, int]]  # (raw partition, raw offset, event time epoch µs, cost nano-USD)
 
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(SpendDeltaV1)
 
 
-def encode_delta(key: str, partition: int, entries: list[tuple[int, int, int]]) -> bytes:
+def encode_delta(key: str, entries: list[tuple[int, int, int, int]]) -> bytes:
     """Wire bytes of one key's delta."""
-    return _encoder.encode(SpendDeltaV1(DELTA_TYPE_V1, key, partition, entries))
+    return _encoder.encode(SpendDeltaV1(DELTA_TYPE_V1, key, entries))
 
 
 def decode_delta(raw: bytes) -> SpendDeltaV1:
