@@ -1,10 +1,15 @@
 """Thin, non-blocking publisher of usage events (confluent-kafka).
 
-``publish`` never blocks the calling service: it enqueues into librdkafka's bounded buffer
-and returns. When that buffer is full, or the broker reports a failed delivery, the event
-goes to a local spool file (JSON lines) instead of being dropped; ``drain_spool`` re-sends
-it, and ``close`` (also registered at exit) flushes and drains. Nothing is silently lost:
-``stats`` counts what was delivered, spooled and failed.
+``publish`` never blocks the calling service: it adds the event to a batch for its partition
+(the one Kafka's murmur2 partitioner picks for its key, ``source|request_id``) and returns. A
+batch goes out as one ``usage-raw`` message (a JSON array, see ``tokenledger.schema.raw_batch``)
+when it holds ``batch_events`` events or ``linger_ms`` after its first, so the pipeline pays
+its per-message cost once per batch, not once per event. Values that are not a JSON object
+(``publish_raw`` of deliberately broken input) go out alone, keyed by request, to the same
+partition. librdkafka's bounded buffer takes the messages. When that buffer is full, or the
+broker reports a failed delivery, each event goes to a local spool file (JSON lines) instead
+of being dropped; ``drain_spool`` re-sends it, and ``close`` (also registered at exit) flushes
+and drains. Nothing is silently lost: ``stats`` counts what was delivered, spooled and failed.
 """
 
 from __future__ import annotations
@@ -12,16 +17,19 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, cast
 
+import orjson
 from confluent_kafka import KafkaError, Producer
 
 from producers.events import kafka_key
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.schema import UsageEventV1
 from tokenledger.schema.fastdecode import encode_usage_event
+from tokenledger.schema.raw_batch import encode_batch, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +37,7 @@ log = logging.getLogger(__name__)
 class ProducerLike(Protocol):
     """The parts of ``confluent_kafka.Producer`` used here."""
 
-    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None: ...  # noqa: D102
+    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None: ...  # noqa: D102
     def poll(self, timeout: float) -> int: ...  # noqa: D102
     def flush(self, timeout: float) -> int: ...  # noqa: D102
 
@@ -55,6 +63,8 @@ class UsagePublisher:
         spool: Path | None = None,
         max_buffered: int = 100_000,
         producer: ProducerLike | None = None,
+        batch_events: int = 500,
+        linger_ms: float = 10.0,
     ) -> None:
         self._topic = settings.topics.usage_raw
         self._producer: ProducerLike = producer or cast(
@@ -63,9 +73,10 @@ class UsagePublisher:
                 {
                     **settings.client_config(),
                     "queue.buffering.max.messages": max_buffered,
-                    "linger.ms": 20,
+                    "linger.ms": 5,
                     "acks": "all",
                     "message.timeout.ms": 120_000,
+                    "partitioner": "murmur2_random",  # Kafka's default (Java), as batches are grouped
                 }
             ),
         )
@@ -73,15 +84,99 @@ class UsagePublisher:
         self._lock = threading.Lock()
         self.stats = PublisherStats()
         self._closed = False
+        self._batch_events, self._linger_s = batch_events, linger_ms / 1000
+        self._partitions: int | None = None  # of usage-raw, once known; None: send events one by one
+        self._pending: dict[int, list[tuple[bytes, bytes]]] = {}
+        self._pending_since: dict[int, float] = {}
+        self._wake = threading.Event()
+        self._lingerer: threading.Thread | None = None
+        if batch_events > 1 and producer is None:
+            self._lingerer = threading.Thread(target=self._linger, name="usage-publisher", daemon=True)
+            self._lingerer.start()
         atexit.register(self.close)
 
     def publish(self, event: UsageEventV1) -> None:
         """Enqueue one event; spool it when the local buffer is full. Never blocks."""
-        self._send(kafka_key(event), encode_usage_event(event))
+        self._add(kafka_key(event), encode_usage_event(event))
 
     def publish_raw(self, key: bytes, value: bytes) -> None:
         """Enqueue bytes as they are (replays, and the demo's deliberately invalid events)."""
-        self._send(key, value)
+        if value[:1] == b"{" and _is_json_object(value):
+            self._add(key, value)
+        else:
+            self._send(key, value)  # alone: one broken value must not take a batch down with it
+
+    def _add(self, key: bytes, value: bytes) -> None:
+        partitions = self._partition_count()
+        if partitions is None:
+            self._send(key, value)
+            return
+        p = partition_for(key, partitions)
+        with self._lock:
+            batch = self._pending.setdefault(p, [])
+            if not batch:
+                self._pending_since[p] = time.monotonic()
+            batch.append((key, value))
+            full = len(batch) >= self._batch_events
+        if full:
+            self._emit(p)
+
+    def _partition_count(self) -> int | None:
+        if self._lingerer is None or self._closed:
+            return None
+        if self._partitions is None:
+            try:
+                meta = cast(Producer, self._producer).list_topics(self._topic, timeout=5)
+                self._partitions = len(meta.topics[self._topic].partitions) or None
+            except Exception as exc:  # the broker is away: one by one until it answers
+                log.debug("partitions of %s unknown (%s)", self._topic, exc)
+                return None
+        return self._partitions
+
+    def _emit(self, partition: int) -> None:
+        """Send the pending batch of ``partition`` as one message."""
+        with self._lock:
+            batch = self._pending.pop(partition, [])
+            self._pending_since.pop(partition, None)
+        if not batch:
+            return
+        if len(batch) == 1:
+            self._send(*batch[0])
+            return
+        value = encode_batch([v for _, v in batch])
+        try:
+            cast(Producer, self._producer).produce(
+                self._topic, value, None, partition=partition, on_delivery=self._batch_delivered(batch)
+            )
+            self.stats.enqueued += len(batch)
+        except BufferError:
+            for key, v in batch:
+                self._to_spool(key, v)
+        self._producer.poll(0)
+
+    def _batch_delivered(self, batch: list[tuple[bytes, bytes]]) -> Any:
+        def delivered(err: KafkaError | None, _msg: Any) -> None:
+            if err is None:
+                self.stats.delivered += len(batch)
+                return
+            self.stats.failed_deliveries += len(batch)
+            log.warning("%d usage events not delivered (%s); spooled", len(batch), err)
+            for key, value in batch:
+                self._to_spool(key, value)
+
+        return delivered
+
+    def _emit_all(self, older_than_s: float = -1.0) -> None:
+        now = time.monotonic()
+        with self._lock:
+            due = [p for p, since in self._pending_since.items() if now - since > older_than_s]
+        for p in due:
+            self._emit(p)
+
+    def _linger(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._linger_s / 2)
+            self._emit_all(self._linger_s)
 
     def _send(self, key: bytes, value: bytes) -> None:
         try:
@@ -120,7 +215,8 @@ class UsagePublisher:
         return len(lines)
 
     def flush(self, timeout_s: float = 30.0) -> int:
-        """Wait for outstanding deliveries; returns how many are still queued."""
+        """Send every pending batch and wait for outstanding deliveries; returns how many are still queued."""
+        self._emit_all()
         return self._producer.flush(timeout_s)
 
     def close(self, timeout_s: float = 30.0) -> None:
@@ -135,6 +231,7 @@ class UsagePublisher:
         if self.drain_spool():
             self.flush(timeout_s)
         self._closed = True
+        self._wake.set()
         atexit.unregister(self.close)
         self._producer = _ClosedProducer()
 
@@ -148,7 +245,7 @@ class UsagePublisher:
 class _ClosedProducer:
     """Stands in for the released client: a publish after close is a programming error."""
 
-    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None:
         raise RuntimeError("UsagePublisher is closed")
 
     def poll(self, timeout: float) -> int:
@@ -156,3 +253,10 @@ class _ClosedProducer:
 
     def flush(self, timeout: float) -> int:
         return 0
+
+
+def _is_json_object(value: bytes) -> bool:
+    try:
+        return isinstance(orjson.loads(value), dict)
+    except orjson.JSONDecodeError:
+        return False

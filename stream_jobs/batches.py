@@ -59,6 +59,9 @@ def as_current(group: list[Any]) -> Iterator[None]:
 
 
 APPLIED = "applied"  # in every staged dict record: {source partition: offset of the last event folded in}
+# Records folded from spend deltas: {usage-raw partition: position of the last entry folded in}.
+# A field of its own: stamps of the per-event design (usage-priced offsets) mean something else.
+RAW_APPLIED = "applied_raw"
 
 
 def applied_offset(record: Any, partition: str) -> int:
@@ -109,16 +112,18 @@ class Staged:
     ) -> None:
         """Stage ``table[key] = value``; a dict value is stamped with the current event's position.
 
-        ``applied`` stamps these last offsets per source partition instead (a value folded from
-        entries of several partitions).
+        ``applied`` stamps these last raw positions per ``usage-raw`` partition instead, under
+        :data:`RAW_APPLIED` (a value folded from spend deltas).
         """
-        if isinstance(value, dict) and (self._offset >= 0 or applied):
+        if isinstance(value, dict) and applied:
+            before = self.get(table, key)
+            stamp = dict(before.get(RAW_APPLIED, {})) if isinstance(before, dict) else {}
+            stamp.update(applied)
+            value = {**value, RAW_APPLIED: stamp}
+        elif isinstance(value, dict) and self._offset >= 0:
             before = self.get(table, key)
             stamp = dict(before.get(APPLIED, {})) if isinstance(before, dict) else {}
-            if applied:
-                stamp.update(applied)
-            else:
-                stamp[self._partition] = self._offset
+            stamp[self._partition] = self._offset
             value = {**value, APPLIED: stamp}
         self._writes.setdefault(id(table), (table, {}))[1][key] = value
 

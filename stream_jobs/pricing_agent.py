@@ -30,6 +30,8 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import msgspec
+
 from stream_jobs.app import (
     BATCH_MAX,
     BATCH_WITHIN_S,
@@ -53,6 +55,7 @@ from tokenledger.batch_pricing import request_identity
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
 from tokenledger.schema.priced import encode_priced
+from tokenledger.schema.raw_batch import is_batch, position, split_batch
 
 TABLE = CachedPriceTable(LayeredPriceTable.from_path())
 TRACE = os.environ.get("TOKENLEDGER_TRACE_EVENTS") == "1"  # log every raw event's position (diagnosis)
@@ -126,24 +129,48 @@ async def price_events(stream: Any) -> AsyncIterator[None]:
 
 
 async def _price(event: Any, batch: Batch, known: dict[str, Identity]) -> None:
-    """Validate, de-duplicate and price one raw event into ``batch``."""
+    """Validate, de-duplicate and price the event(s) of one raw message into ``batch``."""
     raw: bytes = event.value or b""
-    partition, offset = event.message.partition, event.message.offset
-    staged = batch.staged
-    staged.at(partition, offset)
+    offset = event.message.offset
     _IN.inc()
     if TRACE:
-        log.info("raw %s:%s key=%r", event.message.partition, event.message.offset, event.key)
+        log.info("raw %s:%s key=%r", event.message.partition, offset, event.key)
+    if not is_batch(raw):
+        await _price_one(raw, position(offset, 0), event, None, batch, known=known)
+        return
+    try:
+        parts = split_batch(raw)
+    except (msgspec.DecodeError, ValueError) as exc:
+        await _dead_letter(batch, event, None, position(offset, 0), reason=f"not a batch of events: {exc}", raw=raw)
+        return
+    for index, part in enumerate(parts):
+        await _price_one(part, position(offset, index), event, index, batch, known=known)
+
+
+async def _dead_letter(batch: Batch, event: Any, index: int | None, pos: int, *, reason: str, raw: bytes) -> None:
+    """An invalid event to the dead-letter topic, keyed by its origin (and index in a batch)."""
+    value = dead_letter_value("pricing", reason, event.message, raw)
+    key = origin_key(event.message)
+    if index is not None:
+        value["origin"]["index"] = index
+        key += f"/{index}".encode()
+    batch.staged.at(batch.partition, pos)
+    batch.staged.output(await dead_letter_topic.send(key=key, value=value))
+    batch.staged.add(counters, "dead-letter:pricing")
+    metrics.EVENTS.labels("pricing", "dead_letter").inc()
+
+
+async def _price_one(
+    raw: bytes, pos: int, event: Any, index: int | None, batch: Batch, *, known: dict[str, Identity]
+) -> None:
+    """One event at position ``pos`` of its partition."""
+    partition = batch.partition
+    staged = batch.staged
+    staged.at(partition, pos)
     try:
         ev = decode_usage_event(raw)
     except InvalidEvent as exc:
-        staged.output(
-            await dead_letter_topic.send(
-                key=origin_key(event.message), value=dead_letter_value("pricing", exc.reason, event.message, raw)
-            )
-        )
-        staged.add(counters, "dead-letter:pricing")
-        metrics.EVENTS.labels("pricing", "dead_letter").inc()
+        await _dead_letter(batch, event, index, pos, reason=exc.reason, raw=raw)
         return
     if not ev.data.final:
         staged.add(counters, "estimates")
@@ -151,7 +178,7 @@ async def _price(event: Any, batch: Batch, known: dict[str, Identity]) -> None:
         return
     request = request_identity(ev)
     remembered = batch.ids.get(request) or known.get(request)
-    if is_repeat(remembered, partition, offset):
+    if is_repeat(remembered, partition, pos):
         staged.add(counters, "duplicates:pricing")
         metrics.EVENTS.labels("pricing", "duplicate").inc()
         return
@@ -162,10 +189,10 @@ async def _price(event: Any, batch: Batch, known: dict[str, Identity]) -> None:
     batch.priced.append((labels["tenant"].encode(), encode_priced(ev, cost)))
     at_us = (ev.time - EPOCH) // MICROSECOND  # exact: no float
     nanos = cost.total_nanos
-    batch.deltas.add(partition, offset, at_us, nanos, labels)
+    batch.deltas.add(partition, pos, at_us, nanos, labels)
     if batch.first_offset < 0:
-        batch.first_offset = offset
-    batch.ids[request] = (at_us // 1_000_000, partition, offset)
+        batch.first_offset = pos
+    batch.ids[request] = (at_us // 1_000_000, partition, pos)
     d = ev.data
     usage = batch.usage.setdefault((d.model, labels["department"]), [0, 0, 0, 0, 0, 0])
     usage[0] += d.input_tokens - d.cached_read_tokens - d.cache_write_tokens

@@ -47,7 +47,7 @@ from stream_jobs.app import (
     deltas_topic,
     thresholds_topic,
 )
-from stream_jobs.batches import APPLIED, Staged, partition_batches
+from stream_jobs.batches import RAW_APPLIED, Staged, partition_batches
 from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.durable_table import durable_table
 from stream_jobs.spend_state import Progress, SpendFold, When, keys_of_us, spent
@@ -139,7 +139,7 @@ def _fresh(record: Any, delta: SpendDeltaV1) -> tuple[list[Entry], dict[str, int
 
     Also returns the last offset per partition among them: the record's new stamp.
     """
-    done = record.get(APPLIED, {}) if isinstance(record, dict) else {}
+    done = record.get(RAW_APPLIED, {}) if isinstance(record, dict) else {}
     fresh: list[Entry] = []
     last: dict[str, int] = {}
     for entry in delta.entries:
@@ -235,7 +235,7 @@ async def _check_spikes(staged: Staged, key: str, instants: list[datetime], last
     state = staged.get(spend, key)
     marker = f"spikes:{key}"
     before = staged.get(budget_state, marker)
-    done = before.get(APPLIED, {}) if isinstance(before, dict) else {}
+    done = before.get(RAW_APPLIED, {}) if isinstance(before, dict) else {}
     if not state or all(offset <= done.get(p, -1) for p, offset in last.items()):
         return  # a replayed delta whose checks were already made
     tenant, _, dim_value = key.partition("|")

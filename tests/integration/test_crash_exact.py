@@ -47,6 +47,7 @@ from tokenledger.budgets import BudgetFile
 from tokenledger.kafka_config import KafkaSettings, Topics
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_delta
+from tokenledger.schema.raw_batch import encode_batch, is_batch, partition_for, split_batch
 from tokenledger.schema.v1 import UsageEventV1
 from tokenledger.store.chdb_store import ChdbStore
 from tokenledger.store.migrations import migrate
@@ -175,17 +176,34 @@ class Rig:
         for worker in [*self.pricing, *self.spend]:
             worker.wait_log("Worker ready")
 
-    def publish(self, events: list[tuple[bytes, dict[str, Any]]], during: Callable[[int], None]) -> None:
-        """Publish at ``RATE_PER_S``; ``during(i)`` is called before the i-th event."""
-        producer = Producer(self.settings.client_config())
+    def publish(
+        self, events: list[tuple[bytes, dict[str, Any]]], during: Callable[[int], None], rng: random.Random
+    ) -> None:
+        """Publish at ``RATE_PER_S``; ``during(i)`` is called before the i-th event.
+
+        As services do: about half the events alone (keyed by request), the others in batch
+        messages of 2-12 events of one partition (``tokenledger.schema.raw_batch``), so a kill
+        lands inside batches too.
+        """
+        producer = Producer({**self.settings.client_config(), "partitioner": "murmur2_random"})
+        topic = self.settings.topics.usage_raw
+        pending: dict[int, list[bytes]] = defaultdict(list)
         t0 = time.monotonic()
         for i, (key, doc) in enumerate(events):
             during(i)
-            producer.produce(self.settings.topics.usage_raw, orjson.dumps(doc), key=key)
+            if rng.random() < 0.5:
+                producer.produce(topic, orjson.dumps(doc), key=key)
+            else:
+                p = partition_for(key, 3)
+                pending[p].append(orjson.dumps(doc))
+                if len(pending[p]) >= rng.randrange(2, 13):
+                    producer.produce(topic, encode_batch(pending.pop(p)), partition=p)
             producer.poll(0)
             pause = t0 + (i + 1) / RATE_PER_S - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
+        for p, values in pending.items():
+            producer.produce(topic, encode_batch(values), partition=p)
         assert producer.flush(120) == 0
 
     def wait_drained(self, timeout: float = 240.0) -> None:
@@ -236,19 +254,21 @@ class Rig:
 
     def _where_lost(self, truth: Truth, stored: set[str]) -> str:
         """Which stage lost the missing events: their raw positions, and whether they were ever priced."""
-        raw: dict[str, tuple[int, int]] = {}
+        raw: dict[str, tuple[int, int, int]] = {}
         for m in read_messages(self.settings, self.settings.topics.usage_raw):
-            doc = orjson.loads(m.value())
-            raw.setdefault(f"{doc['source']}|{doc['id']}", (m.partition(), m.offset()))
+            value = m.value() or b""
+            for index, part in enumerate(split_batch(value) if is_batch(value) else [value]):
+                doc = orjson.loads(part)
+                raw.setdefault(f"{doc['source']}|{doc['id']}", (m.partition(), m.offset(), index))
         priced = {
             "{source}|{id}".format(**orjson.loads(m.value())["event"])
             for m in read_messages(self.settings, self.settings.topics.usage_priced)
         }
-        missing = sorted(set(truth.nanos) - stored, key=lambda i: raw.get(i, (-1, -1)))
+        missing = sorted(set(truth.nanos) - stored, key=lambda i: raw.get(i, (-1, -1, -1)))
         never_priced = [raw.get(i) for i in missing if i not in priced]
         return (
             f"{len(missing)} events missing from the store; {len(never_priced)} of them never reached "
-            f"usage-priced; raw (partition, offset) of those: {never_priced[:12]}...{never_priced[-3:]}"
+            f"usage-priced; raw (partition, offset, index) of those: {never_priced[:12]}...{never_priced[-3:]}"
         )
 
     def _verify_budgets(self, truth: Truth, docs: dict[str, dict[str, Any]]) -> None:
@@ -328,7 +348,7 @@ def _run(rig: Rig, rng: random.Random, fault: Callable[[], None]) -> None:
     kill_at = rng.randrange(len(events) // 5, 4 * len(events) // 5)
     rig.start()
     try:
-        rig.publish(events, lambda i: fault() if i == kill_at else None)
+        rig.publish(events, lambda i: fault() if i == kill_at else None, rng)
         rig.wait_drained()
         rig.verify(events)
     finally:
@@ -380,7 +400,7 @@ def test_one_tenant_spreads_over_two_spend_workers(broker: KafkaBroker, tmp_path
     events = make_events(rng, one_tenant=True)
     rig.start()
     try:
-        rig.publish(events, lambda i: None)
+        rig.publish(events, lambda i: None, rng)
         rig.wait_drained()
         folded_here = [spend_events_in(port) for port in ports]
         assert all(n > 0 for n in folded_here), folded_here  # both spend workers folded entries

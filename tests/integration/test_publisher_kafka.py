@@ -10,6 +10,7 @@ from producers.events import Attribution, EventFactory
 from producers.publisher import UsagePublisher
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.schema.fastdecode import decode_usage_event
+from tokenledger.schema.raw_batch import partition_for, split_batch
 
 
 def test_publisher_delivers_everything_keyed_by_request(kafka: KafkaSettings, tmp_path: Path) -> None:
@@ -24,14 +25,21 @@ def test_publisher_delivers_everything_keyed_by_request(kafka: KafkaSettings, tm
 
     c = Consumer({**kafka.client_config(), "group.id": "check", "enable.auto.commit": False})
     c.assign([TopicPartition(kafka.topics.usage_raw, p, 0) for p in range(3)])
-    got: dict[str, tuple[bytes | None, int]] = {}
-    idle = 0
+    got: dict[str, tuple[int | None, int]] = {}
+    messages = idle = 0
     while idle < 3:
         msgs = [m for m in c.consume(1000, 0.5) if not m.error()]
         idle = 0 if msgs else idle + 1
         for m in msgs:
-            ev = decode_usage_event(m.value() or b"")
-            got[ev.id] = (m.key(), ev.data.input_tokens)
+            messages += 1
+            for raw in split_batch(m.value() or b""):  # batches of the events of one partition
+                ev = decode_usage_event(raw)
+                got[ev.id] = (m.partition(), ev.data.input_tokens)
     c.close()
-    assert len(got) == 500
-    assert got["r7:final"] == (b"//svc/a|r7", 7)
+    assert len(got) == 500 and messages < 50
+    # Every event in the partition its key picks with Kafka's default partitioner.
+    assert all(
+        p == partition_for(f"//svc/a|r{i}".encode(), 3)
+        for i, (p, _) in enumerate(got[f"r{i}:final"] for i in range(500))
+    )
+    assert got["r7:final"][1] == 7

@@ -1,14 +1,16 @@
 """Spend delta message (topic ``spend-deltas``): one touched key's priced requests from one batch.
 
-Two-phase aggregation. The pricing stage groups each batch of ``usage-raw`` events by what the spend stage keeps state for: every dimension value
-(``tenant|dimension=value``) and every budget (``budget:<id>``) an event falls in. Each key gets
-one message per batch, keyed by that key, so the spend stage receives one message per touched
-key per batch instead of one per event, and one tenant's keys spread over all partitions.
+Two-phase aggregation. The pricing stage groups each batch of ``usage-raw`` events by what
+the spend stage keeps state for: every dimension value (``tenant|dimension=value``) and every
+budget (``budget:<id>``) an event falls in. Each key gets one message per batch, keyed by that
+key, so the spend stage receives one message per touched key per batch instead of one per
+event, and one tenant's keys spread over all partitions.
 
-Each entry names the raw partition and offset it came from. The spend stage remembers, per key and source
-partition, the last offset it folded in, and skips entries at or below it: a batch re-priced
-after a crash (with other boundaries, or partly re-sent) is counted once, entry by entry.
-Internal wire format; money in integer nano-USD, times in epoch microseconds (UTC).
+Each entry names the raw partition and position it came from (``offset * 65,536 + index`` in
+a batch message, see ``tokenledger.schema.raw_batch``). The spend stage remembers, per key and
+source partition, the last position it folded in, and skips entries at or below it: a batch
+re-priced after a crash (with other boundaries, or partly re-sent) is counted once, entry by
+entry. Internal wire format; money in integer nano-USD, times in epoch microseconds (UTC).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class SpendDeltaV1(msgspec.Struct, frozen=True, forbid_unknown_fields=True, arra
 
     type: str
     key: str  # tenant|dimension=value, or budget:<id>
-    entries: list[tuple[int, int, int, int]]  # (raw partition, raw offset, event time epoch µs, cost nano-USD)
+    entries: list[tuple[int, int, int, int]]  # (raw partition, position, event time epoch µs, cost nano-USD)
 
 
 _encoder = msgspec.json.Encoder()

@@ -1,0 +1,57 @@
+"""Several usage events in one ``usage-raw`` message: the CloudEvents JSON batch format.
+
+A ``usage-raw`` message is one v1 event (a JSON object) or a batch of them (a JSON array of
+v1 events, CloudEvents' ``application/cloudevents-batch+json``). Each stage pays a fixed cost
+per Kafka message (Faust's consume machinery is ~100 µs per message on this machine), so
+producers that publish many events send them in batches; services in any language may keep
+sending one event per message.
+
+Every event of a batch belongs in the partition its own key (``source|request_id``) hashes to
+with Kafka's default (murmur2) partitioner, so all copies of a request meet in one partition
+where the pricing stage de-duplicates them. Producers group a batch by that partition.
+
+An event's position in its partition is ``offset * 65,536 + index in the batch``: what the
+pricing stage remembers per request and what spend deltas carry, so replays are recognised
+event by event.
+"""
+
+from __future__ import annotations
+
+import msgspec
+from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
+
+MAX_BATCH = 65_536  # events per message: positions keep 16 bits for the index
+_split = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+def is_batch(raw: bytes) -> bool:
+    """Whether a ``usage-raw`` value is a batch (a JSON array), not one event."""
+    return raw[:1] == b"[" or raw.lstrip()[:1] == b"["
+
+
+def split_batch(raw: bytes) -> list[bytes]:
+    """The events of a batch, as raw JSON each.
+
+    Raises:
+        msgspec.DecodeError: Not a JSON array.
+        ValueError: More than :data:`MAX_BATCH` events.
+    """
+    parts = _split.decode(raw)
+    if len(parts) > MAX_BATCH:
+        raise ValueError(f"a batch holds at most {MAX_BATCH:,} events, not {len(parts):,}")
+    return [bytes(p) for p in parts]
+
+
+def encode_batch(values: list[bytes]) -> bytes:
+    """A batch message from JSON-encoded events."""
+    return b"[" + b",".join(values) + b"]"
+
+
+def position(offset: int, index: int) -> int:
+    """An event's position in its partition (``index``: 0 for a single-event message)."""
+    return offset * MAX_BATCH + index
+
+
+def partition_for(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as in Java and librdkafka's ``murmur2_random``) picks."""
+    return int((murmur2(key) & 0x7FFFFFFF) % partitions)
