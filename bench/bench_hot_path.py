@@ -28,8 +28,8 @@ from tokenledger.budget_eval import BudgetStatus, evaluate
 from tokenledger.budgets import BudgetFile
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.sample import simulate
-from tokenledger.schema.fastdecode import decode_usage_event
 from tokenledger.schema.deltas import BUDGET_PREFIX, decode_delta
+from tokenledger.schema.fastdecode import decode_usage_event
 from tokenledger.schema.priced import encode_priced
 
 N = 20_000

@@ -28,6 +28,7 @@ from infra.topics import create_topics
 from infra.workers import Proc, kafka_env
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.sample import simulate
+from tokenledger.schema.raw_batch import is_batch, split_batch
 
 CLIENTS = 4
 KEY = "ti-demo-acme"
@@ -81,12 +82,21 @@ def run(url: str, docs: list[dict[str, Any]], per_request: int) -> tuple[float, 
     return time.perf_counter() - t0, latencies
 
 
-def messages_on(settings: KafkaSettings, topic: str) -> int:
-    """End offsets of ``topic`` summed."""
-    c = Consumer({**settings.client_config(), "group.id": "bench-ingest-count"})
+def events_on(settings: KafkaSettings, topic: str) -> tuple[int, int]:
+    """Events on ``topic`` (batch messages split) and messages, read from the start."""
+    c = Consumer({**settings.client_config(), "group.id": "bench-ingest-count", "enable.auto.commit": False})
     try:
         parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-        return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in parts)
+        c.assign([TopicPartition(topic, p, 0) for p in parts])
+        events = messages = idle = 0
+        while idle < 3:
+            got = [m for m in c.consume(5000, 0.5) if not m.error()]
+            idle = 0 if got else idle + 1
+            for m in got:
+                value = m.value() or b""
+                messages += 1
+                events += len(split_batch(value)) if is_batch(value) else 1
+        return events, messages
     finally:
         c.close()
 
@@ -116,13 +126,14 @@ def main() -> None:
             url = f"http://127.0.0.1:{port}/v1/events"
             single_s, single_lat = run(url, docs[:single_n], 1)
             batch_s, batch_lat = run(url, docs[single_n:], 100)
-            stored = messages_on(settings, settings.topics.usage_raw)
+            stored, messages = events_on(settings, settings.topics.usage_raw)
         finally:
             ingest.stop()
             broker.stop()
     assert stored == n + single_n, (stored, n + single_n)
     single_rate, batch_rate = single_n / single_s, n / batch_s
-    print(f"{CLIENTS} clients on loopback, broker acknowledgement before every answer; usage-raw holds {stored:,}")
+    print(f"{CLIENTS} clients on loopback, broker acknowledgement before every answer")
+    print(f"usage-raw holds {stored:,} events in {messages:,} messages (a request's events: one message per partition)")
     print(f"one event per request: {single_rate:,.0f} events/s, p99 {p99(single_lat):.1f} ms ({single_n:,} events)")
     print(f"batches of 100: {batch_rate:,.0f} events/s, p99 {p99(batch_lat):.1f} ms per request ({n:,} events)")
     print(f"batch / single: {batch_rate / single_rate:.1f}x")

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 class ProducerLike(Protocol):
     """The parts of ``confluent_kafka.Producer`` used here."""
 
-    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None: ...  # noqa: D102
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None: ...  # noqa: D102
     def poll(self, timeout: float) -> int: ...  # noqa: D102
     def flush(self, timeout: float) -> int: ...  # noqa: D102
 
@@ -245,7 +245,7 @@ class UsagePublisher:
 class _ClosedProducer:
     """Stands in for the released client: a publish after close is a programming error."""
 
-    def produce(self, topic: str, value: bytes, key: bytes | None, on_delivery: Any) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes, on_delivery: Any) -> None:
         raise RuntimeError("UsagePublisher is closed")
 
     def poll(self, timeout: float) -> int:

@@ -26,7 +26,7 @@ from producers.gateway.proxy import Gateway
 from producers.gateway.reservations import worst_case_pricer
 from producers.gateway.server import ServerThread
 from producers.publisher import UsagePublisher
-from tests.integration.test_stream_pipeline import read_all
+from tests.integration.test_stream_pipeline import raw_events
 from tokenledger.guard import Guard
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
@@ -88,10 +88,6 @@ def sdk(url: str, key: str) -> openai.OpenAI:
     return openai.OpenAI(
         base_url=f"{url}/v1", api_key=key, max_retries=0, default_headers={"X-Tokenledger-Sim-Time": SIM_NOW}
     )
-
-
-def raw_events(kafka: KafkaSettings) -> list[dict[str, Any]]:
-    return [orjson.loads(v or b"{}") for _, v in read_all(kafka, kafka.topics.usage_raw)]
 
 
 MESSAGES: Any = [

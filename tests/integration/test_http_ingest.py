@@ -15,7 +15,7 @@ import orjson
 from infra.broker import free_port
 from infra.workers import Proc, kafka_env
 from tests.factories import event_dict
-from tests.integration.test_stream_pipeline import read_messages, wait_for
+from tests.integration.test_stream_pipeline import raw_events, wait_for
 from tokenledger.batch_pricing import BatchStats, priced_events
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable
@@ -72,7 +72,7 @@ def test_http_ingest(kafka: KafkaSettings, tmp_path: Path) -> None:
         assert post(url, orjson.dumps(ev(4)), "ti-demo-acme") == (202, {"accepted": 1})
     finally:
         assert proc.stop() == 0
-    raw = [orjson.loads(m.value()) for m in read_messages(kafka, kafka.topics.usage_raw)]
+    raw = raw_events(kafka)
     assert sorted((d["id"], d["data"]["labels"]["tenant"]) for d in raw) == [
         ("http-evt-0", "acme"),
         ("http-evt-1", "acme"),

@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableLambda
@@ -15,7 +14,7 @@ from langchain_core.runnables import RunnableLambda
 from producers.events import Attribution, EventFactory, TokenUsage
 from producers.langchain import TokenledgerCallback
 from producers.publisher import UsagePublisher
-from tests.integration.test_stream_pipeline import read_messages
+from tests.integration.test_stream_pipeline import raw_events
 from tokenledger.batch_pricing import BatchStats, priced_events
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable
@@ -74,7 +73,7 @@ def test_one_event_per_call_and_retries_once(kafka: KafkaSettings) -> None:
         chain.invoke("question one", config={"callbacks": [handler]})  # both steps fail once, then succeed
         model.invoke("question two", config={"callbacks": [handler]})
         publisher.flush()
-    raw = [orjson.loads(m.value()) for m in read_messages(kafka, kafka.topics.usage_raw)]
+    raw = raw_events(kafka)
     assert sorted(d["data"]["request_id"] for d in raw) == ["chatcmpl-1", "chatcmpl-2"]  # no double count
     first = next(d for d in raw if d["data"]["request_id"] == "chatcmpl-1")["data"]
     assert (first["provider"], first["model"], first["input_tokens"], first["cached_read_tokens"]) == (

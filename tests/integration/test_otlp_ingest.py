@@ -15,7 +15,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 
 from infra.broker import free_port
 from infra.workers import Proc, kafka_env
-from tests.integration.test_stream_pipeline import read_messages, wait_for
+from tests.integration.test_stream_pipeline import raw_events, wait_for
 from tokenledger.batch_pricing import BatchStats, priced_events
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable
@@ -74,7 +74,7 @@ def test_sdk_spans_become_usage_events(kafka: KafkaSettings, tmp_path: Path) -> 
         claude_id = format(claude.get_span_context().span_id, "016x")
     finally:
         assert proc.stop() == 0
-    raw = {d["id"]: d for d in (orjson.loads(m.value()) for m in read_messages(kafka, kafka.topics.usage_raw))}
+    raw = {d["id"]: d for d in raw_events(kafka)}
     assert sorted(raw) == sorted([f"{trace_id}-{chat_id}", f"{trace_id}-{claude_id}"])
     gpt = raw[f"{trace_id}-{chat_id}"]
     assert gpt["source"] == "//otel/rag-api"
@@ -160,7 +160,7 @@ def test_otlp_json_with_hex_ids(kafka: KafkaSettings, tmp_path: Path) -> None:
     finally:
         assert proc.stop() == 0
     assert reply["partialSuccess"]["rejectedSpans"] == 1  # usage without provider or model
-    raw = [orjson.loads(m.value()) for m in read_messages(kafka, kafka.topics.usage_raw)]
+    raw = raw_events(kafka)
     assert [(d["id"], d["time"], d["data"]["labels"]) for d in raw] == [
         ("5b8efff798038103d269b633813fc60c-eee19b7ec3c1b174", "2026-11-23T02:13:20Z", {"tenant": "acme"})
     ]

@@ -21,6 +21,7 @@ from infra.topics import create_topics
 from infra.workers import Proc, worker_command, worker_env
 from tests.factories import event_dict
 from tokenledger.kafka_config import KafkaSettings, Topics
+from tokenledger.schema.raw_batch import is_batch, split_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 COST = 75_000_000  # gpt-4o, 10,000 in x $2.50/M + 5,000 out x $10/M, nano-USD
@@ -79,6 +80,15 @@ def read_messages(settings: KafkaSettings, topic: str) -> list[Any]:
         idle = 0 if msgs else idle + 1
         out.extend(msgs)
     c.close()
+    return out
+
+
+def raw_events(settings: KafkaSettings) -> list[dict[str, Any]]:
+    """Every event on ``usage-raw``, batch messages split into their events."""
+    out: list[dict[str, Any]] = []
+    for m in read_messages(settings, settings.topics.usage_raw):
+        value = m.value() or b"{}"
+        out.extend(orjson.loads(v) for v in (split_batch(value) if is_batch(value) else [value]))
     return out
 
 
