@@ -48,6 +48,26 @@ async def batches_by_partition(stream: Any, max_events: int, within_s: float) ->
         yield by_partition
 
 
+def byte_chunks(groups: dict[int, list[Any]], max_bytes: int) -> Iterator[dict[int, list[Any]]]:
+    """Split ``{partition: events}`` into consecutive chunks of at most ~``max_bytes`` of values each.
+
+    Every event lands in exactly one chunk, in order within its partition; a single event larger
+    than ``max_bytes`` is a chunk of its own.
+    """
+    chunk: dict[int, list[Any]] = {}
+    size = 0
+    for partition, events in groups.items():
+        for event in events:
+            n = len(event.value or b"")
+            if chunk and size + n > max_bytes:
+                yield chunk
+                chunk, size = {}, 0
+            chunk.setdefault(partition, []).append(event)
+            size += n
+    if chunk:
+        yield chunk
+
+
 @contextmanager
 def as_current(group: list[Any]) -> Iterator[None]:
     """Make the last event of ``group`` Faust's current event (table writes go to its changelog partition)."""

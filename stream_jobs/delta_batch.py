@@ -9,6 +9,7 @@ from stream_jobs.spend_state import DIMENSIONS, state_key
 from tokenledger.budget_eval import matches
 from tokenledger.schema.deltas import BUDGET_PREFIX, encode_delta
 
+MAX_ENTRIES = 5_000  # per delta message: ~250 KB, well under the broker's 1 MB default message limit
 _LABEL_ORDER = ("tenant", "user", "department", "project", "feature", "environment", "api_key", "model")
 
 
@@ -31,9 +32,13 @@ class DeltaBatch:
         for budget_id in _matching(self._budgets, labels):
             entries.setdefault(BUDGET_PREFIX + budget_id, []).append(entry)
 
-    def messages(self) -> list[tuple[bytes, bytes]]:
-        """``(key, value)`` of each touched key's delta."""
-        return [(key.encode(), encode_delta(key, e)) for key, e in self._entries.items()]
+    def messages(self, max_entries: int = MAX_ENTRIES) -> list[tuple[bytes, bytes]]:
+        """``(key, value)`` of each touched key's delta; a long one in consecutive parts (same key, in order)."""
+        return [
+            (key.encode(), encode_delta(key, e[i : i + max_entries]))
+            for key, e in self._entries.items()
+            for i in range(0, len(e), max_entries)
+        ]
 
     def __len__(self) -> int:
         return len(self._entries)

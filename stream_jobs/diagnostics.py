@@ -7,11 +7,14 @@ debugger; it costs nothing until the signal arrives.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
 import time
-from typing import Any
+from typing import Any, NoReturn
+
+from tokenledger.errors import PermanentError
 
 
 def dump_state(app: Any) -> None:
@@ -82,3 +85,19 @@ async def watch_health(
         elif unready_since[0] is None:
             unready_since[0] = now
         await asyncio.sleep(beat_s)
+
+
+def stop_worker(stage: str, exc: BaseException) -> NoReturn:
+    """End the worker process now, from inside an agent, on an error its batch cannot survive.
+
+    Faust would log the crash, acknowledge the batch's events and keep the worker running with
+    the agent dead (seen with a refused produce): events lost and nothing consuming. Exiting
+    before control returns to Faust leaves the batch uncommitted; it is replayed when the
+    worker restarts. Exit status 2 for a permanent error (fix the cause), 1 otherwise.
+    """
+    permanent = isinstance(exc, PermanentError)
+    logging.getLogger(__name__).critical(
+        "%s agent failed, worker stops: %s", stage, exc, exc_info=None if permanent else exc
+    )
+    logging.shutdown()
+    os._exit(2 if permanent else 1)

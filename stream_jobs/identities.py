@@ -55,9 +55,18 @@ class BatchIdentities:
             self._index[partition] = index
         return index
 
-    def record(self, partition: int, ids: dict[str, Identity]) -> dict[str, Any]:
-        """The table value for a batch's newly priced identities; call :meth:`remember` once it is durable."""
-        return {"ids": [[identity, at, offset] for identity, (at, _, offset) in ids.items()]}
+    @staticmethod
+    def records(ids: dict[str, Identity], per_record: int = 2_000) -> list[tuple[int, dict[str, Any]]]:
+        """``(first position, table value)`` of a batch's newly priced identities, in parts.
+
+        Parts of ``per_record`` (~120 KB each: far under the broker's message limit). Call
+        :meth:`remember` once they are durable.
+        """
+        items = list(ids.items())
+        return [
+            (items[i][1][2], {"ids": [[identity, at, pos] for identity, (at, _, pos) in items[i : i + per_record]]})
+            for i in range(0, len(items), per_record)
+        ]
 
     def remember(self, partition: int, ids: dict[str, Identity]) -> None:
         """Add a durable batch record's identities to the index."""

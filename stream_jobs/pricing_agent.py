@@ -44,9 +44,10 @@ from stream_jobs.app import (
     raw_topic,
 )
 from stream_jobs.async_producer import AsyncProducer
-from stream_jobs.batches import Staged, as_current, batches_by_partition
+from stream_jobs.batches import Staged, as_current, batches_by_partition, byte_chunks
 from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.delta_batch import DeltaBatch
+from stream_jobs.diagnostics import stop_worker
 from stream_jobs.durable_table import durable_table
 from stream_jobs.identities import EXPIRE_EVERY, BatchIdentities, Identity, batch_key, is_repeat
 from stream_jobs.spend_state import labels_of_event
@@ -62,6 +63,10 @@ TRACE = os.environ.get("TOKENLEDGER_TRACE_EVENTS") == "1"  # log every raw event
 log = logging.getLogger(__name__)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
+# A take of up to BATCH_MAX messages can hold far more events when producers send batches; it
+# is priced in chunks of about this many bytes of raw events (~6,500 events), each made durable
+# on its own, so outputs and the identity record of a chunk stay well under the broker's limits.
+CHUNK_BYTES = 4 << 20
 
 # One record per batch: "partition:first offset" -> {"ids": [[source|request_id, epoch s, offset], ...]}.
 priced_batches = durable_table(app, "priced-batches", PARTITIONS)
@@ -89,7 +94,6 @@ class Batch:
         self.priced: list[tuple[bytes | None, bytes]] = []
         self.deltas = deltas  # shared by the partitions of one batch
         self.ids: dict[str, Identity] = {}
-        self.first_offset = -1
         self.usage: dict[tuple[str, str], list[int]] = {}  # (model, department) -> token kinds + cost, for metrics
 
 
@@ -97,35 +101,43 @@ class Batch:
 async def price_events(stream: Any) -> AsyncIterator[None]:
     """Price every valid, final, not yet priced request, a batch at a time."""
     seen: dict[int, int] = {}  # per source partition, since the last identity expiry there
-    t = SETTINGS.topics
     async for groups in batches_by_partition(stream, BATCH_MAX, BATCH_WITHIN_S):
-        deltas = DeltaBatch(BUDGETS.budgets)
-        batches = [Batch(partition, group, deltas) for partition, group in groups.items()]
-        for batch in batches:
-            known = identities.of(batch.partition)
-            with as_current(batch.group):  # a dead letter's counter goes to this partition's changelog
-                for event in batch.group:
-                    await _price(event, batch, known)
-        await asyncio.gather(  # priced events and deltas first: then the identities may say "done"
-            outputs.send_all(t.usage_priced, [m for b in batches for m in b.priced]),
-            outputs.send_all(t.spend_deltas, deltas.messages()),
-        )
-        for batch in batches:
-            partition = batch.partition
-            with as_current(batch.group):
-                if batch.ids:
-                    batch.staged.at(partition, -1)  # a plain record: no applied-offset stamp
-                    record = identities.record(partition, batch.ids)
-                    batch.staged.set(priced_batches, batch_key(partition, batch.first_offset), record)
-                await batch.staged.commit()
-                identities.remember(partition, batch.ids)
-                _count(batch)
-                seen[partition] = seen.get(partition, 0) + len(batch.priced)
-                if seen[partition] >= EXPIRE_EVERY:
-                    seen[partition] = 0
-                    for key in identities.expired(partition, time.time() - DEDUP_HORIZON_S):
-                        del priced_batches[key]
+        try:
+            for chunk in byte_chunks(groups, CHUNK_BYTES):
+                await _price_chunk(chunk, seen)
+        except Exception as exc:
+            stop_worker("pricing", exc)
         yield None
+
+
+async def _price_chunk(groups: dict[int, list[Any]], seen: dict[int, int]) -> None:
+    """Price a chunk of a batch; its outputs, then its identities, are acknowledged by the broker."""
+    t = SETTINGS.topics
+    deltas = DeltaBatch(BUDGETS.budgets)
+    batches = [Batch(partition, group, deltas) for partition, group in groups.items()]
+    for batch in batches:
+        known = identities.of(batch.partition)
+        with as_current(batch.group):  # a dead letter's counter goes to this partition's changelog
+            for event in batch.group:
+                await _price(event, batch, known)
+    await asyncio.gather(  # priced events and deltas first: then the identities may say "done"
+        outputs.send_all(t.usage_priced, [m for b in batches for m in b.priced]),
+        outputs.send_all(t.spend_deltas, deltas.messages()),
+    )
+    for batch in batches:
+        partition = batch.partition
+        with as_current(batch.group):
+            batch.staged.at(partition, -1)  # plain records: no applied-offset stamp
+            for first, record in identities.records(batch.ids):
+                batch.staged.set(priced_batches, batch_key(partition, first), record)
+            await batch.staged.commit()
+            identities.remember(partition, batch.ids)
+            _count(batch)
+            seen[partition] = seen.get(partition, 0) + len(batch.priced)
+            if seen[partition] >= EXPIRE_EVERY:
+                seen[partition] = 0
+                for key in identities.expired(partition, time.time() - DEDUP_HORIZON_S):
+                    del priced_batches[key]
 
 
 async def _price(event: Any, batch: Batch, known: dict[str, Identity]) -> None:
@@ -190,8 +202,6 @@ async def _price_one(
     at_us = (ev.time - EPOCH) // MICROSECOND  # exact: no float
     nanos = cost.total_nanos
     batch.deltas.add(partition, pos, at_us, nanos, labels)
-    if batch.first_offset < 0:
-        batch.first_offset = pos
     batch.ids[request] = (at_us // 1_000_000, partition, pos)
     d = ev.data
     usage = batch.usage.setdefault((d.model, labels["department"]), [0, 0, 0, 0, 0, 0])

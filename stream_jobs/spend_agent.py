@@ -49,6 +49,7 @@ from stream_jobs.app import (
 )
 from stream_jobs.batches import RAW_APPLIED, Staged, partition_batches
 from stream_jobs.dead_letters import dead_letter_value, origin_key
+from stream_jobs.diagnostics import stop_worker
 from stream_jobs.durable_table import durable_table
 from stream_jobs.spend_state import Progress, SpendFold, When, keys_of_us, spent
 from tokenledger import metrics
@@ -99,10 +100,13 @@ def _status_doc(status: BudgetStatus) -> dict[str, Any]:
 async def track_spend(stream: Any) -> AsyncIterator[None]:
     """Fold spend deltas into the spend tables and evaluate budgets, a batch at a time."""
     async for _, group in partition_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
-        staged = Staged()
-        for event in group:
-            await _apply(event, staged)
-        await staged.commit()  # outputs, then state, acknowledged by the broker: then the deltas
+        try:
+            staged = Staged()
+            for event in group:
+                await _apply(event, staged)
+            await staged.commit()  # outputs, then state, acknowledged by the broker: then the deltas
+        except Exception as exc:
+            stop_worker("spend", exc)
         yield None
 
 

@@ -39,9 +39,10 @@ def test_batch_identities_index_and_expiry_per_partition() -> None:
     t: dict[str, Any] = {}
     ids = BatchIdentities(t)
     first = {"svc|r1": (100, 0, 5), "svc|r2": (900, 0, 6)}
-    t[batch_key(0, 5)] = ids.record(0, first)
-    t[batch_key(1, 3)] = ids.record(1, {"svc|r3": (100, 1, 3)})
-    t[batch_key(0, 9)] = ids.record(0, {"svc|r4": (200, 0, 9)})
+    for partition, batch in [(0, first), (1, {"svc|r3": (100, 1, 3)}), (0, {"svc|r4": (200, 0, 9)})]:
+        for pos, record in ids.records(batch):
+            t[batch_key(partition, pos)] = record
+    assert [pos for pos, _ in ids.records({f"r{i}": (1, 0, 10 + i) for i in range(5)}, per_record=2)] == [10, 12, 14]
     t["0:12"] = None  # a deleted record
     assert ids.of(0) == {**first, "svc|r4": (200, 0, 9)}
     assert not is_repeat(ids.of(0)["svc|r1"], 0, 5)  # its own replay
