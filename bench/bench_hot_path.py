@@ -105,7 +105,7 @@ def hot_path(raws: list[bytes], budgets: BudgetFile, batch: int = BATCH) -> tupl
                 statuses[budget.id], _, _ = evaluate(
                     budget,
                     statuses.get(budget.id),
-                    spent(fold.state(), budget.period, when.at, tz),
+                    spent(fold.view(), budget.period, when.at, tz),
                     when.at,
                     budgets.timezone,
                 )

@@ -210,7 +210,7 @@ async def _evaluate(
     # a rolling window or a crossing time must not move backwards with an older event.
     now = max(at, status.as_of) if status is not None and status.as_of is not None else at
     new_status, crossings, breaker = evaluate(
-        budget, status, spent(fold.state(), budget.period, now, TZ), now, BUDGETS.timezone
+        budget, status, spent(fold.view(), budget.period, now, TZ), now, BUDGETS.timezone
     )
     for c in crossings:
         sent = await thresholds_topic.send(

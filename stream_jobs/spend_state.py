@@ -80,52 +80,47 @@ class When:
 _KEYS: dict[tuple[int, ZoneInfo], tuple[str, str, int, int]] = {}
 _KEYS_MAX = 100_000  # ~70 days of minutes; cleared when full
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def keys_of_us(at_us: int, tz: ZoneInfo) -> tuple[str, str, int, int]:
-    """``(day, month, minute bucket, hour bucket)`` of an instant in epoch µs (:class:`When`'s keys, no datetime)."""
-    cached = _KEYS.get((at_us // 60_000_000, tz))
-    if cached is None:
-        w = When.of(_EPOCH + timedelta(microseconds=at_us), tz)
-        cached = (w.day, w.month, w.minute, w.hour)
-    return cached
-
-
 _HOUR_S = 3600
 _HOURLY_KEEP_S = int(HOURLY_KEEP.total_seconds())
 
 
-def add_spend(state: dict[str, Any] | None, when: When, nanos: int) -> dict[str, Any]:
-    """Fold one priced request into a key's state (returns a new dict).
+def keys_of_us(at_us: int, tz: ZoneInfo) -> FoldKeys:
+    """What :meth:`SpendFold.add_keys` needs of an instant in epoch µs (no datetime built).
 
-    Keeps the current and previous calendar day and month (late events within a period),
-    minute buckets of the last hour and hour buckets of the last 49 hours (for spikes).
-
-    Args:
-        state: The table value (``None`` for a new key).
-        when: The event time, pre-computed (see :class:`When`).
-        nanos: Cost, nano-USD.
+    Cached per UTC minute: the day and month keys, the minute and hour bucket starts, as
+    ``int`` and as ``str``, and the window edges (as ``str``) they imply.
     """
-    fold = SpendFold(state)
-    fold.add(when, nanos)
-    return fold.state()
+    minute = at_us // 60_000_000
+    found = _FOLD_KEYS.get((minute, tz))
+    if found is None:
+        w = When.of(_EPOCH + timedelta(microseconds=at_us), tz)
+        found = fold_keys(w.day, w.month, w.minute, w.hour)
+        if len(_FOLD_KEYS) >= _KEYS_MAX:
+            _FOLD_KEYS.clear()
+        _FOLD_KEYS[(minute, tz)] = found
+    return found
 
 
-def add_spend_many(state: dict[str, Any] | None, items: list[tuple[When, int]]) -> dict[str, Any]:
-    """Fold several requests in order: equal to :func:`add_spend` applied to each in turn."""
-    fold = SpendFold(state)
-    for when, nanos in items:
-        fold.add(when, nanos)
-    return fold.state()
+# (day, month, minute bucket, hour bucket, their str, minute edge str, hour edge str)
+FoldKeys = tuple[str, str, int, int, str, str, str, str]
+_FOLD_KEYS: dict[tuple[int, ZoneInfo], FoldKeys] = {}
+
+
+def fold_keys(day: str, month: str, minute: int, hour: int) -> FoldKeys:
+    """:data:`FoldKeys` from calendar keys and bucket starts."""
+    return (day, month, minute, hour, str(minute), str(hour), str(minute - _HOUR_S), str(hour - _HOURLY_KEEP_S))
 
 
 class SpendFold:
     """A key's state being folded into, in place: its dicts are copied once, not once per event.
 
     Bucket keys and window edges are epoch seconds with ten digits (2001-09-11 .. 2286-11-20),
-    so comparing them as strings compares them as numbers: no key is parsed, and a dict is
-    rebuilt only when one of its buckets actually fell out of its window. Instants outside that
-    range take the slower path that parses keys.
+    so comparing them as strings compares them as numbers: no key is parsed. Buckets that fall
+    out of their window are dropped lazily, when :meth:`state` is read or an hour older than
+    the last one arrives: one rebuild per read instead of one per new minute. The result is the
+    one of dropping them request by request (``tests/unit/test_fast_fold.py``): the minute edge
+    only moves forward, and the hour edge does too while hours come in order. Instants outside
+    the ten-digit range take the slower path that parses keys.
     """
 
     def __init__(self, state: dict[str, Any] | None) -> None:
@@ -138,23 +133,52 @@ class SpendFold:
         m, h = self.minute, self.hour
         self._mmin, self._mmax = (min(m), max(m)) if m else ("", "")
         self._hmin, self._hmax = (min(h), max(h)) if h else ("", "")
+        self._h_edge = ""  # hour buckets at or below it are out of the 49 hours (pending drop)
+        self._h_last = ""  # hour bucket of the last request folded in
         # A key's buckets span at most 49 hours, so keys of two lengths can only meet at the
         # edge of the ten-digit range: checking the smallest and largest keys is enough.
         self._ten = (not m or len(self._mmin) == len(self._mmax) == 10) and (
             not h or len(self._hmin) == len(self._hmax) == 10
         )
+        # Minute buckets at or below it are out of the rolling hour (dropped lazily; compared as
+        # strings, so only with ten-digit keys).
+        edge = int(self._mmax) - _HOUR_S if self._mmax and self._ten else 0
+        self._m_edge = str(edge) if edge >= _TEN_DIGITS else ""
 
     def state(self) -> dict[str, Any]:
-        """The folded state (a new dict)."""
+        """The folded state (a new dict; the fold goes on with copies of its own)."""
+        self._drop_minutes()
+        self._drop_hours()
+        self.minute, self.hour = dict(self.minute), dict(self.hour)
+        self.day, self.month = dict(self.day), dict(self.month)
         return {"day": self.day, "month": self.month, "minute": self.minute, "hour": self.hour}
+
+    def view(self) -> dict[str, Any]:
+        """The folded state so far, not copied (read it before the next :meth:`add`)."""
+        self._drop_minutes()
+        self._drop_hours()
+        return {"day": self.day, "month": self.month, "minute": self.minute, "hour": self.hour}
+
+    def _drop_minutes(self) -> None:
+        edge = self._m_edge
+        if edge and self._mmin and self._mmin <= edge:
+            self.minute = {k: v for k, v in self.minute.items() if k > edge}
+            self._mmin = min(self.minute) if self.minute else ""
+
+    def _drop_hours(self) -> None:
+        edge = self._h_edge
+        if edge and self._hmin and self._hmin <= edge:
+            self.hour = {k: v for k, v in self.hour.items() if k > edge}
+            self._hmin = min(self.hour) if self.hour else ""
+        self._h_edge = ""
 
     def add(self, when: When, nanos: int) -> None:
         """Fold one request in."""
-        self.add_keys((when.day, when.month, when.minute, when.hour), nanos)
+        self.add_keys(fold_keys(when.day, when.month, when.minute, when.hour), nanos)
 
-    def add_keys(self, keys: tuple[str, str, int, int], nanos: int) -> None:
-        """Fold one request in, given its calendar keys and bucket starts (see :func:`keys_of_us`)."""
-        when_day, when_month, when_minute, when_hour = keys
+    def add_keys(self, keys: FoldKeys, nanos: int) -> None:
+        """Fold one request in, given its keys (see :func:`keys_of_us`)."""
+        when_day, when_month, when_minute, when_hour, key, hkey, m_edge, h_edge = keys
         day, month = self.day, self.month
         day[when_day] = day.get(when_day, 0) + nanos
         month[when_month] = month.get(when_month, 0) + nanos
@@ -163,29 +187,29 @@ class SpendFold:
         if len(month) > 2:
             self.month = dict(sorted(month.items())[-2:])
         if not (self._ten and when_hour >= _TEN_DIGITS + _HOURLY_KEEP_S and when_minute < _ELEVEN_DIGITS):
+            if self._ten:  # pending drops were decided with ten-digit keys: apply them first
+                self._drop_minutes()
+                self._drop_hours()
             self._add_by_value(when_minute, when_hour, nanos)
             return
-        minute, mmin, mmax = self.minute, self._mmin, self._mmax
-        key = str(when_minute)
-        newest = key if not minute or key > mmax else mmax
-        oldest_kept = str(int(newest) - _HOUR_S)
-        if key > oldest_kept:
+        minute = self.minute
+        if not self._mmax or key > self._mmax:
+            self._mmax = key
+            self._m_edge = m_edge
+        if key > self._m_edge:
             minute[key] = minute.get(key, 0) + nanos
-            mmin = key if not mmin or key < mmin else mmin
-        if mmin and mmin <= oldest_kept:
-            minute = self.minute = {k: v for k, v in minute.items() if k > oldest_kept}
-            mmin = min(minute) if minute else ""
-        self._mmin, self._mmax = mmin, newest if minute else ""
-        hour, hmin = self.hour, self._hmin
-        hkey = str(when_hour)
+            if not self._mmin or key < self._mmin:
+                self._mmin = key
+        if hkey < self._h_last:
+            self._drop_hours()  # an older hour: what the newer ones dropped goes first
+        hour = self.hour
         hour[hkey] = hour.get(hkey, 0) + nanos
-        oldest_hour = str(when_hour - _HOURLY_KEEP_S)
-        if hmin and hmin <= oldest_hour:
-            hour = self.hour = {k: v for k, v in hour.items() if k > oldest_hour}
-            hmin = min(hour)
-        else:
-            hmin = hkey if not hmin or hkey < hmin else hmin
-        self._hmin, self._hmax = hmin, max(self._hmax, hkey) if self._hmax else hkey
+        if not self._hmin or hkey < self._hmin:
+            self._hmin = hkey
+        if not self._hmax or hkey > self._hmax:
+            self._hmax = hkey
+        self._h_last = hkey
+        self._h_edge = h_edge
 
     def _add_by_value(self, when_minute: int, when_hour: int, nanos: int) -> None:
         """The bucket update comparing parsed keys (instants outside the ten-digit epoch range)."""
@@ -202,6 +226,7 @@ class SpendFold:
         m, h = self.minute, self.hour
         self._mmin, self._mmax = (min(m), max(m)) if m else ("", "")
         self._hmin, self._hmax = (min(h), max(h)) if h else ("", "")
+        self._m_edge = self._h_edge = self._h_last = ""
         self._ten = (not m or len(self._mmin) == len(self._mmax) == 10) and (
             not h or len(self._hmin) == len(self._hmax) == 10
         )
