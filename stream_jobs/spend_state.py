@@ -111,6 +111,30 @@ def fold_keys(day: str, month: str, minute: int, hour: int) -> FoldKeys:
     return (day, month, minute, hour, str(minute), str(hour), str(minute - _HOUR_S), str(hour - _HOURLY_KEEP_S))
 
 
+def add_spend(state: dict[str, Any] | None, when: When, nanos: int) -> dict[str, Any]:
+    """Fold one priced request into a key's state (returns a new dict).
+
+    Keeps the current and previous calendar day and month (late events within a period),
+    minute buckets of the last hour and hour buckets of the last 49 hours (for spikes).
+
+    Args:
+        state: The table value (``None`` for a new key).
+        when: The event time, pre-computed (see :class:`When`).
+        nanos: Cost, nano-USD.
+    """
+    fold = SpendFold(state)
+    fold.add(when, nanos)
+    return fold.state()
+
+
+def add_spend_many(state: dict[str, Any] | None, items: list[tuple[When, int]]) -> dict[str, Any]:
+    """Fold several requests in order: equal to :func:`add_spend` applied to each in turn."""
+    fold = SpendFold(state)
+    for when, nanos in items:
+        fold.add(when, nanos)
+    return fold.state()
+
+
 class SpendFold:
     """A key's state being folded into, in place: its dicts are copied once, not once per event.
 
@@ -226,10 +250,12 @@ class SpendFold:
         m, h = self.minute, self.hour
         self._mmin, self._mmax = (min(m), max(m)) if m else ("", "")
         self._hmin, self._hmax = (min(h), max(h)) if h else ("", "")
-        self._m_edge = self._h_edge = self._h_last = ""
+        self._h_edge = self._h_last = ""
         self._ten = (not m or len(self._mmin) == len(self._mmax) == 10) and (
             not h or len(self._hmin) == len(self._hmax) == 10
         )
+        edge = int(self._mmax) - _HOUR_S if self._mmax and self._ten else 0
+        self._m_edge = str(edge) if edge >= _TEN_DIGITS else ""
 
 
 _TEN_DIGITS, _ELEVEN_DIGITS = 10**9, 10**10

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_jobs.spend_state import _HOUR_S, _HOURLY_KEEP_S, When, add_spend, add_spend_many
+from stream_jobs.spend_state import _HOUR_S, _HOURLY_KEEP_S, When, add_spend, add_spend_many, fold_keys, keys_of_us
 from tokenledger.windows import ROLLING, bucket_start, calendar_window
 
 TZS = [ZoneInfo("Asia/Shanghai"), ZoneInfo("America/St_Johns"), ZoneInfo("UTC")]
@@ -86,3 +86,13 @@ def test_batched_fold_equals_one_by_one(
     for i in range(0, len(whens), batch):
         batched = add_spend_many(batched, whens[i : i + batch])
     assert batched == one_by_one
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.sampled_from(BASES), st.sampled_from(TZS), st.integers(-3 * 86_400 * 10**6, 3 * 86_400 * 10**6))
+def test_keys_from_epoch_microseconds_equal_the_datetime_path(base: datetime, tz: ZoneInfo, delta_us: int) -> None:
+    """The spend stage's keys from a delta entry's epoch µs are the keys of the event's datetime."""
+    at = base + timedelta(microseconds=delta_us)
+    at_us = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    w = reference_when(at, tz)
+    assert keys_of_us(at_us, tz) == fold_keys(w.day, w.month, w.minute, w.hour)
