@@ -18,7 +18,7 @@ class DeltaBatch:
 
     def __init__(self, budgets: Sequence[Any]) -> None:
         self._budgets = budgets
-        self._entries: dict[str, list[tuple[int, int, int, int]]] = {}
+        self._entries: dict[str, list[Entry]] = {}
 
     def add(self, partition: int, offset: int, at_us: int, nanos: int, labels: Mapping[str, str]) -> None:
         """One priced request: its cost goes to each of its dimension values and matching budgets."""
@@ -42,6 +42,25 @@ class DeltaBatch:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+Entry = tuple[int, int, int, int]  # (raw partition, position, event time epoch µs, cost nano-USD)
+
+
+def fresh_entries(applied: Mapping[str, int], entries: Sequence[Entry]) -> tuple[list[Entry], dict[str, int]]:
+    """The entries past the last position of their raw partition a record already holds.
+
+    ``applied`` is the record's ``{raw partition: last position folded in}``. Also returns the
+    last position per partition among the fresh entries: what the record holds afterwards.
+    """
+    fresh: list[Entry] = []
+    last: dict[str, int] = {}
+    for entry in entries:
+        p = str(entry[0])
+        if entry[1] > applied.get(p, -1):
+            fresh.append(entry)
+            last[p] = entry[1]
+    return fresh, last
 
 
 _MATCHES: dict[tuple[int, tuple[str, ...]], tuple[str, ...]] = {}

@@ -49,6 +49,7 @@ from stream_jobs.app import (
 )
 from stream_jobs.batches import RAW_APPLIED, Staged, partition_batches
 from stream_jobs.dead_letters import dead_letter_value, origin_key
+from stream_jobs.delta_batch import Entry, fresh_entries
 from stream_jobs.diagnostics import stop_worker
 from stream_jobs.durable_table import durable_table
 from stream_jobs.spend_state import Progress, SpendFold, When, keys_of_us, spent
@@ -135,23 +136,10 @@ async def _apply(event: Any, staged: Staged) -> None:
         await _apply_spend(staged, delta)
 
 
-Entry = tuple[int, int, int, int]  # (raw partition, raw offset, event time epoch µs, cost nano-USD)
-
-
 def _fresh(record: Any, delta: SpendDeltaV1) -> tuple[list[Entry], dict[str, int]]:
-    """The delta's entries past the last raw offset of their partition already in ``record``.
-
-    Also returns the last offset per partition among them: the record's new stamp.
-    """
+    """The delta's entries ``record`` does not hold yet, and its new stamp (see ``fresh_entries``)."""
     done = record.get(RAW_APPLIED, {}) if isinstance(record, dict) else {}
-    fresh: list[Entry] = []
-    last: dict[str, int] = {}
-    for entry in delta.entries:
-        p = str(entry[0])
-        if entry[1] > done.get(p, -1):
-            fresh.append(entry)
-            last[p] = entry[1]
-    return fresh, last
+    return fresh_entries(done, delta.entries)
 
 
 async def _apply_spend(staged: Staged, delta: SpendDeltaV1) -> None:
