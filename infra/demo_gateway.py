@@ -89,7 +89,7 @@ class GatewayRig:
     def __init__(self, settings: KafkaSettings, table: PriceTable, spool_dir: Any) -> None:
         """Start everything (in threads of this process)."""
         self.upstream = ServerThread(MockUpstream().app()).start()
-        self.guard = Guard(worst_case_pricer(table), stale_after_s=30)
+        self.guard = Guard(worst_case_pricer(table), stale_after_s=30, hold_s=1.0)
         self.watch = BreakerWatch()
         self.client = BreakerClient(settings, self.guard, listener=self.watch).start()
         self.publisher = UsagePublisher(settings, spool=spool_dir / "gateway-usage-raw.jsonl")

@@ -26,6 +26,8 @@ deterministic keys: a threshold is keyed ``budget|period|level``, a breaker by i
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
@@ -54,7 +56,7 @@ from stream_jobs.diagnostics import stop_worker
 from stream_jobs.durable_table import durable_table
 from stream_jobs.spend_state import Progress, SpendFold, When, keys_of_us, spent
 from tokenledger import metrics
-from tokenledger.budget_eval import BudgetStatus, evaluate, period_of, roll_over
+from tokenledger.budget_eval import BudgetStatus, breaker_for, evaluate, period_of, roll_over
 from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_delta
 from tokenledger.spikes import check_spike
 from tokenledger.windows import ROLLING
@@ -102,10 +104,11 @@ async def track_spend(stream: Any) -> AsyncIterator[None]:
     """Fold spend deltas into the spend tables and evaluate budgets, a batch at a time."""
     async for _, group in partition_batches(stream, BATCH_MAX, BATCH_WITHIN_S):
         try:
-            staged = Staged()
-            for event in group:
-                await _apply(event, staged)
-            await staged.commit()  # outputs, then state, acknowledged by the broker: then the deltas
+            async with _batch_lock:  # repeat_breakers must not read a status older than a breaker just sent
+                staged = Staged()
+                for event in group:
+                    await _apply(event, staged)
+                await staged.commit()  # outputs, then state, acknowledged by the broker: then the deltas
         except Exception as exc:
             stop_worker("spend", exc)
         yield None
@@ -313,3 +316,38 @@ async def announce_new_periods() -> None:
         if breaker is not None and (budget.id, breaker.period_key) not in _announced:
             _announced.add((budget.id, breaker.period_key))
             await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json())
+
+
+REPEAT_S = float(os.environ.get("TOKENLEDGER_BREAKER_REPEAT_S", "2.0"))
+_batch_lock = asyncio.Lock()
+
+
+@app.timer(interval=REPEAT_S)  # type: ignore[untyped-decorator]
+async def repeat_breakers() -> None:
+    """Republish the breaker of every budget above normal, every ``TOKENLEDGER_BREAKER_REPEAT_S``.
+
+    A gateway counts its own completed requests on top of a breaker until a breaker received
+    at least ``hold_s`` (5 s) after a completion covers it (``tokenledger.guard``). Breakers now
+    arrive within ~0.1 s; when a budget's traffic then stops (every request denied), no newer
+    breaker ever came and the gateway kept counting those requests twice: the demo's runaway
+    loop was held at 10 of its 20 USD. The repeat (same status, same event-time watermark) lets
+    the gateway confirm them. Only the worker owning the budget speaks, after recovery, and not
+    for a period the event-time watermark has left (the roll-over announces that one).
+    """
+    recovery = getattr(app.tables, "recovery", None)
+    if recovery is None or not recovery.completed.is_set() or app.rebalancing:
+        return
+    async with _batch_lock:
+        await _repeat(_progress.watermark)
+
+
+async def _repeat(watermark: datetime | None) -> None:
+    for budget in BUDGETS.budgets:
+        if not _owns_budget(budget.id):
+            continue
+        status = _status_from(budget_state.get(f"budget:{budget.id}"))
+        if status is None or status.state == "normal" or status.as_of is None:
+            continue
+        if watermark is not None and period_of(budget, watermark, BUDGETS.timezone)[0] != status.period_key:
+            continue
+        await breakers_topic.send(key=budget.id.encode(), value=breaker_for(budget, status, status.as_of).to_json())

@@ -54,7 +54,7 @@ class GatewayConfig(BaseModel):
     source: str = "//gateway/reference"
     default_max_tokens: int = Field(default=4096, gt=0)
     stale_after_s: float = Field(default=10.0, gt=0)
-    hold_s: float = Field(default=5.0, ge=0)
+    hold_s: float = Field(default=1.0, ge=0)
     headroom_share: Decimal = Field(default=Decimal(1), gt=0, le=1)
     keys: tuple[GatewayKey, ...] = ()
 
