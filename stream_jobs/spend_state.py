@@ -20,11 +20,6 @@ HOURLY_KEEP = timedelta(hours=49)
 DIMENSIONS = ("tenant", "user", "department", "project", "model", "feature", "api_key")
 
 
-def labels_of(priced: Any) -> dict[str, str]:
-    """A priced event's attribution by dimension (absent labels as ``""``), the model included."""
-    return labels_of_event(priced.event)
-
-
 def labels_of_event(event: Any) -> dict[str, str]:
     """A usage event's attribution by dimension (absent labels as ``""``), the model included."""
     lb = event.data.labels
