@@ -22,16 +22,10 @@ async def partition_batches(stream: Any, max_events: int, within_s: float) -> As
     Faust acknowledges a batch's events only when the next batch is requested, that is after
     every group of this one was processed: a crash mid-batch replays the whole batch.
     """
-    async for events in stream.take_events(max_events, within=within_s):
-        by_partition: dict[int, list[Any]] = {}
-        for event in events:
-            by_partition.setdefault(event.message.partition, []).append(event)
+    async for by_partition in batches_by_partition(stream, max_events, within_s):
         for partition, group in by_partition.items():
-            token = _current_event.set(weakref.ref(group[-1]))
-            try:
+            with as_current(group):
                 yield partition, group
-            finally:
-                _current_event.reset(token)
 
 
 async def batches_by_partition(stream: Any, max_events: int, within_s: float) -> AsyncIterator[dict[int, list[Any]]]:
