@@ -50,16 +50,24 @@ from stream_jobs.app import (
     thresholds_topic,
 )
 from stream_jobs.batches import RAW_APPLIED, Staged, partition_batches
+from stream_jobs.budget_fold import fold_budget
 from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.delta_batch import Entry, fresh_entries
 from stream_jobs.diagnostics import stop_worker
 from stream_jobs.durable_table import durable_table
-from stream_jobs.spend_state import Progress, SpendFold, When, keys_of_us, spent
+from stream_jobs.spend_state import Progress, SpendFold
 from tokenledger import metrics
-from tokenledger.budget_eval import BudgetStatus, breaker_for, evaluate, period_of, roll_over
+from tokenledger.budget_eval import (
+    BreakerUpdate,
+    BudgetStatus,
+    ThresholdCrossing,
+    breaker_for,
+    evaluate,
+    period_of,
+    roll_over,
+)
 from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_delta
 from tokenledger.spikes import check_spike
-from tokenledger.windows import ROLLING
 
 TZ = BUDGETS.tz
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -114,10 +122,6 @@ async def track_spend(stream: Any) -> AsyncIterator[None]:
         yield None
 
 
-def _when(at_us: int) -> When:
-    return When.of(EPOCH + timedelta(microseconds=at_us), TZ)
-
-
 async def _apply(event: Any, staged: Staged) -> None:
     """Fold one delta into ``staged``: only its entries the key's record does not hold yet."""
     try:
@@ -151,12 +155,7 @@ async def _apply_spend(staged: Staged, delta: SpendDeltaV1) -> None:
     if not entries:
         return
     fold = SpendFold(record)
-    latest: dict[int, int] = {}  # hour bucket -> latest event time in it, µs
-    for _, _, at_us, nanos in entries:
-        keys = keys_of_us(at_us, TZ)
-        fold.add_keys(keys, nanos)
-        if latest.get(keys[3], -1) < at_us:
-            latest[keys[3]] = at_us
+    latest = fold.add_entries(entries, TZ)  # hour bucket -> latest event time in it, µs
     staged.set(spend, delta.key, fold.state(), applied=last)
     metrics.EVENTS.labels("spend", "in").inc(len(entries))
     dim = delta.key.partition("|")[2].partition("=")[0]
@@ -177,48 +176,32 @@ async def _apply_budget(staged: Staged, delta: SpendDeltaV1) -> None:
         before = staged.get(counters, f"unknown-budget:{key}") or {"n": 0}
         staged.set(counters, f"unknown-budget:{key}", {"n": before["n"] + len(entries)}, applied=last)
         return
-    fold = SpendFold(doc.get("spend"))
-    status = _status_from(doc)
-    for _, _, at_us, nanos in entries:
-        when = _when(at_us)
-        fold.add(when, nanos)
-        status = await _evaluate(staged, budget, status, fold, when)
+    state, status, outputs = fold_budget(
+        budget, doc.get("spend"), _status_from(doc), entries, tz=TZ, tz_name=BUDGETS.timezone
+    )
+    for out in outputs:
+        staged.output(await _publish(out))
     if status is not None:
         metrics.record_budget(budget.id, status.spent_nanos, budget.limit_nanos, status.state)
-    doc = {"spend": fold.state(), "status": _status_doc(status) if status else None}
+    doc = {"spend": state, "status": _status_doc(status) if status else None}
     staged.set(budget_state, key, doc, applied=last)
 
 
-async def _evaluate(
-    staged: Staged, budget: Any, status: BudgetStatus | None, fold: SpendFold, when: When
-) -> BudgetStatus | None:
-    """One request's step of a budget: crossings and breaker updates go out, the new status comes back."""
-    at = when.at
-    period_key, _ = period_of(budget, at, BUDGETS.timezone)
-    if status is not None and budget.period not in ROLLING and period_key < status.period_key:
-        return status  # a late event of a closed period: its spend counts there; the open period is unchanged
-    # Evaluate at the budget's watermark: entries of several partitions arrive interleaved, and
-    # a rolling window or a crossing time must not move backwards with an older event.
-    now = max(at, status.as_of) if status is not None and status.as_of is not None else at
-    new_status, crossings, breaker = evaluate(
-        budget, status, spent(fold.view(), budget.period, now, TZ), now, BUDGETS.timezone
+async def _publish(out: ThresholdCrossing | BreakerUpdate) -> Any:
+    """Send a crossing (keyed budget|period|level: a replay repeats its key) or a breaker (keyed by budget)."""
+    if isinstance(out, BreakerUpdate):
+        return await breakers_topic.send(key=out.budget_id.encode(), value=out.to_json())
+    return await thresholds_topic.send(
+        key=f"{out.budget_id}|{out.period_key}|{out.level}".encode(),
+        value={
+            "budget_id": out.budget_id,
+            "level": out.level,
+            "period_key": out.period_key,
+            "spent_nanos": out.spent_nanos,
+            "limit_nanos": out.limit_nanos,
+            "at": out.at.astimezone(UTC).isoformat(),
+        },
     )
-    for c in crossings:
-        sent = await thresholds_topic.send(
-            key=f"{c.budget_id}|{c.period_key}|{c.level}".encode(),  # a replayed crossing repeats its key
-            value={
-                "budget_id": c.budget_id,
-                "level": c.level,
-                "period_key": c.period_key,
-                "spent_nanos": c.spent_nanos,
-                "limit_nanos": c.limit_nanos,
-                "at": c.at.astimezone(UTC).isoformat(),
-            },
-        )
-        staged.output(sent)
-    if breaker is not None:
-        staged.output(await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json()))
-    return new_status
 
 
 async def _check_spikes(staged: Staged, key: str, instants: list[datetime], last: dict[str, int]) -> None:

@@ -8,13 +8,13 @@ plus hourly buckets for spike detection. Old periods are dropped as time moves o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tokenledger.windows import ROLLING, RollingSum, bucket_start, calendar_window
+from tokenledger.windows import ROLLING, bucket_start, calendar_window
 
 HOURLY_KEEP = timedelta(hours=49)
 DIMENSIONS = ("tenant", "user", "department", "project", "model", "feature", "api_key")
@@ -195,6 +195,37 @@ class SpendFold:
         """Fold one request in."""
         self.add_keys(fold_keys(when.day, when.month, when.minute, when.hour), nanos)
 
+    def add_entries(self, entries: Sequence[tuple[int, int, int, int]], tz: ZoneInfo) -> dict[int, int]:
+        """Fold delta entries ``(raw partition, position, epoch µs, nano-USD)`` in order.
+
+        Consecutive entries of one UTC minute share every key, and folding them one by one
+        equals folding their sum once, so each run of a minute is folded once: at a high rate
+        most of a batch's entries fall in the same minute. Returns the latest event time (µs)
+        per hour bucket folded into.
+        """
+        latest: dict[int, int] = {}
+        run_minute: int | None = None
+        run_us = run_nanos = 0
+        for entry in entries:
+            at_us = entry[2]
+            minute = at_us // 60_000_000
+            if minute != run_minute:
+                if run_minute is not None:
+                    self._add_run(run_us, run_nanos, tz, latest)
+                run_minute, run_us, run_nanos = minute, at_us, 0
+            elif at_us > run_us:
+                run_us = at_us
+            run_nanos += entry[3]
+        if run_minute is not None:
+            self._add_run(run_us, run_nanos, tz, latest)
+        return latest
+
+    def _add_run(self, at_us: int, nanos: int, tz: ZoneInfo, latest: dict[int, int]) -> None:
+        keys = keys_of_us(at_us, tz)
+        self.add_keys(keys, nanos)
+        if latest.get(keys[3], -1) < at_us:
+            latest[keys[3]] = at_us
+
     def add_keys(self, keys: FoldKeys, nanos: int) -> None:
         """Fold one request in, given its keys (see :func:`keys_of_us`)."""
         when_day, when_month, when_minute, when_hour, key, hkey, m_edge, h_edge = keys
@@ -261,10 +292,12 @@ def spent(state: dict[str, Any] | None, period: str, at: datetime, tz: ZoneInfo)
     if not state:
         return 0
     if period in ("day", "month"):
-        return int(state[period].get(calendar_window(at, period, tz).key, 0))  # type: ignore[arg-type]
+        when = When.of(at, tz)  # its calendar keys are cached per minute
+        return int(state[period].get(when.day if period == "day" else when.month, 0))
     length, width = ROLLING["rolling_1h"] if period == "rolling_1h" else (timedelta(hours=24), timedelta(hours=1))
-    source = state["minute"] if period == "rolling_1h" else state["hour"]
-    return RollingSum(length, width, {int(k): v for k, v in source.items()}).total(at)
+    source: dict[str, int] = state["minute"] if period == "rolling_1h" else state["hour"]
+    horizon = bucket_start(at - length, width)  # as RollingSum.total, without copying the buckets
+    return sum(v for k, v in source.items() if int(k) > horizon)
 
 
 class Progress:

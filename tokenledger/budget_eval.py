@@ -111,10 +111,20 @@ def level_thresholds(budget: Budget) -> dict[Level, int]:
     return found
 
 
+def publish_step_nanos(budget: Budget) -> int:
+    """Spend movement (nano-USD) after which the breaker is published again."""
+    key = (budget.limit_nanos, budget.publish_step)
+    found = _STEPS.get(key)
+    if found is None:
+        found = _STEPS[key] = int(Decimal(budget.limit_nanos) * budget.publish_step)
+    return found
+
+
 # Evaluated once per budget and request on the hot path: the Decimal products and calendar
 # windows are memoised (per limit and levels; per period kind, timezone and UTC minute).
 _THRESHOLDS: dict[tuple[int, Decimal, Decimal, Decimal], dict[Level, int]] = {}
 _PERIODS: dict[tuple[str, str, int], tuple[str, datetime | None]] = {}
+_STEPS: dict[tuple[int, Decimal], int] = {}
 
 
 def state_for(budget: Budget, spent_nanos: int) -> State:
@@ -172,7 +182,7 @@ def evaluate(
     if budget.period in ROLLING:
         emitted = tuple(lv for lv in emitted if spent_nanos >= thresholds[lv])
     last = 0 if status is None or new_period else status.published_spent
-    step = int(Decimal(budget.limit_nanos) * budget.publish_step)
+    step = publish_step_nanos(budget)
     changed = status is None or new_period or status.state != state or abs(spent_nanos - last) >= step
     published = spent_nanos if changed else last
     new_status = BudgetStatus(budget.id, period_key, period_end, spent_nanos, state, emitted, published, now)

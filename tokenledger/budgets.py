@@ -64,7 +64,13 @@ class Budget(BaseModel):
     @property
     def limit_nanos(self) -> int:
         """The limit in nano-USD."""
-        return units_to_nanos(self.limit_usd)
+        found = _LIMITS.get(self.limit_usd)
+        if found is None:  # read once per budget and request on the hot path
+            found = _LIMITS[self.limit_usd] = units_to_nanos(self.limit_usd)
+        return found
+
+
+_LIMITS: dict[Decimal, int] = {}
 
 
 class BudgetFile(BaseModel):

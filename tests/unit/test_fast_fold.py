@@ -9,7 +9,16 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_jobs.spend_state import _HOUR_S, _HOURLY_KEEP_S, When, add_spend, add_spend_many, fold_keys, keys_of_us
+from stream_jobs.spend_state import (
+    _HOUR_S,
+    _HOURLY_KEEP_S,
+    SpendFold,
+    When,
+    add_spend,
+    add_spend_many,
+    fold_keys,
+    keys_of_us,
+)
 from tokenledger.windows import ROLLING, bucket_start, calendar_window
 
 TZS = [ZoneInfo("Asia/Shanghai"), ZoneInfo("America/St_Johns"), ZoneInfo("UTC")]
@@ -96,3 +105,41 @@ def test_keys_from_epoch_microseconds_equal_the_datetime_path(base: datetime, tz
     at_us = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     w = reference_when(at, tz)
     assert keys_of_us(at_us, tz) == fold_keys(w.day, w.month, w.minute, w.hour)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(BASES),
+    st.sampled_from(TZS),
+    st.lists(  # seconds from the base, mostly in runs of one minute as at a high rate
+        st.tuples(st.integers(-3 * 86_400, 3 * 86_400), st.integers(1, 30), st.integers(0, 10**12)),
+        min_size=1,
+        max_size=30,
+    ),
+    st.integers(1, 60),
+)
+def test_entries_folded_by_minute_runs_equal_one_by_one(
+    base: datetime, tz: ZoneInfo, runs: list[tuple[int, int, int]], batch: int
+) -> None:
+    """``add_entries`` folds each run of a minute once: the state and latest instants are the one-by-one ones."""
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    entries = []
+    for start_s, count, nanos in runs:
+        for i in range(count):
+            at = base + timedelta(seconds=start_s + i * 7 % 60, microseconds=i)
+            entries.append((0, len(entries), (at - epoch) // timedelta(microseconds=1), nanos + i))
+    one_by_one: dict[str, Any] | None = None
+    latest: dict[int, int] = {}
+    for _, _, at_us, nanos in entries:
+        when = When.of(epoch + timedelta(microseconds=at_us), tz)
+        one_by_one = reference_add(one_by_one, when, nanos)
+        latest[when.hour] = max(latest.get(when.hour, at_us), at_us)
+    batched: dict[str, Any] | None = None
+    got: dict[int, int] = {}
+    for i in range(0, len(entries), batch):
+        fold = SpendFold(batched)
+        for hour, at_us in fold.add_entries(entries[i : i + batch], tz).items():
+            got[hour] = max(got.get(hour, at_us), at_us)
+        batched = fold.state()
+    assert batched == one_by_one
+    assert got == latest

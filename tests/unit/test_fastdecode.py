@@ -119,3 +119,15 @@ def test_invalid_utf8_is_a_reason_not_a_crash() -> None:
         decode_usage_event(raw)
     with pytest.raises(msgspec.DecodeError, match="invalid UTF-8"):
         decode_priced(b'{"type": "\xff"}')
+
+
+def test_string_checks_equal_the_patterns_for_every_character() -> None:
+    """The str-method checks accept exactly the characters (and so strings) the v1 patterns accept."""
+    from tokenledger.schema import fastdecode as fd  # noqa: PLC0415  (private helpers under test)
+
+    chars = [chr(c) for c in (*range(0x3000), *range(0xD7F0, 0xD800), *range(0xE000, 0xE100), 0xFEFF, 0x10FFFF)]
+    for c in chars:
+        for s in (c, f"a{c}", f"{c}b"):
+            assert fd._printable(s) == (fd._PRINTABLE.search(s) is not None), repr(s)
+            assert fd._label_ok(s) == (fd._LABEL.search(s) is not None), repr(s)
+            assert fd._trace_ok(s) == (fd._TRACE.search(s) is not None), repr(s)

@@ -1,0 +1,133 @@
+"""One budget's delta entries folded in request by request: spend, status, crossings, breakers. Pure.
+
+Equal, output for output, to calling :func:`tokenledger.budget_eval.evaluate` after every
+request (``tests/unit/test_budget_fold.py``), but a request that can change nothing is only
+added up. For a calendar budget whose status is in the request's period, evaluation changes
+only the spend and the watermark while the spend stays inside an interval computed once per
+full step: at or above the current state's threshold and below the next level's, below every
+level not yet announced, and less than one ``publish_step`` from the spend the last breaker
+carried. Rolling windows are evaluated at every request (their spend also falls as buckets age).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from stream_jobs.spend_state import SpendFold, keys_of_us, spent
+from tokenledger.budget_eval import (
+    LEVEL_ORDER,
+    BreakerUpdate,
+    BudgetStatus,
+    ThresholdCrossing,
+    evaluate,
+    level_thresholds,
+    period_of,
+    publish_step_nanos,
+)
+from tokenledger.windows import ROLLING
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+Output = ThresholdCrossing | BreakerUpdate
+_NO_LIMIT = 1 << 127
+
+
+def fold_budget(
+    budget: Any,
+    state: dict[str, Any] | None,
+    status: BudgetStatus | None,
+    entries: Sequence[tuple[int, int, int, int]],
+    *,
+    tz: ZoneInfo,
+    tz_name: str,
+) -> tuple[dict[str, Any], BudgetStatus | None, list[Output]]:
+    """Fold entries ``(raw partition, position, epoch µs, nano-USD)`` into a budget, in order.
+
+    Returns:
+        The budget scope's spend state, the new status, and the crossings and breaker updates
+        to publish, in the order request-by-request evaluation produces them.
+    """
+    fold = SpendFold(state)
+    out: list[Output] = []
+    calendar = budget.period not in ROLLING
+    slot = 0 if budget.period == "day" else 1  # FoldKeys: the day key, then the month key
+    lo, hi = 0, -1  # the quiet interval of the current status (empty: evaluate)
+    as_of_us = _us(status.as_of) if status is not None and status.as_of is not None else None
+    last_spent = None  # spend of skipped requests, not yet written into ``status``
+    for entry in entries:
+        at_us, nanos = entry[2], entry[3]
+        keys = keys_of_us(at_us, tz)
+        fold.add_keys(keys, nanos)
+        pkey = keys[0] if slot == 0 else keys[1]
+        if calendar and status is not None and pkey == status.period_key:
+            period = fold.day if slot == 0 else fold.month  # the fold may have replaced its dict
+            now_spent = period.get(pkey, 0)
+            if lo <= now_spent < hi:
+                last_spent = now_spent
+                if as_of_us is None or at_us > as_of_us:
+                    as_of_us = at_us
+                continue
+        if status is not None and last_spent is not None:
+            status = replace(status, spent_nanos=last_spent, as_of=_at(as_of_us))
+        last_spent = None
+        status, produced = _step(budget, status, fold, EPOCH + timedelta(microseconds=at_us), tz=tz, tz_name=tz_name)
+        out.extend(produced)
+        as_of_us = _us(status.as_of) if status is not None and status.as_of is not None else None
+        lo, hi = _quiet(budget, status) if calendar and status is not None else (0, -1)
+    if status is not None and last_spent is not None:
+        status = replace(status, spent_nanos=last_spent, as_of=_at(as_of_us))
+    return fold.state(), status, out
+
+
+def _step(
+    budget: Any,
+    status: BudgetStatus | None,
+    fold: SpendFold,
+    at: datetime,
+    *,
+    tz: ZoneInfo,
+    tz_name: str,
+) -> tuple[BudgetStatus | None, list[Output]]:
+    """One request's full evaluation (the spend agent's rule before this module)."""
+    period_key, _ = period_of(budget, at, tz_name)
+    if status is not None and budget.period not in ROLLING and period_key < status.period_key:
+        return status, []  # a late event of a closed period: its spend counts there; the open period is unchanged
+    # Evaluate at the budget's watermark: entries of several partitions arrive interleaved, and
+    # a rolling window or a crossing time must not move backwards with an older event.
+    now = max(at, status.as_of) if status is not None and status.as_of is not None else at
+    new_status, crossings, breaker = evaluate(budget, status, spent(fold.view(), budget.period, now, tz), now, tz_name)
+    produced: list[Output] = [*crossings]
+    if breaker is not None:
+        produced.append(breaker)
+    return new_status, produced
+
+
+def _quiet(budget: Any, status: BudgetStatus) -> tuple[int, int]:
+    """``[lo, hi)``: spends of the status's period at which evaluating changes only spend and watermark."""
+    thresholds = level_thresholds(budget)
+    lo, hi = 0, _NO_LIMIT
+    for level in LEVEL_ORDER:
+        th = thresholds[level]
+        if level not in status.emitted:
+            hi = min(hi, th)  # a crossing
+        if LEVEL_ORDER.index(level) <= _RANK[status.state]:
+            lo = max(lo, th)  # below it: a lower state
+        else:
+            hi = min(hi, th)  # a higher state
+    step = publish_step_nanos(budget)
+    return max(lo, status.published_spent - step + 1), min(hi, status.published_spent + step)
+
+
+_RANK = {"normal": -1, "warning": 0, "throttled": 1, "broken": 2}
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def _us(at: datetime) -> int:
+    return (at - EPOCH) // _MICROSECOND
+
+
+def _at(at_us: int | None) -> datetime | None:
+    return None if at_us is None else EPOCH + timedelta(microseconds=at_us)
