@@ -23,7 +23,7 @@ import orjson
 
 from stream_jobs.budget_fold import fold_budget
 from stream_jobs.delta_batch import DeltaBatch
-from stream_jobs.spend_state import SpendFold, labels_of_event
+from stream_jobs.spend_state import SpendFold
 from tokenledger.batch_pricing import request_identity
 from tokenledger.budget_eval import BudgetStatus
 from tokenledger.budgets import BudgetFile
@@ -95,7 +95,7 @@ def hot_path(raws: list[bytes], budgets: BudgetFile, batch: int = BATCH) -> tupl
             cost = price(ev.data, ev.time, table)
             priced.append(encode_priced(ev, cost))
             total += cost.total_nanos
-            deltas.add(0, offset, (ev.time - EPOCH) // MICROSECOND, cost.total_nanos, labels_of_event(ev))
+            deltas.add_event(0, offset, (ev.time - EPOCH) // MICROSECOND, cost.total_nanos, ev)
         messages = deltas.messages()
         pricing_s += time.perf_counter() - t0
         for _, wire in messages:  # spend stage

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from stream_jobs.spend_state import DIMENSIONS, state_key
+from stream_jobs.spend_state import DIMENSIONS, labels_of_event, state_key
 from tokenledger.budget_eval import matches
 from tokenledger.schema.deltas import BUDGET_PREFIX, encode_delta
 
@@ -22,15 +22,28 @@ class DeltaBatch:
 
     def add(self, partition: int, offset: int, at_us: int, nanos: int, labels: Mapping[str, str]) -> None:
         """One priced request: its cost goes to each of its dimension values and matching budgets."""
-        entry = (partition, offset, at_us, nanos)
-        tenant = labels["tenant"]
+        self._append(_targets(self._budgets, labels), (partition, offset, at_us, nanos))
+
+    def add_event(self, partition: int, offset: int, at_us: int, nanos: int, event: Any) -> None:
+        """:meth:`add` for a decoded usage event (its keys memoised per labels and model)."""
+        data = event.data
+        cache_key = (id(self._budgets), data.labels, data.model)
+        found = _EVENT_TARGETS.get(cache_key)
+        if found is None or found[0] is not self._budgets:
+            found = (self._budgets, _targets(self._budgets, labels_of_event(event)))
+            if len(_EVENT_TARGETS) >= 100_000:
+                _EVENT_TARGETS.clear()
+            _EVENT_TARGETS[cache_key] = found  # holding the budgets keeps their id unique
+        self._append(found[1], (partition, offset, at_us, nanos))
+
+    def _append(self, keys: tuple[str, ...], entry: Entry) -> None:
         entries = self._entries
-        for dim in DIMENSIONS:
-            value = labels[dim]
-            if value:
-                entries.setdefault(state_key(tenant, dim, value), []).append(entry)
-        for budget_id in _matching(self._budgets, labels):
-            entries.setdefault(BUDGET_PREFIX + budget_id, []).append(entry)
+        for key in keys:
+            found = entries.get(key)
+            if found is None:
+                entries[key] = [entry]
+            else:
+                found.append(entry)
 
     def messages(self, max_entries: int = MAX_ENTRIES) -> list[tuple[bytes, bytes]]:
         """``(key, value)`` of each touched key's delta; a long one in consecutive parts (same key, in order)."""
@@ -63,6 +76,15 @@ def fresh_entries(applied: Mapping[str, int], entries: Sequence[Entry]) -> tuple
     return fresh, last
 
 
+def _targets(budgets: Sequence[Any], labels: Mapping[str, str]) -> tuple[str, ...]:
+    """Keys a request with these labels counts in: its non-empty dimension values, then its budgets."""
+    tenant = labels["tenant"]
+    dims = tuple(state_key(tenant, dim, labels[dim]) for dim in DIMENSIONS if labels[dim])
+    return dims + tuple(BUDGET_PREFIX + budget_id for budget_id in _matching(budgets, labels))
+
+
+# Per budget list, labels struct and model (a decoded event's labels are hashable).
+_EVENT_TARGETS: dict[tuple[int, Any, str], tuple[Sequence[Any], tuple[str, ...]]] = {}
 _MATCHES: dict[tuple[int, tuple[str, ...]], tuple[str, ...]] = {}
 
 

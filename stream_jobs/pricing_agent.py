@@ -50,7 +50,6 @@ from stream_jobs.delta_batch import DeltaBatch
 from stream_jobs.diagnostics import stop_worker
 from stream_jobs.durable_table import durable_table
 from stream_jobs.identities import EXPIRE_EVERY, BatchIdentities, Identity, batch_key, is_repeat
-from stream_jobs.spend_state import labels_of_event
 from tokenledger import metrics
 from tokenledger.batch_pricing import request_identity
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
@@ -196,15 +195,14 @@ async def _price_one(
         return
     if remembered is not None:
         return  # this very event, replayed after a crash: priced and delivered before its identity was stored
-    cost = price(ev.data, ev.time, TABLE)
-    labels = labels_of_event(ev)
-    batch.priced.append((labels["tenant"].encode(), encode_priced(ev, cost)))
+    d = ev.data
+    cost = price(d, ev.time, TABLE)
+    batch.priced.append((d.labels.tenant.encode(), encode_priced(ev, cost)))
     at_us = (ev.time - EPOCH) // MICROSECOND  # exact: no float
     nanos = cost.total_nanos
-    batch.deltas.add(partition, pos, at_us, nanos, labels)
+    batch.deltas.add_event(partition, pos, at_us, nanos, ev)
     batch.ids[request] = (at_us // 1_000_000, partition, pos)
-    d = ev.data
-    usage = batch.usage.setdefault((d.model, labels["department"]), [0, 0, 0, 0, 0, 0])
+    usage = batch.usage.setdefault((d.model, d.labels.department or ""), [0, 0, 0, 0, 0, 0])
     usage[0] += d.input_tokens - d.cached_read_tokens - d.cache_write_tokens
     usage[1] += d.cached_read_tokens
     usage[2] += d.cache_write_tokens

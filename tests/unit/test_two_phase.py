@@ -10,6 +10,7 @@ sum of its events, counted once.
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 
@@ -17,7 +18,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_jobs.delta_batch import DeltaBatch, fresh_entries
+from stream_jobs.spend_state import labels_of_event
+from tests.factories import event_dict
+from tokenledger.budgets import BudgetFile
 from tokenledger.schema.deltas import decode_delta
+from tokenledger.schema.fastdecode import decode_usage_event
 from tokenledger.schema.raw_batch import position
 
 USERS = ["u0", "u1", "u2"]
@@ -90,3 +95,34 @@ def test_sums_exact_through_pricing_and_spend_replays(events: list[tuple[int, in
             continue  # the chunk is replayed
         i += len(chunk)
     assert {k: v[0] for k, v in state.items()} == dict(truth)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["research", "legal", None]),
+            st.sampled_from(["copilot", "agents", None]),
+            st.sampled_from(["prod", "staging", None]),
+            st.sampled_from(["key-0", "key-1", None]),
+            st.sampled_from(["u1", "u2", None]),
+            st.sampled_from(["gpt-4o", "o3-mini"]),
+        ),
+        min_size=1,
+        max_size=30,
+    )
+)
+def test_deltas_of_decoded_events_equal_those_of_their_labels(
+    rows: list[tuple[str | None, str | None, str | None, str | None, str | None, str]],
+) -> None:
+    """``add_event`` (keys memoised per labels and model) sends what ``add`` sends for the event's labels."""
+    budgets = BudgetFile.load().budgets
+    by_event, by_labels = DeltaBatch(budgets), DeltaBatch(budgets)
+    for i, (dept, project, env, key, user, model) in enumerate(rows):
+        doc = event_dict(model=model)
+        lb = {"department": dept, "project": project, "environment": env, "api_key": key, "user": user}
+        doc["data"]["labels"] = {"tenant": "acme", **{k: v for k, v in lb.items() if v is not None}}
+        ev = decode_usage_event(json.dumps(doc).encode())
+        by_event.add_event(0, i, 1_000 + i, 7 * i, ev)
+        by_labels.add(0, i, 1_000 + i, 7 * i, labels_of_event(ev))
+    assert by_event.messages() == by_labels.messages()

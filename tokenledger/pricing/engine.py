@@ -5,8 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from tokenledger.money import to_nanos
-from tokenledger.pricing.model import Cost, PriceSpec, PriceTable, UsageLike
+from tokenledger.pricing.model import Cost, PriceSpec, PriceTable, Rates, UsageLike
 
 # USD per 1M tokens -> nano-USD per token: x 1e9 / 1e6.
 _NANOS_PER_TOKEN_PER_USD_PER_MTOK = Decimal(1000)
@@ -37,21 +36,65 @@ def price_with_spec(usage: UsageLike, spec: PriceSpec) -> Cost:
     visible_output = usage.output_tokens - usage.reasoning_tokens
     if uncached_input < 0 or visible_output < 0:
         raise ValueError("token subsets exceed their totals")
-    factor = _NANOS_PER_TOKEN_PER_USD_PER_MTOK
-    flags = set(spec.flags)
-    if usage.batch and spec.batch_discount:
-        factor = factor * (1 - spec.batch_discount)
-        flags.add("batch_discount")
-
-    def component(tokens: int, rate: Decimal | None, default: Decimal) -> int:
-        return to_nanos(tokens * (default if rate is None else rate) * factor)
-
+    batched = bool(usage.batch and spec.batch_discount)
+    ratios, flags = _ratios(spec, rates, batched)
+    (n_in, d_in), (n_cr, d_cr), (n_cw, d_cw), (n_out, d_out), (n_rs, d_rs) = ratios
     return Cost(
-        input_nanos=component(uncached_input, rates.input, rates.input),
-        cached_read_nanos=component(usage.cached_read_tokens, rates.cached_read, rates.input),
-        cache_write_nanos=component(usage.cache_write_tokens, rates.cache_write, rates.input),
-        output_nanos=component(visible_output, rates.output, rates.output),
-        reasoning_nanos=component(usage.reasoning_tokens, rates.reasoning, rates.output),
+        input_nanos=_half_even(uncached_input * n_in, d_in),
+        cached_read_nanos=_half_even(usage.cached_read_tokens * n_cr, d_cr),
+        cache_write_nanos=_half_even(usage.cache_write_tokens * n_cw, d_cw),
+        output_nanos=_half_even(visible_output * n_out, d_out),
+        reasoning_nanos=_half_even(usage.reasoning_tokens * n_rs, d_rs),
         price_version=spec.version_id,
-        flags=frozenset(flags),
+        flags=flags,
     )
+
+
+Ratio = tuple[int, int]
+Ratios = tuple[Ratio, Ratio, Ratio, Ratio, Ratio]  # input, cached read, cache write, output, reasoning
+
+
+def _ratios(spec: PriceSpec, rates: Rates, batched: bool) -> tuple[Ratios, frozenset[str]]:
+    """Exact nano-USD per token of each component as ``(numerator, denominator)``, and the cost's flags.
+
+    Computed once per spec, rates and batch flag: the hot path then multiplies and divides
+    integers, and rounds half-to-even once per component, as the Decimal arithmetic did.
+    """
+    key = (id(spec), id(rates), batched)
+    found = _RATIOS.get(key)
+    if found is not None and found[0] is spec and found[1] is rates:
+        return found[2], found[3]
+    factor = _NANOS_PER_TOKEN_PER_USD_PER_MTOK
+    flags = spec.flags
+    if batched:
+        factor = factor * (1 - spec.batch_discount)
+        flags = flags | {"batch_discount"}
+
+    def ratio(rate: Decimal | None, default: Decimal) -> Ratio:
+        return ((default if rate is None else rate) * factor).as_integer_ratio()
+
+    ratios = (
+        ratio(rates.input, rates.input),
+        ratio(rates.cached_read, rates.input),
+        ratio(rates.cache_write, rates.input),
+        ratio(rates.output, rates.output),
+        ratio(rates.reasoning, rates.output),
+    )
+    if len(_RATIOS) >= 65_536:
+        _RATIOS.clear()
+    _RATIOS[key] = (spec, rates, ratios, flags)  # holding spec and rates keeps their ids unique
+    return ratios, flags
+
+
+_RATIOS: dict[
+    tuple[int, int, bool], tuple[PriceSpec, Rates, tuple[Ratio, Ratio, Ratio, Ratio, Ratio], frozenset[str]]
+] = {}
+
+
+def _half_even(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded to an integer, half-to-even (``denominator > 0``)."""
+    q, r = divmod(numerator, denominator)
+    twice = 2 * r
+    if twice > denominator or (twice == denominator and q & 1):
+        return q + 1
+    return q
