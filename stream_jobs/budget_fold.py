@@ -2,11 +2,11 @@
 
 Equal, output for output, to calling :func:`tokenledger.budget_eval.evaluate` after every
 request (``tests/unit/test_budget_fold.py``), but a request that can change nothing is only
-added up. For a calendar budget whose status is in the request's period, evaluation changes
-only the spend and the watermark while the spend stays inside an interval computed once per
-full step: at or above the current state's threshold and below the next level's, below every
-level not yet announced, and less than one ``publish_step`` from the spend the last breaker
-carried. Rolling windows are evaluated at every request (their spend also falls as buckets age).
+added up. While a budget stays in its status's period (always, for a rolling window), an
+evaluation changes only the spend and the watermark as long as the spend stays inside an
+interval computed once per full evaluation: at or above the current state's threshold and
+every announced level's, below the next level's and every level not yet announced, and less
+than one ``publish_step`` from the spend the last breaker carried.
 """
 
 from __future__ import annotations
@@ -61,10 +61,14 @@ def fold_budget(
         at_us, nanos = entry[2], entry[3]
         keys = keys_of_us(at_us, tz)
         fold.add_keys(keys, nanos)
-        pkey = keys[0] if slot == 0 else keys[1]
-        if calendar and status is not None and pkey == status.period_key:
-            period = fold.day if slot == 0 else fold.month  # the fold may have replaced its dict
-            now_spent = period.get(pkey, 0)
+        if status is not None:
+            if calendar:
+                pkey = keys[0] if slot == 0 else keys[1]
+                now_spent = (fold.day if slot == 0 else fold.month).get(pkey, 0) if pkey == status.period_key else -1
+            elif at_us >= 0 and as_of_us is not None:
+                now_spent = _rolling_spent(fold.view(), budget.period, max(at_us, as_of_us))
+            else:
+                now_spent = -1
             if lo <= now_spent < hi:
                 last_spent = now_spent
                 if as_of_us is None or at_us > as_of_us:
@@ -76,7 +80,7 @@ def fold_budget(
         status, produced = _step(budget, status, fold, EPOCH + timedelta(microseconds=at_us), tz=tz, tz_name=tz_name)
         out.extend(produced)
         as_of_us = _us(status.as_of) if status is not None and status.as_of is not None else None
-        lo, hi = _quiet(budget, status) if calendar and status is not None else (0, -1)
+        lo, hi = _quiet(budget, status) if status is not None else (0, -1)
     if status is not None and last_spent is not None:
         status = replace(status, spent_nanos=last_spent, as_of=_at(as_of_us))
     return fold.state(), status, out
@@ -105,6 +109,13 @@ def _step(
     return new_status, produced
 
 
+def _rolling_spent(view: dict[str, Any], period: str, now_us: int) -> int:
+    """``spent`` of a rolling window at ``now_us`` (epoch µs, not before 1970), without a datetime."""
+    length_s, width_s, source = (3_600, 60, view["minute"]) if period == "rolling_1h" else (86_400, 3_600, view["hour"])
+    horizon = (now_us // 1_000_000 - length_s) // width_s * width_s
+    return sum(v for k, v in source.items() if int(k) > horizon)
+
+
 def _quiet(budget: Any, status: BudgetStatus) -> tuple[int, int]:
     """``[lo, hi)``: spends of the status's period at which evaluating changes only spend and watermark."""
     thresholds = level_thresholds(budget)
@@ -113,6 +124,8 @@ def _quiet(budget: Any, status: BudgetStatus) -> tuple[int, int]:
         th = thresholds[level]
         if level not in status.emitted:
             hi = min(hi, th)  # a crossing
+        else:
+            lo = max(lo, th)  # below it: a rolling window re-arms the level
         if LEVEL_ORDER.index(level) <= _RANK[status.state]:
             lo = max(lo, th)  # below it: a lower state
         else:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 from pydantic import ValidationError
@@ -53,23 +53,33 @@ def _trace_ok(s: str) -> bool:
 
 
 def _strings_ok(event: FastUsageEvent) -> bool:
-    """Every string matches its pattern of the v1 schema (lengths are checked by msgspec)."""
+    """Every string matches its pattern of the v1 schema (lengths are checked by msgspec).
+
+    The attribution (source, provider, model, labels, subject) repeats from event to event,
+    so each combination is checked once; ids and trace ids are checked every time.
+    """
     d = event.data
-    if not (_printable(event.id) and _printable(event.source) and _printable(d.model) and _printable(d.request_id)):
+    # id and request id are both non-empty (msgspec checked their lengths): check them as one
+    if not _printable(event.id + d.request_id) or not all(
+        trace is None or _trace_ok(trace) for trace in (d.trace_id, d.span_id, d.parent_span_id)
+    ):
         return False
-    if d.provider not in _PROVIDERS_SEEN:
-        if _PROVIDER.search(d.provider) is None:
-            return False
-        if len(_PROVIDERS_SEEN) < 10_000:
-            _PROVIDERS_SEEN.add(d.provider)
+    attribution = (event.source, d.provider, d.model, d.labels, event.subject)
+    if attribution in _CHECKED:
+        return True
+    if not (_printable(event.source) and _printable(d.model)) or _PROVIDER.search(d.provider) is None:
+        return False
     lb = d.labels
     for label in (lb.tenant, lb.user, lb.department, lb.project, lb.feature, lb.environment, lb.api_key, event.subject):
         if label is not None and not _label_ok(label):
             return False
-    return all(trace is None or _trace_ok(trace) for trace in (d.trace_id, d.span_id, d.parent_span_id))
+    if len(_CHECKED) >= 100_000:
+        _CHECKED.clear()
+    _CHECKED.add(attribution)
+    return True
 
 
-_PROVIDERS_SEEN: set[str] = set()
+_CHECKED: set[tuple[str, str, str, Any, str | None]] = set()
 
 
 class FastLabels(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
