@@ -3,18 +3,33 @@
 The pricing stage must price a request (``source|request_id``) once for 35 days. One table
 record per identity cost one changelog record per event, the largest single item of the old
 per-event produce overhead. Instead each batch (one source partition's share) writes one
-record holding all the identities it priced; an in-memory index over those records answers
-the per-event lookups, and is rebuilt from the table after each rebalance (the table itself
-is restored from its changelog by Faust before any event of its partition is processed).
+record holding all the identities it priced, and the table itself is restored from its
+changelog by Faust before any event of its partition is processed.
+
+Memory: a worker remembers every request of 35 days, so each identity's in-memory cost
+counts. A record is kept packed (:func:`pack_record`: the identities' bytes joined by NUL,
+their event times and positions as ``int64``; ~40 bytes an identity) and its changelog form
+stays the JSON ``{"ids": [[identity, epoch s, position], ...]}``. The per-event lookup goes
+through an index of identity hashes per source partition (a count per hash, ~90 bytes an
+identity): a hash not in it was never priced; a hash in it is confirmed by finding the exact
+identity in the partition's records, newest first (a replay or a duplicate is almost always
+recent), so a hash collision can never drop an event. The index is rebuilt from the table
+after each rebalance.
 """
 
 from __future__ import annotations
 
+import struct
+from bisect import bisect_left, insort
 from collections.abc import MutableMapping
 from typing import Any
 
+from stream_jobs.durable_table import Packing
+
 EXPIRE_EVERY = 10_000
 Identity = tuple[int, int, int]  # (event epoch s, source partition, offset)
+_COUNT = struct.Struct("<xI")  # version byte, then the number of identities
+_SEP = b"\x00"  # identities are printable ASCII (the v1 schema): never a NUL
 
 
 def is_repeat(remembered: Any, partition: int, offset: int) -> bool:
@@ -31,62 +46,167 @@ def batch_key(partition: int, first_offset: int) -> str:
     return f"{partition}:{first_offset}"
 
 
+def pack_record(ids: list[tuple[str, int, int]]) -> bytes:
+    """The in-memory form of a record of ``(identity, epoch s, position)``."""
+    n = len(ids)
+    numbers = struct.pack(f"<{2 * n}q", *(at for _, at, _ in ids), *(pos for _, _, pos in ids))
+    blob = _SEP + _SEP.join(identity.encode() for identity, _, _ in ids) + _SEP
+    return b"\x01" + struct.pack("<I", n) + numbers + blob
+
+
+def unpack_record(packed: bytes) -> list[tuple[str, int, int]]:
+    """The ``(identity, epoch s, position)`` of a packed record, in order."""
+    (n,) = _COUNT.unpack_from(packed)
+    numbers = struct.unpack_from(f"<{2 * n}q", packed, 5)
+    names = packed[5 + 16 * n + 1 : -1].split(_SEP) if n else []
+    return [(names[i].decode(), numbers[i], numbers[n + i]) for i in range(n)]
+
+
+def _find(packed: bytes, identity: bytes) -> tuple[int, int] | None:
+    """``(epoch s, position)`` of ``identity`` in a packed record, or ``None``."""
+    (n,) = _COUNT.unpack_from(packed)
+    start = 5 + 16 * n
+    at = packed.find(_SEP + identity + _SEP, start)
+    if at < 0:
+        return None
+    i = packed.count(_SEP, start, at)  # identities before it
+    at_s, pos = struct.unpack_from("<q", packed, 5 + 8 * i)[0], struct.unpack_from("<q", packed, 5 + 8 * (n + i))[0]
+    return at_s, pos
+
+
+def _hashes(packed: bytes) -> list[int]:
+    (n,) = _COUNT.unpack_from(packed)
+    return [hash(name) for name in packed[5 + 16 * n + 1 : -1].split(_SEP)] if n else []
+
+
+def in_memory_form(value: Any) -> Any:
+    """A record as restored from the changelog (a dict) or as written by this worker (packed)."""
+    if isinstance(value, dict):
+        return pack_record([(str(i), int(at), int(pos)) for i, at, pos in value["ids"]])
+    return value
+
+
+def _changelog_form(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return {"ids": [list(item) for item in unpack_record(value)]}
+    return value
+
+
+PACKING = Packing("tokenledger-identities", in_memory_form, _changelog_form)
+
+
+class PartitionIndex:
+    """The identities recorded from one source partition: hashes counted, exact answers from the records."""
+
+    def __init__(self, table: MutableMapping[str, Any], partition: int) -> None:
+        self._table = table
+        self.partition = partition
+        self._counts: dict[int, int] = {}  # hash(identity encoded) -> records holding such identities
+        self._firsts: list[int] = []  # first positions of the partition's records, ascending
+
+    def add_record(self, first: int, packed: bytes) -> None:
+        """Index a stored record."""
+        counts = self._counts
+        for h in _hashes(packed):
+            counts[h] = counts.get(h, 0) + 1
+        insort(self._firsts, first)
+
+    def drop_record(self, first: int, packed: bytes) -> None:
+        """Forget a record (expired)."""
+        counts = self._counts
+        for h in _hashes(packed):
+            left = counts.get(h, 0) - 1
+            if left > 0:
+                counts[h] = left
+            else:
+                counts.pop(h, None)
+        if first in self._firsts:
+            self._firsts.remove(first)
+
+    def holds(self, first: int) -> bool:
+        """Whether the record starting at ``first`` is indexed."""
+        i = bisect_left(self._firsts, first)
+        return i < len(self._firsts) and self._firsts[i] == first
+
+    def get(self, identity: str) -> Identity | None:
+        """``(epoch s, partition, position)`` of a recorded identity, or ``None``."""
+        name = identity.encode()
+        if hash(name) not in self._counts:
+            return None
+        for first in reversed(self._firsts):
+            record = _record(self._table, self.partition, first)
+            found = _find(record, name) if record is not None else None
+            if found is not None:
+                return found[0], self.partition, found[1]
+        return None  # another identity with the same hash
+
+    def __contains__(self, identity: str) -> bool:
+        return self.get(identity) is not None
+
+    def __len__(self) -> int:
+        return sum(self._counts.values())
+
+
+def _record(table: MutableMapping[str, Any], partition: int, first: int) -> bytes | None:
+    value = table.get(batch_key(partition, first))
+    return in_memory_form(value) if value else None
+
+
 class BatchIdentities:
     """The identities of every batch record of a table, indexed per source partition."""
 
     def __init__(self, table: MutableMapping[str, Any]) -> None:
         self._table = table
-        self._index: dict[int, dict[str, Identity]] = {}
+        self._index: dict[int, PartitionIndex] = {}
 
     def forget_index(self) -> None:
         """Drop the index (after a rebalance: it is rebuilt from the table on next use)."""
         self._index.clear()
 
-    def of(self, partition: int) -> dict[str, Identity]:
-        """``identity -> (epoch s, partition, offset)`` of every identity recorded from ``partition``."""
+    def of(self, partition: int) -> PartitionIndex:
+        """The identities recorded from ``partition`` (``.get(identity)`` answers ``Identity | None``)."""
         index = self._index.get(partition)
         if index is None:
-            index = {}
+            index = PartitionIndex(self._table, partition)
             prefix = f"{partition}:"
-            for key, record in self._table.items():
+            for key, record in list(self._table.items()):
                 if record and key.startswith(prefix):
-                    for identity, epoch_s, offset in record["ids"]:
-                        index.setdefault(identity, (epoch_s, partition, offset))
+                    index.add_record(int(key[len(prefix) :]), in_memory_form(record))
             self._index[partition] = index
         return index
 
     @staticmethod
-    def records(ids: dict[str, Identity], per_record: int = 2_000) -> list[tuple[int, dict[str, Any]]]:
+    def records(ids: dict[str, Identity], per_record: int = 2_000) -> list[tuple[int, bytes]]:
         """``(first position, table value)`` of a batch's newly priced identities, in parts.
 
-        Parts of ``per_record`` (~120 KB each: far under the broker's message limit). Call
-        :meth:`remember` once they are durable.
+        Parts of ``per_record`` (~120 KB of changelog JSON each: far under the broker's message
+        limit). Call :meth:`remember` once they are durable.
         """
-        items = list(ids.items())
-        return [
-            (items[i][1][2], {"ids": [[identity, at, pos] for identity, (at, _, pos) in items[i : i + per_record]]})
-            for i in range(0, len(items), per_record)
-        ]
+        items = [(identity, at, pos) for identity, (at, _, pos) in ids.items()]
+        return [(items[i][2], pack_record(items[i : i + per_record])) for i in range(0, len(items), per_record)]
 
-    def remember(self, partition: int, ids: dict[str, Identity]) -> None:
-        """Add a durable batch record's identities to the index."""
-        self.of(partition).update(ids)
+    def remember(self, partition: int, ids: dict[str, Identity], per_record: int = 2_000) -> None:
+        """Index a batch's records once they are durable (the same parts :meth:`records` made)."""
+        index = self.of(partition)
+        for first, packed in self.records(ids, per_record):
+            if not index.holds(first):  # rebuilt from the table after the write: already indexed
+                index.add_record(first, packed)
 
     def expired(self, partition: int, horizon_s: float) -> list[str]:
         """Keys of ``partition``'s batch records whose every identity is older than ``horizon_s``.
 
-        Removes their identities from the index; the caller deletes the keys (from inside an
-        agent: Faust routes a delete to the changelog partition of the current event).
+        Removes them from the index; the caller deletes the keys (from inside an agent: Faust
+        routes a delete to the changelog partition of the current event).
         """
         prefix = f"{partition}:"
-        old = [
-            k
-            for k, v in self._table.items()
-            if v and k.startswith(prefix) and max((at for _, at, _ in v["ids"]), default=0) < horizon_s
-        ]
         index = self.of(partition)
-        for key in old:
-            for identity, _, offset in self._table[key]["ids"]:
-                if index.get(identity, (0, partition, -1))[2] == offset:
-                    del index[identity]
+        old = []
+        for key, value in list(self._table.items()):
+            if not value or not key.startswith(prefix):
+                continue
+            packed = in_memory_form(value)
+            (n,) = _COUNT.unpack_from(packed)
+            if max(struct.unpack_from(f"<{n}q", packed, 5), default=0) < horizon_s:
+                old.append(key)
+                index.drop_record(int(key[len(prefix) :]), packed)
         return old

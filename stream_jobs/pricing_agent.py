@@ -49,7 +49,8 @@ from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.delta_batch import DeltaBatch
 from stream_jobs.diagnostics import stop_worker
 from stream_jobs.durable_table import durable_table
-from stream_jobs.identities import EXPIRE_EVERY, BatchIdentities, Identity, batch_key, is_repeat
+from stream_jobs.identities import EXPIRE_EVERY, BatchIdentities, Identity, PartitionIndex, batch_key, is_repeat
+from stream_jobs.identities import PACKING as IDENTITY_PACKING
 from tokenledger import metrics
 from tokenledger.batch_pricing import request_identity
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
@@ -68,7 +69,7 @@ MICROSECOND = timedelta(microseconds=1)
 CHUNK_BYTES = 4 << 20
 
 # One record per batch: "partition:first offset" -> {"ids": [[source|request_id, epoch s, offset], ...]}.
-priced_batches = durable_table(app, "priced-batches", PARTITIONS)
+priced_batches = durable_table(app, "priced-batches", PARTITIONS, IDENTITY_PACKING)
 # Dead letters, stream estimates and duplicates seen by this agent: {"n": count}.
 counters = durable_table(app, "pricing-counters", PARTITIONS)
 identities = BatchIdentities(priced_batches)
@@ -139,7 +140,7 @@ async def _price_chunk(groups: dict[int, list[Any]], seen: dict[int, int]) -> No
                     del priced_batches[key]
 
 
-async def _price(event: Any, batch: Batch, known: dict[str, Identity]) -> None:
+async def _price(event: Any, batch: Batch, known: PartitionIndex) -> None:
     """Validate, de-duplicate and price the event(s) of one raw message into ``batch``."""
     raw: bytes = event.value or b""
     offset = event.message.offset
@@ -172,7 +173,7 @@ async def _dead_letter(batch: Batch, event: Any, index: int | None, pos: int, *,
 
 
 async def _price_one(
-    raw: bytes, pos: int, event: Any, index: int | None, batch: Batch, *, known: dict[str, Identity]
+    raw: bytes, pos: int, event: Any, index: int | None, batch: Batch, *, known: PartitionIndex
 ) -> None:
     """One event at position ``pos`` of its partition."""
     partition = batch.partition

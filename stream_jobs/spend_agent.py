@@ -55,6 +55,7 @@ from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.delta_batch import Entry, fresh_entries
 from stream_jobs.diagnostics import stop_worker
 from stream_jobs.durable_table import durable_table
+from stream_jobs.spend_codec import PACKING, PackedView
 from stream_jobs.spend_state import Progress, SpendFold
 from tokenledger import metrics
 from tokenledger.budget_eval import (
@@ -74,7 +75,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BY_ID = {b.id: b for b in BUDGETS.budgets}
 
 # Spend per tenant|dimension=value (see stream_jobs.spend_state).
-spend = durable_table(app, "spend", PARTITIONS)
+# Packed in memory, the JSON dict on the changelog (stream_jobs.spend_codec); read and written
+# as dicts through ``spend``.
+spend_table = durable_table(app, "spend", PARTITIONS, PACKING)
+spend = PackedView(spend_table)
 # Per budget: {"spend": state, "status": BudgetStatus fields}; "spikes:<key>": {"hours": reported}.
 budget_state = durable_table(app, "budget-state", PARTITIONS)
 # Dead letters and deltas of unknown budgets: {"n": count}.

@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from stream_jobs.identities import BatchIdentities, batch_key, is_repeat
+from stream_jobs.identities import PACKING as IDENTITY_PACKING
+from stream_jobs.identities import BatchIdentities, batch_key, is_repeat, pack_record, unpack_record
 from stream_jobs.spend_state import Progress, When, add_spend, spent
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -44,15 +45,42 @@ def test_batch_identities_index_and_expiry_per_partition() -> None:
             t[batch_key(partition, pos)] = record
     assert [pos for pos, _ in ids.records({f"r{i}": (1, 0, 10 + i) for i in range(5)}, per_record=2)] == [10, 12, 14]
     t["0:12"] = None  # a deleted record
-    assert ids.of(0) == {**first, "svc|r4": (200, 0, 9)}
-    assert not is_repeat(ids.of(0)["svc|r1"], 0, 5)  # its own replay
-    assert is_repeat(ids.of(0)["svc|r1"], 0, 7)  # a second copy
+    t["0:20"] = {"ids": [["svc|r5", 300, 20]]}  # as restored from the changelog (JSON)
+    index = ids.of(0)
+    assert [index.get(i) for i in ("svc|r1", "svc|r2", "svc|r4", "svc|r5", "svc|r3", "svc|nope")] == [
+        (100, 0, 5),
+        (900, 0, 6),
+        (200, 0, 9),
+        (300, 0, 20),
+        None,  # recorded from partition 1
+        None,
+    ]
+    assert len(index) == 4
+    assert not is_repeat(index.get("svc|r1"), 0, 5)  # its own replay
+    assert is_repeat(index.get("svc|r1"), 0, 7)  # a second copy
     # Only records of partition 0 whose every identity is past the horizon.
-    assert ids.expired(0, 500) == ["0:9"]
+    assert sorted(ids.expired(0, 500)) == ["0:20", "0:9"]
     assert "svc|r4" not in ids.of(0) and "svc|r3" in ids.of(1)
     ids.forget_index()
-    del t["0:9"]
-    assert ids.of(0) == first
+    del t["0:9"], t["0:20"]
+    assert [ids.of(0).get(i) for i in first] == list(first.values())
+    assert len(ids.of(0)) == 2
+
+
+def test_packed_identity_records_round_trip_and_collisions_are_confirmed() -> None:
+    """A record's changelog form is the JSON of before; a hash match alone never makes a duplicate."""
+    rows = [("//svc/a|req-1", 1_762_156_800, 5 * 65_536), ("//svc/b|x", 7, 2**40 + 3)]
+    packed = pack_record(rows)
+    assert unpack_record(packed) == rows
+    assert IDENTITY_PACKING.unpack(packed) == {"ids": [list(r) for r in rows]}
+    assert IDENTITY_PACKING.pack(IDENTITY_PACKING.unpack(packed)) == packed
+    assert unpack_record(pack_record([])) == []
+    t: dict[str, Any] = {batch_key(0, 5): packed}
+    index = BatchIdentities(t).of(0)
+    # Make another identity share a hash: the index says "maybe", the records say no.
+    index._counts[hash(b"//svc/a|req-2")] = 1
+    assert index.get("//svc/a|req-2") is None
+    assert index.get("//svc/b|x") == (7, 0, 2**40 + 3)
 
 
 def test_progress_tells_replay_from_live() -> None:
