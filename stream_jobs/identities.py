@@ -10,7 +10,7 @@ Memory: a worker remembers every request of 35 days, so each identity's in-memor
 counts. A record is kept packed (:func:`pack_record`: the identities' bytes joined by NUL,
 their event times and positions as ``int64``; ~40 bytes an identity) and its changelog form
 stays the JSON ``{"ids": [[identity, epoch s, position], ...]}``. The per-event lookup goes
-through an index of identity hashes per source partition (a count per hash, ~90 bytes an
+through an index of identity hashes per source partition (:class:`HashBag`, ~14 bytes an
 identity): a hash not in it was never priced; a hash in it is confirmed by finding the exact
 identity in the partition's records, newest first (a replay or a duplicate is almost always
 recent), so a hash collision can never drop an event. The index is rebuilt from the table
@@ -20,6 +20,7 @@ after each rebalance.
 from __future__ import annotations
 
 import struct
+from array import array
 from bisect import bisect_left, insort
 from collections.abc import MutableMapping
 from typing import Any
@@ -95,32 +96,69 @@ def _changelog_form(value: Any) -> Any:
 PACKING = Packing("tokenledger-identities", in_memory_form, _changelog_form)
 
 
+class HashBag:
+    """A multiset of 64-bit hashes kept in ``array('q')`` buckets: ~14 bytes a member (a dict of ints costs ~85).
+
+    Buckets are chosen by the hash's low bits and split in two when they average more than
+    16 members, so a lookup scans a handful of machine integers.
+    """
+
+    def __init__(self) -> None:
+        self._mask = 15
+        self._buckets = [array("q") for _ in range(16)]
+        self._n = 0
+
+    def add(self, h: int) -> None:
+        """Add one occurrence of ``h``."""
+        self._buckets[h & self._mask].append(h)
+        self._n += 1
+        if self._n > 16 * len(self._buckets):
+            self._grow()
+
+    def discard(self, h: int) -> None:
+        """Remove one occurrence of ``h`` (if any)."""
+        bucket = self._buckets[h & self._mask]
+        if h in bucket:
+            bucket.remove(h)
+            self._n -= 1
+
+    def __contains__(self, h: int) -> bool:
+        return h in self._buckets[h & self._mask]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def _grow(self) -> None:
+        mask = self._mask * 2 + 1
+        buckets = [array("q") for _ in range(mask + 1)]
+        for bucket in self._buckets:
+            for h in bucket:
+                buckets[h & mask].append(h)
+        self._mask, self._buckets = mask, buckets
+
+
 class PartitionIndex:
     """The identities recorded from one source partition: hashes counted, exact answers from the records."""
 
     def __init__(self, table: MutableMapping[str, Any], partition: int) -> None:
         self._table = table
         self.partition = partition
-        self._counts: dict[int, int] = {}  # hash(identity encoded) -> records holding such identities
+        self.hashes = HashBag()  # hash(identity encoded), once per record holding it
         self._firsts: list[int] = []  # first positions of the partition's records, ascending
 
     def add_record(self, first: int, packed: bytes) -> None:
         """Index a stored record."""
-        counts = self._counts
+        add = self.hashes.add
         for h in _hashes(packed):
-            counts[h] = counts.get(h, 0) + 1
+            add(h)
         insort(self._firsts, first)
 
     def drop_record(self, first: int, packed: bytes) -> None:
         """Forget a record (expired)."""
-        counts = self._counts
+        discard = self.hashes.discard
         for h in _hashes(packed):
-            left = counts.get(h, 0) - 1
-            if left > 0:
-                counts[h] = left
-            else:
-                counts.pop(h, None)
-        if first in self._firsts:
+            discard(h)
+        if self.holds(first):
             self._firsts.remove(first)
 
     def holds(self, first: int) -> bool:
@@ -131,7 +169,7 @@ class PartitionIndex:
     def get(self, identity: str) -> Identity | None:
         """``(epoch s, partition, position)`` of a recorded identity, or ``None``."""
         name = identity.encode()
-        if hash(name) not in self._counts:
+        if hash(name) not in self.hashes:
             return None
         for first in reversed(self._firsts):
             record = _record(self._table, self.partition, first)
@@ -144,7 +182,7 @@ class PartitionIndex:
         return self.get(identity) is not None
 
     def __len__(self) -> int:
-        return sum(self._counts.values())
+        return len(self.hashes)
 
 
 def _record(table: MutableMapping[str, Any], partition: int, first: int) -> bytes | None:

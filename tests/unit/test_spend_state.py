@@ -5,7 +5,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from stream_jobs.identities import PACKING as IDENTITY_PACKING
-from stream_jobs.identities import BatchIdentities, batch_key, is_repeat, pack_record, unpack_record
+from stream_jobs.identities import BatchIdentities, HashBag, batch_key, is_repeat, pack_record, unpack_record
 from stream_jobs.spend_state import Progress, When, add_spend, spent
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -78,9 +78,22 @@ def test_packed_identity_records_round_trip_and_collisions_are_confirmed() -> No
     t: dict[str, Any] = {batch_key(0, 5): packed}
     index = BatchIdentities(t).of(0)
     # Make another identity share a hash: the index says "maybe", the records say no.
-    index._counts[hash(b"//svc/a|req-2")] = 1
+    index.hashes.add(hash(b"//svc/a|req-2"))
     assert index.get("//svc/a|req-2") is None
     assert index.get("//svc/b|x") == (7, 0, 2**40 + 3)
+
+
+def test_hash_bag_is_a_multiset() -> None:
+    bag = HashBag()
+    values = [(i * 2_654_435_761) % 2**64 - 2**63 for i in range(5_000)] + [42, 42]
+    for h in values:
+        bag.add(h)
+    assert len(bag) == 5_002 and all(h in bag for h in values) and 43 not in bag
+    bag.discard(42)
+    assert 42 in bag and len(bag) == 5_001
+    bag.discard(42)
+    bag.discard(42)  # absent: nothing happens
+    assert 42 not in bag and len(bag) == 5_000
 
 
 def test_progress_tells_replay_from_live() -> None:
