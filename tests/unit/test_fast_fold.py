@@ -123,7 +123,7 @@ def test_entries_folded_by_minute_runs_equal_one_by_one(
 ) -> None:
     """``add_entries`` folds each run of a minute once: the state and latest instants are the one-by-one ones."""
     epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    entries = []
+    entries: list[tuple[int, int, int, int]] = []
     for start_s, count, nanos in runs:
         for i in range(count):
             at = base + timedelta(seconds=start_s + i * 7 % 60, microseconds=i)

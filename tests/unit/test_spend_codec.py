@@ -40,7 +40,7 @@ def test_packed_records_round_trip(events: list[tuple[int, int]], applied: dict[
 
 
 def test_unfit_records_stay_exact_as_json() -> None:
-    odd = [
+    odd: list[dict[str, Any]] = [
         {"day": {"2026-11-01": 5}, "month": {}, "minute": {}, "hour": {}},  # another key form
         {"day": {}, "month": {}, "minute": {"0060": 1}, "hour": {}},  # a key that is not canonical
         {"day": {}, "month": {}, "minute": {}, "hour": {"1762156800": 2**64}},  # beyond int64
