@@ -2,16 +2,17 @@
 
 A worker holds one spend record per dimension value, so with a million users the record's
 in-memory form decides the worker's size. As Python dicts a one-request user's record took
-~1.2 KB (six dicts); packed with :mod:`struct` it takes ~100 bytes. Its changelog form stays
-the JSON dict it always was (:data:`PACKING`), so readers of the
-changelog and workers restoring from an older changelog see no change.
+~1.2 KB (six dicts); packed with :mod:`struct` it takes ~80 bytes. Its changelog form stays
+the JSON dict it always was (:data:`PACKING`), so readers of the changelog and workers
+restoring from an older changelog see no change.
 
-Packed layout (little-endian): version ``1``; the number of day, month, minute, hour and
+Packed layout (little-endian): a version byte; the number of day, month, minute, hour and
 applied entries (one byte each); day and month entries as (epoch minute of the period's UTC
-start ``uint32``, nano-USD ``int64``); minute and hour entries as (epoch minute of the
-bucket ``uint32``, nano-USD ``int64``); applied entries as (``usage-raw`` partition
-``uint16``, position ``int64``). A record that does not fit (a key in another form, an amount
-beyond ``int64``) is kept as version ``0`` followed by its JSON.
+start ``uint32``, nano-USD); minute and hour entries as (epoch minute of the bucket
+``uint32``, nano-USD); applied entries as (``usage-raw`` partition ``uint16``, position
+``int64``). Amounts are ``uint32`` in version ``2`` (all of them under 4.29 USD: most users'
+buckets) and ``int64`` in version ``1``. A record that does not fit (a key in another form, an
+amount beyond ``int64``) is kept as version ``0`` followed by its JSON.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from stream_jobs.durable_table import Packing
 
 _HEADER = struct.Struct("<B5B")
 _INT64 = (-(1 << 63), (1 << 63) - 1)
-_STRUCTS: dict[tuple[int, ...], struct.Struct] = {}
+_STRUCTS: dict[tuple[int, ...], struct.Struct] = {}  # (version, counts...) -> layout
 _PERIOD_MINUTES: dict[str, int] = {}  # "2026-10-31T16:00Z" -> epoch minute
 _PERIOD_KEYS: dict[int, str] = {}
 _BUCKET_KEYS: dict[int, str] = {}  # epoch minute -> "1762156800"
@@ -42,12 +43,17 @@ class _Unfit(Exception):
     """A record the packed layout cannot hold exactly."""
 
 
-def _layout(counts: tuple[int, ...]) -> struct.Struct:
-    found = _STRUCTS.get(counts)
+def _layout(version: int, counts: tuple[int, ...]) -> struct.Struct:
+    found = _STRUCTS.get((version, *counts))
     if found is None:
         day, month, minute, hour, applied = counts
-        found = _STRUCTS[counts] = struct.Struct("<6x" + "Iq" * (day + month + minute + hour) + "Hq" * applied)
+        bucket = "II" if version == _SMALL else "Iq"
+        found = struct.Struct("<6x" + bucket * (day + month + minute + hour) + "Hq" * applied)
+        _STRUCTS[(version, *counts)] = found
     return found
+
+
+_WIDE, _SMALL = 1, 2  # versions: int64 amounts, uint32 amounts
 
 
 def _period_minute(key: str) -> int:
@@ -126,10 +132,12 @@ def pack(record: dict[str, Any]) -> bytes:
             values.append(_nanos(pos))
         if max(counts) > 255:
             raise _Unfit(counts)
-        layout = _layout(tuple(counts))
+        amounts = values[1 : 2 * sum(counts[:4]) : 2]
+        version = _SMALL if not amounts or (min(amounts) >= 0 and max(amounts) < 1 << 32) else _WIDE
+        layout = _layout(version, tuple(counts))
         out = bytearray(layout.size)
         layout.pack_into(out, 0, *values)  # its first six bytes are padding: the header goes there
-        _HEADER.pack_into(out, 0, 1, *counts)
+        _HEADER.pack_into(out, 0, version, *counts)
         return bytes(out)
     except (_Unfit, struct.error):
         return b"\x00" + _json.encode(record)
@@ -139,8 +147,8 @@ def unpack(packed: bytes) -> dict[str, Any]:
     """The spend record of a packed form (dicts; a record without applied entries has no ``applied_raw``)."""
     if packed[0] == 0:
         return msgspec.json.decode(packed[1:])  # type: ignore[no-any-return]
-    _, day, month, minute, hour, applied = _HEADER.unpack_from(packed)
-    values = _layout((day, month, minute, hour, applied)).unpack(packed)
+    version, day, month, minute, hour, applied = _HEADER.unpack_from(packed)
+    values = _layout(version, (day, month, minute, hour, applied)).unpack(packed)
     record: dict[str, Any] = {}
     i = 0
     for name, count, to_key in (
