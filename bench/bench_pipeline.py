@@ -189,8 +189,8 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str) -> Run
         publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), raw)
     publisher.flush()
     published_s = time.perf_counter() - t0
-    publisher.close()  # before the broker stops, or its client logs connection failures at exit
     cpu = {"publisher": time.process_time() - own0}
+    publisher.close()  # before the broker stops, or its client logs connection failures at exit
     raw_messages = committed_and_end(settings, f"{APP}-pricing", settings.topics.usage_raw)[1]
     done_at = wait_done(settings, procs, n, t0, tmp=tmp, raw_messages=raw_messages)
     cpu |= {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
