@@ -7,21 +7,26 @@ Routes (``Authorization: Bearer <token>``; a token grants exactly one tenant):
 * ``GET /v1/tenants/{tenant}/forecasts.json``
 * ``GET /healthz``, ``/readyz``, ``/metrics``
 
-401 without a known token, 403 for another tenant's data, 404 for unknown routes.
+Served by aiohttp (the project's one HTTP stack) on a thread of its own; the store's blocking
+queries run on worker threads. Every error is JSON (``{"error": {"code", "message"}}``):
+400 naming a bad month, dimension, format or query value, 401 without a known token, 403 for
+another tenant's data, 404 for unknown routes and scopes without usage, 405 for other methods,
+422 when a bill needs an exchange rate the configuration does not have (naming it), 500 with
+the traceback in the log for anything unexpected. No request drops its connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import re
 import threading
+from collections.abc import Callable
 from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlparse
 
 import orjson
+from aiohttp import web
 
 from billing.allocation import METHODS
 from billing.bill import AS_BILLED, DIMENSIONS, build_bill
@@ -33,12 +38,11 @@ from billing.periods import month_period
 from billing.render import render_csv, render_json, render_pdf, to_plain
 from tokenledger.budgets import BudgetFile
 from tokenledger.health import answer
+from tokenledger.http_edge import bearer_token, error_response, json_errors
 from tokenledger.store.base import Store
 
-_MONTH = r"(\d{4}-(?:0[1-9]|1[0-2]))"
-_BILL = re.compile(rf"^/v1/tenants/([^/]+)/bills/{_MONTH}/([a-z_]+)/([^/]+)\.(json|csv|pdf)$")
-_ALLOC = re.compile(rf"^/v1/tenants/([^/]+)/allocations/{_MONTH}\.(json|csv)$")
-_FORECAST = re.compile(r"^/v1/tenants/([^/]+)/forecasts\.json$")
+PARTIES = ("project", "department", "source")
+_MONTH = re.compile(r"^\d{4}-(?:0[1-9]|1[0-2])$")
 _TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
 
 
@@ -56,9 +60,10 @@ def authorize(header: str | None, tenant: str, ctx: BillingContext) -> None:
     Raises:
         AccessDenied: 401 when the token is missing or unknown, 403 when it is another tenant's.
     """
-    if not header or not header.startswith("Bearer "):
+    token = bearer_token(header)
+    if token is None:
         raise AccessDenied(HTTPStatus.UNAUTHORIZED)
-    digest = hashlib.sha256(header.removeprefix("Bearer ").strip().encode()).hexdigest()
+    digest = hashlib.sha256(token.encode()).hexdigest()
     granted = [a.tenant for a in ctx.config.access if hmac.compare_digest(a.token_sha256, digest)]
     if not granted:
         raise AccessDenied(HTTPStatus.UNAUTHORIZED)
@@ -66,123 +71,171 @@ def authorize(header: str | None, tenant: str, ctx: BillingContext) -> None:
         raise AccessDenied(HTTPStatus.FORBIDDEN)
 
 
-def make_handler(store: Store, ctx: BillingContext, budgets: BudgetFile) -> type[BaseHTTPRequestHandler]:
-    """A request handler class bound to the store and configuration."""
+class BadRequest(ValueError):
+    """A request value the API refuses (400), named in the message."""
 
-    class Handler(BaseHTTPRequestHandler):
-        server_version = "tokenledger-billing"
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
+def _month(value: str) -> str:
+    if not _MONTH.match(value):
+        raise BadRequest(f"month {value!r} is not YYYY-MM (01-12)")
+    return value
 
-        def _send(self, status: HTTPStatus, body: bytes, ctype: str, filename: str | None = None) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("Cache-Control", "no-store")
-            if filename:
-                self.send_header("Content-Disposition", f'attachment; filename="{filename}"')
-            self.end_headers()
-            self.wfile.write(body)
 
-        def _error(self, status: HTTPStatus, message: str) -> None:
-            self._send(status, orjson.dumps({"error": {"code": status.value, "message": message}}), _TYPES["json"])
+def _split_file(name: str, formats: tuple[str, ...]) -> tuple[str, str]:
+    stem, dot, fmt = name.rpartition(".")
+    if not dot or fmt not in formats:
+        raise BadRequest(f"{name!r}: the format must be one of {', '.join(formats)}")
+    return stem, fmt
 
-        def do_GET(self) -> None:
-            url = urlparse(self.path)
-            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-            try:
-                probe = answer(url.path)  # /healthz, /readyz, /metrics
-                if probe is not None:
-                    self._send(*probe)
-                    return
-                for pattern, route in (
-                    (_BILL, self._bill),
-                    (_ALLOC, self._allocation),
-                    (_FORECAST, self._forecast),
-                ):
-                    m = pattern.match(url.path)
-                    if m:
-                        tenant = unquote(m.group(1))
-                        authorize(self.headers.get("Authorization"), tenant, ctx)
-                        route(tenant, [unquote(g) for g in m.groups()[1:]], query)
-                        return
-                self._error(HTTPStatus.NOT_FOUND, "no such resource")
-            except AccessDenied as exc:
-                self._error(exc.status, exc.status.phrase)
-            except ValueError as exc:
-                self._error(HTTPStatus.BAD_REQUEST, str(exc))
 
-        def _bill(self, tenant: str, parts: list[str], query: dict[str, str]) -> None:
-            month, dimension, value, fmt = parts
+class Routes:
+    """The API's handlers over one store; blocking work runs on worker threads."""
+
+    def __init__(self, store: Store, ctx: BillingContext, budgets: BudgetFile) -> None:
+        self.store, self.ctx, self.budgets = store, ctx, budgets
+
+    async def _run(self, request: web.Request, work: Callable[[str], web.Response]) -> web.Response:
+        tenant = request.match_info["tenant"]
+        try:
+            authorize(request.headers.get("Authorization"), tenant, self.ctx)
+        except AccessDenied as exc:
+            headers = {"WWW-Authenticate": "Bearer"} if exc.status == HTTPStatus.UNAUTHORIZED else None
+            return error_response(exc.status.value, exc.status.phrase, headers)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(None, work, tenant)
+        except BadRequest as exc:
+            return error_response(400, str(exc))
+        except LookupError as exc:  # a missing exchange rate: the bill cannot be stated in its currency
+            return error_response(422, str(exc))
+
+    async def bill(self, request: web.Request) -> web.Response:
+        """One bill as JSON, CSV or PDF."""
+        month, dimension = request.match_info["month"], request.match_info["dimension"]
+        name = request.match_info["file"]
+        rating = request.query.get("rating", AS_BILLED)
+
+        def work(tenant: str) -> web.Response:
+            _month(month)
             if dimension not in DIMENSIONS:
-                raise ValueError(f"dimension must be one of {DIMENSIONS}")
+                raise BadRequest(f"dimension {dimension!r} must be one of {', '.join(DIMENSIONS)}")
+            value, fmt = _split_file(name, ("json", "csv", "pdf"))
+            kind, _, run = rating.partition(":")
+            if not (rating == AS_BILLED or (kind == "rerated" and run)):
+                raise BadRequest(f"rating {rating!r} must be {AS_BILLED} or rerated:<run id>")
             bill = build_bill(
-                store,
-                Scope(tenant, dimension, value),
-                month_period(month, ctx.config.tz),
-                ctx,
-                query.get("rating", AS_BILLED),
+                self.store, Scope(tenant, dimension, value), month_period(month, self.ctx.config.tz), self.ctx, rating
             )
             if bill.summary.requests == 0:  # a misspelt scope must not look like a real zero bill
-                self._error(HTTPStatus.NOT_FOUND, f"no usage of {dimension}={value} for tenant {tenant} in {month}")
-                return
+                return error_response(404, f"no usage of {dimension}={value} for tenant {tenant} in {month}")
             body = {"json": render_json, "csv": render_csv, "pdf": render_pdf}[fmt](bill)
-            name = f"bill-{file_part(tenant)}-{month}-{dimension}-{file_part(value)}.{fmt}"
-            self._send(HTTPStatus.OK, body, _TYPES[fmt], name)
+            filename = f"bill-{file_part(tenant)}-{month}-{dimension}-{file_part(value)}.{fmt}"
+            return _file(body, fmt, filename)
 
-        def _allocation(self, tenant: str, parts: list[str], query: dict[str, str]) -> None:
-            month, fmt = parts
-            method = query.get("method", "hybrid")
-            party = query.get("party", "project")
+        return await self._run(request, work)
+
+    async def allocation(self, request: web.Request) -> web.Response:
+        """A month's split of traced spend."""
+        method = request.query.get("method", "hybrid")
+        party = request.query.get("party", "project")
+        month_file = request.match_info["file"]
+
+        def work(tenant: str) -> web.Response:
+            month, fmt = _split_file(month_file, ("json", "csv"))
+            _month(month)
             if method not in METHODS:
-                raise ValueError(f"method must be one of {METHODS}")
-            amount, split = allocation_for_month(store, ctx, tenant, month, method=method, party=party)
-            if fmt == "csv":
-                self._send(HTTPStatus.OK, allocation_csv(amount, split, method, party), _TYPES["csv"])
-            else:
-                doc = {
-                    "tenant": tenant,
-                    "month": month,
-                    "method": method,
-                    "party": party,
-                    "amount_nanos": amount,
-                    "split_nanos": split,
-                }
-                self._send(HTTPStatus.OK, orjson.dumps(doc), _TYPES["json"])
-
-        def _forecast(self, tenant: str, parts: list[str], query: dict[str, str]) -> None:
-            mine = BudgetFile(
-                timezone=budgets.timezone, budgets=tuple(b for b in budgets.budgets if b.tenant == tenant)
+                raise BadRequest(f"method {method!r} must be one of {', '.join(METHODS)}")
+            if party not in PARTIES:
+                raise BadRequest(f"party {party!r} must be one of {', '.join(PARTIES)}")
+            amount, split = allocation_for_month(
+                self.store, self.ctx, tenant, month, method=method, party=party  # type: ignore[arg-type]
             )
-            results = [to_plain(r, "USD") for r in forecast_budgets(store, mine, ctx)]
-            self._send(HTTPStatus.OK, orjson.dumps({"units": "nano-USD", "forecasts": results}), _TYPES["json"])
+            if fmt == "csv":
+                return _file(allocation_csv(amount, split, method, party), "csv")
+            doc = {
+                "tenant": tenant,
+                "month": month,
+                "method": method,
+                "party": party,
+                "amount_nanos": amount,
+                "split_nanos": split,
+            }
+            return _file(orjson.dumps(doc), "json")
 
-    return Handler
+        return await self._run(request, work)
+
+    async def forecast(self, request: web.Request) -> web.Response:
+        """Month-end forecasts of the tenant's monthly budgets."""
+
+        def work(tenant: str) -> web.Response:
+            b = self.budgets
+            mine = BudgetFile(timezone=b.timezone, budgets=tuple(x for x in b.budgets if x.tenant == tenant))
+            results = [to_plain(r, "USD") for r in forecast_budgets(self.store, mine, self.ctx)]
+            return _file(orjson.dumps({"units": "nano-USD", "forecasts": results}), "json")
+
+        return await self._run(request, work)
+
+
+async def _probe(request: web.Request) -> web.Response:
+    status, body, ctype = answer(request.path) or (HTTPStatus.NOT_FOUND, b"{}", "application/json")
+    return web.Response(status=int(status), body=body, headers={"Content-Type": ctype})
+
+
+def _file(body: bytes, fmt: str, filename: str | None = None) -> web.Response:
+    headers = {"Content-Type": _TYPES[fmt], "Cache-Control": "no-store"}
+    if filename:
+        headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return web.Response(body=body, headers=headers)
+
+
+def make_app(store: Store, ctx: BillingContext, budgets: BudgetFile) -> web.Application:
+    """The billing API's aiohttp application."""
+    routes = Routes(store, ctx, budgets)
+    app = web.Application(middlewares=[json_errors])
+    app.router.add_get("/v1/tenants/{tenant}/bills/{month}/{dimension}/{file}", routes.bill)
+    app.router.add_get("/v1/tenants/{tenant}/allocations/{file}", routes.allocation)
+    app.router.add_get("/v1/tenants/{tenant}/forecasts.json", routes.forecast)
+    for path in ("/healthz", "/readyz", "/metrics"):
+        app.router.add_get(path, _probe)
+    return app
 
 
 class BillingServer:
-    """The HTTP server on a background thread (``port=0`` picks a free port)."""
+    """The HTTP server on a background thread with its own event loop (``port=0`` picks a free port)."""
 
     def __init__(
         self, store: Store, ctx: BillingContext, budgets: BudgetFile, host: str = "127.0.0.1", port: int = 0
     ) -> None:
-        self._httpd = ThreadingHTTPServer((host, port), make_handler(store, ctx, budgets))
+        self._app = make_app(store, ctx, budgets)
+        self._host, self._port = host, port
+        self._loop = asyncio.new_event_loop()
+        self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         self._thread: threading.Thread | None = None
+        self._bound: tuple[str, int] | None = None
 
     @property
     def url(self) -> str:
         """Base URL."""
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        assert self._bound is not None, "start() first"
+        return f"http://{self._bound[0]}:{self._bound[1]}"
 
     def start(self) -> BillingServer:
-        """Serve in a daemon thread."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+        """Bind (errors raise here, in the caller) and serve on a daemon thread."""
+        asyncio.set_event_loop(None)
+        self._loop.run_until_complete(self._runner.setup())
+        site = web.TCPSite(self._runner, self._host, self._port)
+        self._loop.run_until_complete(site.start())
+        host, port = self._runner.addresses[0][:2]
+        self._bound = (str(host), int(port))
+        self._thread = threading.Thread(target=self._loop.run_forever, name="billing-http", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
         """Shut down and release the port."""
-        self._httpd.shutdown()
-        self._httpd.server_close()
+        if self._thread is None:
+            return
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(30)
+        self._loop.close()
+        self._thread = None

@@ -8,11 +8,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Generic, TypeVar
 
 from tokenledger.schema import EVENT_TYPE_V1, Labels, UsageDataV1, UsageEventV1
+
+K = TypeVar("K")
 
 
 @dataclass(frozen=True)
@@ -95,3 +99,34 @@ class EventFactory:
 def kafka_key(event: UsageEventV1) -> bytes:
     """Partition key of an event."""
     return f"{event.source}|{event.data.request_id}".encode()
+
+
+class Recent(Generic[K]):
+    """The last ``capacity`` keys seen (insertion order), for callbacks that must not grow forever.
+
+    A callback remembers what it published so that a hook fired twice publishes once; the
+    pipeline de-duplicates requests anyway, so forgetting the oldest only costs a harmless
+    duplicate message, never a double bill.
+    """
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self._keys: OrderedDict[K, None] = OrderedDict()
+        self._capacity = capacity
+
+    def add(self, key: K) -> bool:
+        """Remember ``key``; ``False`` if it was already there."""
+        if key in self._keys:
+            return False
+        self._keys[key] = None
+        if len(self._keys) > self._capacity:
+            self._keys.popitem(last=False)
+        return True
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __iter__(self) -> Iterator[K]:
+        return iter(self._keys)

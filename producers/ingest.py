@@ -32,10 +32,12 @@ import hashlib
 import hmac
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
@@ -48,6 +50,8 @@ from producers.otlp import DEFAULT_MAPPING, map_spans, spans_from_json, spans_fr
 from tokenledger import metrics
 from tokenledger.errors import ConfigError, cli_errors, load_yaml_model
 from tokenledger.health import HEALTH, answer
+from tokenledger.http_edge import MAX_BODY, bearer_token, error_response, json_errors, json_response
+from tokenledger.identity import placement_key
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
 from tokenledger.schema.raw_batch import encode_batch, partition_for
@@ -55,6 +59,10 @@ from tokenledger.schema.raw_batch import encode_batch, partition_for
 log = logging.getLogger(__name__)
 DEFAULT_KEYS = Path(__file__).resolve().parents[1] / "tokenledger" / "data" / "ingest_keys.yaml"
 BATCH = "application/cloudevents-batch+json"
+STRUCTURED = "application/cloudevents+json"
+EVENT_TYPES = frozenset({BATCH, STRUCTURED, "application/json"})
+MAX_AHEAD = timedelta(minutes=5)  # an event may be dated at most this far after its arrival
+MAX_AGE = timedelta(days=30)  # and at most this far before it: older usage goes through the backfill
 
 INGESTED = metrics.counter("tokenledger_ingest_events_total", "HTTP ingest: events by outcome", ["outcome"])
 OTLP_SPANS = metrics.counter("tokenledger_ingest_otlp_spans_total", "OTLP ingest: spans by outcome", ["outcome"])
@@ -77,9 +85,10 @@ class IngestKeys(BaseModel):
 
     def tenant_of(self, authorization: str | None) -> str | None:
         """The tenant a bearer token writes for, or None."""
-        if not authorization or not authorization.startswith("Bearer "):
+        token = bearer_token(authorization)
+        if token is None:
             return None
-        digest = hashlib.sha256(authorization.removeprefix("Bearer ").strip().encode()).hexdigest()
+        digest = hashlib.sha256(token.encode()).hexdigest()
         found = [k.tenant for k in self.keys if hmac.compare_digest(k.key_sha256, digest)]
         return found[0] if found else None
 
@@ -101,31 +110,68 @@ class Checked:
     rejected: list[dict[str, Any]] = field(default_factory=list)
 
 
-def check_events(docs: list[Any], tenant: str) -> Checked:
-    """Validate each event with the stream's schema, the key's tenant applied (pure)."""
+def binary_event(headers: Mapping[str, str], data: Any, content_type: str) -> dict[str, Any]:
+    """A CloudEvent sent in HTTP binary mode: attributes from ``ce-*`` headers, the body as ``data``.
+
+    Header values are percent-decoded (CloudEvents HTTP binding 3.1.3.2); the media type of
+    ``Content-Type`` becomes ``datacontenttype``.
+    """
+    doc: dict[str, Any] = {}
+    for name, value in headers.items():
+        if name.lower().startswith("ce-") and len(name) > 3:
+            doc[name[3:].lower()] = unquote(value)
+    doc["datacontenttype"] = content_type
+    doc["data"] = data
+    return doc
+
+
+def check_events(docs: list[Any], tenant: str, now: datetime) -> Checked:
+    """Validate each event with the stream's schema, the key's tenant and the time window applied (pure).
+
+    The window: no later than ``now`` + 5 minutes, no earlier than ``now`` - 30 days.
+    """
     out = Checked()
     for i, doc in enumerate(docs):
-        ident = doc.get("id") if isinstance(doc, Mapping) else None
-        if not isinstance(doc, dict):
-            out.rejected.append({"index": i, "id": None, "reason": "not a JSON object"})
-            continue
-        data = doc.get("data")
-        labels = data.get("labels") if isinstance(data, dict) else None
-        if isinstance(labels, dict):
-            named = labels.get("tenant")
-            if named is None:
-                labels["tenant"] = tenant
-            elif named != tenant:
-                out.rejected.append({"index": i, "id": ident, "reason": f"tenant {named!r} is not this key's tenant"})
-                continue
+        ident = _printable_id(doc.get("id")) if isinstance(doc, Mapping) else None
         try:
-            event = decode_usage_event(orjson.dumps(doc))
-        except InvalidEvent as exc:
-            out.rejected.append({"index": i, "id": ident, "reason": exc.args[0] if exc.args else str(exc)})
-            continue
-        key = f"{event.source}|{event.data.request_id}".encode()  # as producers.events.kafka_key
-        out.accepted.append((key, orjson.dumps(doc)))
+            verdict = _check_one(doc, tenant, now)
+        except (ValueError, TypeError) as exc:  # e.g. an integer JSON can carry but not re-encode
+            verdict = f"not a valid event: {exc}"
+        if isinstance(verdict, str):
+            out.rejected.append({"index": i, "id": ident, "reason": verdict})
+        else:
+            out.accepted.append(verdict)
     return out
+
+
+def _printable_id(ident: Any) -> str | None:
+    return ident[:128] if isinstance(ident, str) else None
+
+
+def _check_one(doc: Any, tenant: str, now: datetime) -> tuple[bytes, bytes] | str:
+    """``(kafka key, value)`` of a valid event, else the reason it is refused."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    data = doc.get("data")
+    labels = data.get("labels") if isinstance(data, dict) else None
+    if isinstance(labels, dict):
+        named = labels.get("tenant")
+        if named is None:
+            labels["tenant"] = tenant
+        elif named != tenant:
+            return f"tenant {named!r} is not this key's tenant"
+    try:
+        event = decode_usage_event(orjson.dumps(doc))
+    except InvalidEvent as exc:
+        return exc.reason
+    if event.time > now + MAX_AHEAD:
+        return f"time {event.time.isoformat()} is more than 5 minutes after arrival ({now.isoformat()})"
+    if event.time < now - MAX_AGE:
+        return (
+            f"time {event.time.isoformat()} is more than 30 days before arrival ({now.isoformat()}): "
+            "older usage goes through the backfill (python -m billing backfill)"
+        )
+    return placement_key(event), orjson.dumps(doc)
 
 
 class BrokerAway(Exception):
@@ -232,25 +278,38 @@ class Ingest:
     """The two ingest endpoints over one producer and one key set."""
 
     def __init__(
-        self, keys: IngestKeys, producer: AckingProducer, limits: Limits, mapping: Mapping[str, tuple[str, ...]]
+        self,
+        keys: IngestKeys,
+        producer: AckingProducer,
+        limits: Limits,
+        mapping: Mapping[str, tuple[str, ...]],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.keys, self.producer, self.limits, self.mapping = keys, producer, limits, mapping
+        self.keys, self.producer, self.limits, self.mapping, self.clock = keys, producer, limits, mapping, clock
+
+    async def _body(self, request: web.Request) -> bytes:
+        """The whole body, however it is paced or chunked (aiohttp answers 413 past the limit)."""
+        if request.content_length is not None and request.content_length > self.limits.max_body_bytes:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.limits.max_body_bytes, actual_size=request.content_length)
+        return await request.read()
 
     async def traces(self, request: web.Request) -> web.Response:
         """OTLP/HTTP traces (protobuf or JSON): GenAI spans become usage events, others are ignored."""
         tenant = self.keys.tenant_of(request.headers.get("Authorization"))
         if tenant is None:
-            return _json(401, {"error": "unknown or missing API key"})
-        body = await request.content.read(self.limits.max_body_bytes + 1)
-        if len(body) > self.limits.max_body_bytes:
-            return _json(413, {"error": f"body over {self.limits.max_body_bytes} bytes"})
+            return _error(401, "unknown or missing API key", {"WWW-Authenticate": "Bearer"})
+        if request.content_type not in ("application/x-protobuf", "application/json"):
+            return _error(
+                415, f"{request.content_type} is not OTLP/HTTP: send application/x-protobuf or application/json"
+            )
+        body = await self._body(request)
         proto = request.content_type == "application/x-protobuf"
         try:
             spans = list(spans_from_protobuf(body) if proto else spans_from_json(orjson.loads(body)))
-        except (DecodeError, orjson.JSONDecodeError, ValueError, TypeError, AttributeError) as exc:
-            return _json(400, {"error": f"not an OTLP trace export: {exc}"})
+        except (DecodeError, orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError) as exc:
+            return _error(400, f"not an OTLP trace export: {exc}")
         mapped = map_spans(iter(spans), tenant, self.mapping)
-        checked = check_events(mapped.events, tenant)
+        checked = check_events(mapped.events, tenant, self.clock())
         OTLP_SPANS.labels("ignored").inc(mapped.ignored)
         rejected = [*mapped.rejected, *(r["reason"] for r in checked.rejected)]
         OTLP_SPANS.labels("rejected").inc(len(rejected))
@@ -259,7 +318,7 @@ class Ingest:
                 await self.producer.publish(checked.accepted, self.limits.ack_timeout_s)
             except BrokerAway as exc:
                 metrics.TRANSIENT.labels("ingest", "broker").inc()
-                return _json(503, {"error": f"broker did not acknowledge: {exc}"}, {"Retry-After": "5"})
+                return _error(503, f"broker did not acknowledge: {exc}", {"Retry-After": "5"})
             OTLP_SPANS.labels("accepted").inc(len(checked.accepted))
         reply = ExportTraceServiceResponse()
         if rejected:
@@ -271,26 +330,33 @@ class Ingest:
         return _json(200, doc if rejected else {})
 
     async def events(self, request: web.Request) -> web.Response:  # noqa: PLR0911 - one return per HTTP outcome
-        """CloudEvents, one or a batch: validated, tenant from the key, published with acknowledgement."""
+        """CloudEvents (structured, batched or binary mode): validated, tenant from the key, published."""
         tenant = self.keys.tenant_of(request.headers.get("Authorization"))
         if tenant is None:
-            return _json(401, {"error": "unknown or missing API key"})
-        if request.content_length is not None and request.content_length > self.limits.max_body_bytes:
-            return _json(413, {"error": f"body over {self.limits.max_body_bytes} bytes"})
-        body = await request.content.read(self.limits.max_body_bytes + 1)
-        if len(body) > self.limits.max_body_bytes:
-            return _json(413, {"error": f"body over {self.limits.max_body_bytes} bytes"})
+            return _error(401, "unknown or missing API key", {"WWW-Authenticate": "Bearer"})
+        ctype = request.content_type
+        binary = any(h.lower().startswith("ce-") for h in request.headers)
+        if ctype not in EVENT_TYPES or (binary and ctype != "application/json"):
+            return _error(
+                415,
+                f"{ctype} is not a CloudEvents JSON encoding: send {STRUCTURED}, {BATCH}, or application/json "
+                "(one event, a JSON array of events, or binary mode with ce-* headers)",
+            )
+        body = await self._body(request)
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return _json(400, {"error": f"not JSON: {exc}"})
-        batch = request.content_type == BATCH or isinstance(parsed, list)
+            return _error(400, f"not JSON: {exc}")
+        if binary:
+            parsed = binary_event(request.headers, parsed, ctype)
+        if ctype == BATCH and not isinstance(parsed, list):
+            return _error(400, f"{BATCH} must be a JSON array")
+        if ctype == STRUCTURED and not isinstance(parsed, dict):
+            return _error(400, f"{STRUCTURED} must be one JSON object (send a batch as {BATCH})")
         docs = parsed if isinstance(parsed, list) else [parsed]
-        if batch and not isinstance(parsed, list):
-            return _json(400, {"error": f"{BATCH} must be a JSON array"})
         if len(docs) > self.limits.max_batch:
-            return _json(413, {"error": f"batch over {self.limits.max_batch} events"})
-        checked = check_events(docs, tenant)
+            return _error(413, f"batch over {self.limits.max_batch} events")
+        checked = check_events(docs, tenant, self.clock())
         INGESTED.labels("rejected").inc(len(checked.rejected))
         if checked.accepted:
             try:
@@ -298,7 +364,7 @@ class Ingest:
             except BrokerAway as exc:
                 INGESTED.labels("unacknowledged").inc(len(checked.accepted))
                 metrics.TRANSIENT.labels("ingest", "broker").inc()
-                return _json(503, {"error": f"broker did not acknowledge: {exc}"}, {"Retry-After": "5"})
+                return _error(503, f"broker did not acknowledge: {exc}", {"Retry-After": "5"})
             INGESTED.labels("accepted").inc(len(checked.accepted))
         doc: dict[str, Any] = {"accepted": len(checked.accepted)}
         if checked.rejected:
@@ -317,11 +383,13 @@ def make_app(
     producer: AckingProducer,
     limits: Limits = Limits(),
     mapping: Mapping[str, tuple[str, ...]] = DEFAULT_MAPPING,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> web.Application:
     """The aiohttp application."""
-    ingest = Ingest(keys, producer, limits, mapping)
+    ingest = Ingest(keys, producer, limits, mapping, clock)
     HEALTH.ready["broker"] = producer.ready
-    app = web.Application(client_max_size=limits.max_body_bytes + 1)
+    app = web.Application(client_max_size=limits.max_body_bytes, middlewares=[json_errors])
+    app[MAX_BODY] = limits.max_body_bytes
     app.router.add_post("/v1/events", ingest.events)
     app.router.add_post("/v1/traces", ingest.traces)
     for path in ("/healthz", "/readyz", "/metrics"):
@@ -329,8 +397,8 @@ def make_app(
     return app
 
 
-def _json(status: int, doc: Any, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(doc), content_type="application/json", headers=headers)
+_json = json_response
+_error = error_response
 
 
 @cli_errors("python -m producers.ingest")

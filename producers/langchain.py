@@ -19,6 +19,7 @@ Needs ``langchain-core`` (``pip install tokenledger[langchain]``).
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
@@ -26,8 +27,10 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from producers.events import Attribution, EventFactory, TokenUsage
+from producers.events import Attribution, EventFactory, Recent, TokenUsage
 from tokenledger.schema import UsageEventV1
+
+MAX_OPEN_RUNS = 100_000  # runs started and not ended that are remembered (a leak guard, not a limit)
 
 
 class TokenledgerCallback(BaseCallbackHandler):
@@ -42,13 +45,14 @@ class TokenledgerCallback(BaseCallbackHandler):
         self._emit, self._who, self._factory = emit, who, factory or EventFactory()
         self._lock = threading.Lock()
         self._runs: dict[UUID, dict[str, Any]] = {}  # run -> what its start said
-        self._parents: dict[UUID, UUID | None] = {}
-        self._published: set[UUID] = set()
+        # Bounded: a run's links go when it ends; the caps only guard against runs that never end.
+        self._parents: OrderedDict[UUID, UUID | None] = OrderedDict()
+        self._published: Recent[UUID] = Recent()
 
     def _started(self, run_id: UUID, parent_run_id: UUID | None, metadata: Mapping[str, Any] | None, kw: Any) -> None:
         params = kw.get("invocation_params") or {}
         with self._lock:
-            self._parents[run_id] = parent_run_id
+            self._link(run_id, parent_run_id)
             self._runs[run_id] = {
                 "provider": (metadata or {}).get("ls_provider"),
                 "model": (metadata or {}).get("ls_model_name") or params.get("model") or params.get("model_name"),
@@ -91,25 +95,43 @@ class TokenledgerCallback(BaseCallbackHandler):
     ) -> None:
         """Chains are the trace's inner nodes: remember the parent link."""
         with self._lock:
-            self._parents[run_id] = parent_run_id
+            self._link(run_id, parent_run_id)
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """A finished chain's runs have ended: its link is no longer needed."""
+        with self._lock:
+            self._parents.pop(run_id, None)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """As :meth:`on_chain_end`."""
+        with self._lock:
+            self._parents.pop(run_id, None)
 
     def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         """A failed attempt (LangChain may retry it as a new run) reports no usage."""
         with self._lock:
             self._runs.pop(run_id, None)
+            self._parents.pop(run_id, None)
+
+    def _link(self, run_id: UUID, parent_run_id: UUID | None) -> None:
+        self._parents[run_id] = parent_run_id
+        if len(self._parents) > MAX_OPEN_RUNS:
+            self._parents.popitem(last=False)
+        if len(self._runs) > MAX_OPEN_RUNS:
+            self._runs.pop(next(iter(self._runs)))
 
     def on_llm_end(
         self, response: LLMResult, *, run_id: UUID, parent_run_id: UUID | None = None, **kwargs: Any
     ) -> None:
         """Publish the call's usage once."""
         with self._lock:
-            if run_id in self._published:
+            if not self._published.add(run_id):
                 return
-            self._published.add(run_id)
             started = self._runs.pop(run_id, {})
             root = run_id
             while self._parents.get(root) is not None:
                 root = self._parents[root]  # type: ignore[assignment]
+            self._parents.pop(run_id, None)
         found = _usage(response)
         if found is None:
             return  # the provider reported no usage: nothing to bill from
@@ -126,10 +148,18 @@ class TokenledgerCallback(BaseCallbackHandler):
             parent_span_id=parent_run_id.hex if parent_run_id else None,
             batch=self._who.batch,
         )
-        request_id = str(meta.get("id") or run_id)
+        request_id = meta.get("id") or str(run_id)
         self._emit(
             self._factory.make(who, provider=str(provider), model=str(model), request_id=request_id, usage=usage)
         )
+
+
+def _provider_id(*candidates: Any) -> str | None:
+    """The first id that is not one LangChain made up (``lc_run-...``, ``lc_...``)."""
+    for c in candidates:
+        if isinstance(c, str) and c and not c.startswith("lc_"):
+            return c
+    return None
 
 
 def _usage(response: LLMResult) -> tuple[TokenUsage, dict[str, Any]] | None:
@@ -142,8 +172,11 @@ def _usage(response: LLMResult) -> tuple[TokenUsage, dict[str, Any]] | None:
                 inp = um.get("input_token_details") or {}
                 out = um.get("output_token_details") or {}
                 meta = dict(getattr(message, "response_metadata", {}) or {})
-                if getattr(message, "id", None):
-                    meta.setdefault("id", message.id)
+                # The provider's response id, wherever this LangChain version put it; a streamed
+                # call's message id may be LangChain's own ``lc_run--<uuid>``, not the provider's.
+                meta["id"] = _provider_id(
+                    meta.get("id"), getattr(message, "id", None), (g.generation_info or {}).get("id")
+                )
                 return (
                     TokenUsage(
                         input_tokens=int(um.get("input_tokens", 0)),

@@ -36,7 +36,7 @@ import litellm
 from litellm.exceptions import RateLimitError
 from litellm.integrations.custom_logger import CustomLogger
 
-from producers.events import Attribution, EventFactory, TokenUsage
+from producers.events import Attribution, EventFactory, Recent, TokenUsage
 from tokenledger.guard import Decision, Guard, GuardRequest
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema import UsageEventV1
@@ -69,7 +69,7 @@ class TokenledgerLogger(CustomLogger):
         self._proxy_labels, self._clock = dict(proxy_labels), clock
         self._table = CachedPriceTable(LayeredPriceTable.from_path()) if guard is not None else None
         self._lock = threading.Lock()
-        self._published: set[str] = set()
+        self._published: Recent[str] = Recent()  # bounded: the pipeline de-duplicates anyway
 
     @property
     def published(self) -> frozenset[str]:
@@ -135,9 +135,8 @@ class TokenledgerLogger(CustomLogger):
         metadata = params.get("metadata") or {}
         request_id = str(getattr(response, "id", None) or kwargs.get("litellm_call_id") or "")
         with self._lock:
-            if not request_id or request_id in self._published:
+            if not request_id or not self._published.add(request_id):
                 return
-            self._published.add(request_id)
         provider = str(params.get("custom_llm_provider") or kwargs.get("custom_llm_provider") or "openai")
         model = _bare(str(getattr(response, "model", None) or kwargs.get("model") or ""))
         labels = self._labels(kwargs.get("user") or (kwargs.get("optional_params") or {}).get("user"), metadata, None)

@@ -141,8 +141,24 @@ def _first(span: Span, names: tuple[str, ...]) -> Any:
 
 
 def _int(span: Span, *names: str) -> int:
+    """A token count: an integer (or an integral float, as ``doubleValue`` may carry); anything else refuses the span.
+
+    Raises:
+        ValueError: A fractional, non-numeric or boolean count (never truncated silently).
+    """
     v = _first(span, names)
-    return int(v) if v is not None else 0
+    if v is None:
+        return 0
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        raise ValueError(f"span {span.span_id}: {names[0]} must be an integer, not {v!r}")
+    if isinstance(v, float):
+        if not v.is_integer():
+            raise ValueError(f"span {span.span_id}: {names[0]} must be an integer, not {v!r}")
+        return int(v)
+    try:
+        return int(v)
+    except ValueError:
+        raise ValueError(f"span {span.span_id}: {names[0]} must be an integer, not {v!r}") from None
 
 
 def usage_event(span: Span, tenant: str, mapping: Mapping[str, tuple[str, ...]] = DEFAULT_MAPPING) -> dict[str, Any]:

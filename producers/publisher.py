@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Literal, Protocol, cast
 
 import orjson
 from confluent_kafka import KafkaError, Producer
@@ -65,7 +65,22 @@ class UsagePublisher:
         producer: ProducerLike | None = None,
         batch_events: int = 500,
         linger_ms: float = 10.0,
+        record_time: Literal["now", "event"] = "now",
     ) -> None:
+        """A publisher; ``record_time`` decides each record's timestamp.
+
+        Args:
+            settings: Broker and topics.
+            spool: Where events go when the broker cannot take them.
+            max_buffered: librdkafka's local queue, in messages.
+            producer: A stand-in client (tests).
+            batch_events: Events per batch message.
+            linger_ms: How long a batch waits to fill.
+            record_time: ``now`` stamps each record with the time it is sent (what live services
+                do); ``event`` stamps it with its newest event's time, for a simulation or replay of
+                past usage: the pricing stage judges each event's time window against its record's
+                timestamp (see README, Event time), so a simulated month is accepted as it was then.
+        """
         self._topic = settings.topics.usage_raw
         self._producer: ProducerLike = producer or cast(
             ProducerLike,
@@ -86,7 +101,8 @@ class UsagePublisher:
         self._closed = False
         self._batch_events, self._linger_s = batch_events, linger_ms / 1000
         self._partitions: int | None = None  # of usage-raw, once known; None: send events one by one
-        self._pending: dict[int, list[tuple[bytes, bytes]]] = {}
+        self._event_time = record_time == "event"
+        self._pending: dict[int, list[tuple[bytes, bytes, int]]] = {}
         self._pending_since: dict[int, float] = {}
         self._wake = threading.Event()
         self._lingerer: threading.Thread | None = None
@@ -97,26 +113,30 @@ class UsagePublisher:
 
     def publish(self, event: UsageEventV1) -> None:
         """Enqueue one event; spool it when the local buffer is full. Never blocks."""
-        self._add(kafka_key(event), encode_usage_event(event))
+        ms = int(event.time.timestamp() * 1000) if self._event_time else 0
+        self._add(kafka_key(event), encode_usage_event(event), ms)
 
-    def publish_raw(self, key: bytes, value: bytes) -> None:
-        """Enqueue bytes as they are (replays, and the demo's deliberately invalid events)."""
+    def publish_raw(self, key: bytes, value: bytes, timestamp_ms: int = 0) -> None:
+        """Enqueue bytes as they are (replays, and the demo's deliberately invalid events).
+
+        ``timestamp_ms``: the record's timestamp (0: when it is sent).
+        """
         if value[:1] == b"{" and _is_json_object(value):
-            self._add(key, value)
+            self._add(key, value, timestamp_ms)
         else:
-            self._send(key, value)  # alone: one broken value must not take a batch down with it
+            self._send(key, value, timestamp_ms)  # alone: one broken value must not take a batch down with it
 
-    def _add(self, key: bytes, value: bytes) -> None:
+    def _add(self, key: bytes, value: bytes, ms: int = 0) -> None:
         partitions = self._partition_count()
         if partitions is None:
-            self._send(key, value)
+            self._send(key, value, ms)
             return
         p = partition_for(key, partitions)
         with self._lock:
             batch = self._pending.setdefault(p, [])
             if not batch:
                 self._pending_since[p] = time.monotonic()
-            batch.append((key, value))
+            batch.append((key, value, ms))
             full = len(batch) >= self._batch_events
         if full:
             self._emit(p)
@@ -143,25 +163,30 @@ class UsagePublisher:
         if len(batch) == 1:
             self._send(*batch[0])
             return
-        value = encode_batch([v for _, v in batch])
+        value = encode_batch([v for _, v, _ in batch])
         try:
             cast(Producer, self._producer).produce(
-                self._topic, value, None, partition=partition, on_delivery=self._batch_delivered(batch)
+                self._topic,
+                value,
+                None,
+                partition=partition,
+                timestamp=max(ms for _, _, ms in batch),
+                on_delivery=self._batch_delivered(batch),
             )
             self.stats.enqueued += len(batch)
         except BufferError:
-            for key, v in batch:
+            for key, v, _ in batch:
                 self._to_spool(key, v)
         self._producer.poll(0)
 
-    def _batch_delivered(self, batch: list[tuple[bytes, bytes]]) -> Any:
+    def _batch_delivered(self, batch: list[tuple[bytes, bytes, int]]) -> Any:
         def delivered(err: KafkaError | None, _msg: Any) -> None:
             if err is None:
                 self.stats.delivered += len(batch)
                 return
             self.stats.failed_deliveries += len(batch)
             log.warning("%d usage events not delivered (%s); spooled", len(batch), err)
-            for key, value in batch:
+            for key, value, _ in batch:
                 self._to_spool(key, value)
 
         return delivered
@@ -178,9 +203,14 @@ class UsagePublisher:
             self._wake.wait(self._linger_s / 2)
             self._emit_all(self._linger_s)
 
-    def _send(self, key: bytes, value: bytes) -> None:
+    def _send(self, key: bytes, value: bytes, ms: int = 0) -> None:
         try:
-            self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery)
+            if ms:
+                cast(Producer, self._producer).produce(
+                    self._topic, value, key, timestamp=ms, on_delivery=self._on_delivery
+                )
+            else:
+                self._producer.produce(self._topic, value, key, on_delivery=self._on_delivery)
             self.stats.enqueued += 1
         except BufferError:
             self._to_spool(key, value)

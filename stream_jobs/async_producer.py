@@ -22,6 +22,7 @@ from tokenledger.errors import PermanentError
 from tokenledger.kafka_config import KafkaSettings
 
 log = logging.getLogger(__name__)
+Placed = tuple[bytes | None, bytes, int | None, int | None]  # key, value, partition, timestamp ms
 
 
 class AsyncProducer:
@@ -60,6 +61,12 @@ class AsyncProducer:
         One future per call, not per record: the delivery thread counts acknowledgements and
         wakes the event loop once, when the last one arrived.
         """
+        await self.send_placed(topic, [(key, value, None, None) for key, value in records])
+
+    async def send_placed(self, topic: str, records: Sequence[Placed]) -> None:
+        """:meth:`send_all` of ``(key, value, partition or None, timestamp ms or None)`` records."""
+        if not records:
+            return
         loop = self._ensure_started()
         pending = list(records)
         delay = 0.1
@@ -72,30 +79,39 @@ class AsyncProducer:
             delay = min(delay * 2, 5.0)
             pending = failed
 
-    async def _send_once(
-        self, loop: asyncio.AbstractEventLoop, topic: str, records: list[tuple[bytes | None, bytes]]
-    ) -> list[tuple[bytes | None, bytes]]:
+    async def _send_once(self, loop: asyncio.AbstractEventLoop, topic: str, records: list[Placed]) -> list[Placed]:
         """Produce each record once; the ones whose delivery failed."""
         if not records:
             return []
         done: asyncio.Future[None] = loop.create_future()
-        failed: list[tuple[bytes | None, bytes]] = []
+        failed: list[Placed] = []
         left = [len(records)]
         lock = threading.Lock()
 
-        def delivered(err: Any, msg: Any) -> None:  # on the delivery thread
-            with lock:
-                if err is not None:
-                    failed.append((msg.key(), msg.value()))
-                left[0] -= 1
-                last = left[0] == 0
-            if last:
-                loop.call_soon_threadsafe(_settle, done)
+        def on_delivery(record: Placed) -> Any:
+            def delivered(err: Any, _msg: Any) -> None:  # on the delivery thread
+                with lock:
+                    if err is not None:
+                        failed.append(record)
+                    left[0] -= 1
+                    last = left[0] == 0
+                if last:
+                    loop.call_soon_threadsafe(_settle, done)
 
-        for key, value in records:
+            return delivered
+
+        for record in records:
+            key, value, partition, timestamp = record
             while True:
                 try:
-                    self._producer.produce(topic, value, key, on_delivery=delivered)
+                    self._producer.produce(
+                        topic,
+                        value,
+                        key,
+                        partition=-1 if partition is None else partition,  # -1: librdkafka's partitioner
+                        timestamp=timestamp or 0,  # 0: now
+                        on_delivery=on_delivery(record),
+                    )
                     break
                 except BufferError:  # the local queue is full: let deliveries drain it
                     await asyncio.sleep(0.01)

@@ -1,6 +1,9 @@
 """Request identities already priced, remembered one changelog record per batch. Pure over a mapping.
 
-The pricing stage must price a request (``source|request_id``) once for 35 days. One table
+The pricing stage must price a request (its tenant-scoped identity, ``tokenledger.identity``)
+once for 35 days. Records written before tenant scoping hold ``source|request_id``; they are
+read as they are, and :attr:`PartitionIndex.legacy` tells the pricing stage to look such a
+request up by that old form too until the last of them expires. One table
 record per identity cost one changelog record per event, the largest single item of the old
 per-event produce overhead. Instead each batch (one source partition's share) writes one
 record holding all the identities it priced, and the table itself is restored from its
@@ -26,11 +29,13 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from stream_jobs.durable_table import Packing
+from tokenledger.identity import SEP
 
 EXPIRE_EVERY = 10_000
 Identity = tuple[int, int, int]  # (event epoch s, source partition, offset)
 _COUNT = struct.Struct("<xI")  # version byte, then the number of identities
-_SEP = b"\x00"  # identities are printable ASCII (the v1 schema): never a NUL
+_SEP = b"\x00"  # no part of an identity may hold a control character (the v1 schema): never a NUL
+_UNIT = SEP.encode()
 
 
 def is_repeat(remembered: Any, partition: int, offset: int) -> bool:
@@ -75,9 +80,14 @@ def _find(packed: bytes, identity: bytes) -> tuple[int, int] | None:
     return at_s, pos
 
 
-def _hashes(packed: bytes) -> list[int]:
+def _names(packed: bytes) -> list[bytes]:
     (n,) = _COUNT.unpack_from(packed)
-    return [hash(name) for name in packed[5 + 16 * n + 1 : -1].split(_SEP)] if n else []
+    return packed[5 + 16 * n + 1 : -1].split(_SEP) if n else []
+
+
+def _legacy(names: list[bytes]) -> int:
+    """How many of ``names`` predate tenant scoping (no unit separator: ``source|request_id``)."""
+    return sum(1 for name in names if _UNIT not in name)
 
 
 def in_memory_form(value: Any) -> Any:
@@ -144,20 +154,25 @@ class PartitionIndex:
         self._table = table
         self.partition = partition
         self.hashes = HashBag()  # hash(identity encoded), once per record holding it
+        self.legacy = 0  # identities recorded before tenant scoping: looked up by their old form too
         self._firsts: list[int] = []  # first positions of the partition's records, ascending
 
     def add_record(self, first: int, packed: bytes) -> None:
         """Index a stored record."""
         add = self.hashes.add
-        for h in _hashes(packed):
-            add(h)
+        names = _names(packed)
+        for name in names:
+            add(hash(name))
+        self.legacy += _legacy(names)
         insort(self._firsts, first)
 
     def drop_record(self, first: int, packed: bytes) -> None:
         """Forget a record (expired)."""
         discard = self.hashes.discard
-        for h in _hashes(packed):
-            discard(h)
+        names = _names(packed)
+        for name in names:
+            discard(hash(name))
+        self.legacy -= _legacy(names)
         if self.holds(first):
             self._firsts.remove(first)
 

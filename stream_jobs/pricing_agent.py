@@ -3,9 +3,16 @@
 * invalid events go to the dead-letter topic with the reason, and are counted;
 * running estimates of a stream (``final=false``) are counted but not billed: a request is
   billed once, at its final figure;
-* a request is priced once: ``source|request_id`` is remembered for 35 days (more than a
-  month, so redeliveries across a month boundary are still caught). Raw events are keyed by
-  it, so every copy of a request lands in the same partition;
+* an event outside its time window (later than its record's timestamp + 5 min, or older than
+  that timestamp - 30 days) goes to the dead-letter topic: the record's own timestamp, not this
+  worker's clock, so a replay after a crash decides exactly as the first pass did;
+* a request is priced once: its tenant-scoped identity (``tokenledger.identity``) is remembered
+  for 35 days of record time (more than the window, so a copy is never accepted after its
+  identity expired). Each request has a home partition (murmur2 of ``source|request_id``, the
+  key producers send); an event that arrived on another partition (a client with another
+  partitioner, a retry that went elsewhere) is forwarded there unpriced, with its record's
+  timestamp, and priced when it arrives: every copy of a request meets in one partition, so
+  dedup does not depend on the producer's partitioner;
 * each batch (one source partition's share) becomes: one priced event per request on
   ``usage-priced`` (for the store), one delta per touched key on ``spend-deltas`` (for the
   spend stage: every dimension value and every matching budget, see
@@ -25,12 +32,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import msgspec
 
 from stream_jobs.app import (
     BATCH_MAX,
@@ -52,11 +56,12 @@ from stream_jobs.durable_table import durable_table
 from stream_jobs.identities import EXPIRE_EVERY, BatchIdentities, Identity, PartitionIndex, batch_key, is_repeat
 from stream_jobs.identities import PACKING as IDENTITY_PACKING
 from tokenledger import metrics
-from tokenledger.batch_pricing import request_identity
+from tokenledger.batch_pricing import events_of
+from tokenledger.identity import legacy_identity, placement_key, request_identity
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
 from tokenledger.schema.priced import encode_priced
-from tokenledger.schema.raw_batch import is_batch, position, split_batch
+from tokenledger.schema.raw_batch import encode_batch, partition_for, position
 
 TABLE = CachedPriceTable(LayeredPriceTable.from_path())
 TRACE = os.environ.get("TOKENLEDGER_TRACE_EVENTS") == "1"  # log every raw event's position (diagnosis)
@@ -67,6 +72,8 @@ MICROSECOND = timedelta(microseconds=1)
 # is priced in chunks of about this many bytes of raw events (~6,500 events), each made durable
 # on its own, so outputs and the identity record of a chunk stay well under the broker's limits.
 CHUNK_BYTES = 4 << 20
+MAX_AHEAD_US = 5 * 60 * 1_000_000  # an event may be dated at most this far after its record's timestamp
+MAX_AGE_US = 30 * 86_400 * 1_000_000  # and at most this far before it (identities live 35 days)
 
 # One record per batch: "partition:first offset" -> {"ids": [[source|request_id, epoch s, offset], ...]}.
 priced_batches = durable_table(app, "priced-batches", PARTITIONS, IDENTITY_PACKING)
@@ -76,6 +83,7 @@ identities = BatchIdentities(priced_batches)
 outputs = AsyncProducer(SETTINGS)
 _IN = metrics.EVENTS.labels("pricing", "in")
 _PRICED = metrics.EVENTS.labels("pricing", "priced")
+_FORWARDED = metrics.EVENTS.labels("pricing", "forwarded")
 
 
 @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode's handler type is stricter than its send
@@ -95,22 +103,32 @@ class Batch:
         self.deltas = deltas  # shared by the partitions of one batch
         self.ids: dict[str, Identity] = {}
         self.usage: dict[tuple[str, str], list[int]] = {}  # (model, department) -> token kinds + cost, for metrics
+        self.forward: dict[tuple[int, int], list[bytes]] = {}  # (home partition, record ms) -> events
+        self.newest_ms = 0  # the newest record timestamp of the batch
+
+    def forwards(self) -> list[tuple[bytes | None, bytes, int, int]]:
+        """``(key, value, partition, timestamp ms)`` of the events to forward to their home partitions."""
+        return [
+            (None, encode_batch(events), home, ms) if len(events) > 1 else (None, events[0], home, ms)
+            for (home, ms), events in self.forward.items()
+        ]
 
 
 @app.agent(raw_topic)
 async def price_events(stream: Any) -> AsyncIterator[None]:
     """Price every valid, final, not yet priced request, a batch at a time."""
     seen: dict[int, int] = {}  # per source partition, since the last identity expiry there
+    newest: dict[int, int] = {}  # per source partition: the newest record timestamp (ms) seen
     async for groups in batches_by_partition(stream, BATCH_MAX, BATCH_WITHIN_S):
         try:
             for chunk in byte_chunks(groups, CHUNK_BYTES):
-                await _price_chunk(chunk, seen)
+                await _price_chunk(chunk, seen, newest)
         except Exception as exc:
             stop_worker("pricing", exc)
         yield None
 
 
-async def _price_chunk(groups: dict[int, list[Any]], seen: dict[int, int]) -> None:
+async def _price_chunk(groups: dict[int, list[Any]], seen: dict[int, int], newest: dict[int, int]) -> None:
     """Price a chunk of a batch; its outputs, then its identities, are acknowledged by the broker."""
     t = SETTINGS.topics
     deltas = DeltaBatch(BUDGETS.budgets)
@@ -120,9 +138,10 @@ async def _price_chunk(groups: dict[int, list[Any]], seen: dict[int, int]) -> No
         with as_current(batch.group):  # a dead letter's counter goes to this partition's changelog
             for event in batch.group:
                 await _price(event, batch, known)
-    await asyncio.gather(  # priced events and deltas first: then the identities may say "done"
+    await asyncio.gather(  # priced events, deltas and forwards first: then the identities may say "done"
         outputs.send_all(t.usage_priced, [m for b in batches for m in b.priced]),
         outputs.send_all(t.spend_deltas, deltas.messages()),
+        outputs.send_placed(t.usage_raw, [m for b in batches for m in b.forwards()]),
     )
     for batch in batches:
         partition = batch.partition
@@ -134,9 +153,11 @@ async def _price_chunk(groups: dict[int, list[Any]], seen: dict[int, int]) -> No
             identities.remember(partition, batch.ids)
             _count(batch)
             seen[partition] = seen.get(partition, 0) + len(batch.priced)
+            newest[partition] = max(newest.get(partition, 0), batch.newest_ms)
             if seen[partition] >= EXPIRE_EVERY:
                 seen[partition] = 0
-                for key in identities.expired(partition, time.time() - DEDUP_HORIZON_S):
+                # Record time, not this worker's clock: a replay expires what the first pass expired.
+                for key in identities.expired(partition, newest[partition] / 1000 - DEDUP_HORIZON_S):
                     del priced_batches[key]
 
 
@@ -147,16 +168,19 @@ async def _price(event: Any, batch: Batch, known: PartitionIndex) -> None:
     _IN.inc()
     if TRACE:
         log.info("raw %s:%s key=%r", event.message.partition, offset, event.key)
-    if not is_batch(raw):
-        await _price_one(raw, position(offset, 0), event, None, batch, known=known)
+    batch.newest_ms = max(batch.newest_ms, _record_ms(event))
+    parts, broken = events_of(raw)
+    if broken is not None:
+        await _dead_letter(batch, event, None, position(offset, 0), reason=broken, raw=raw)
         return
-    try:
-        parts = split_batch(raw)
-    except (msgspec.DecodeError, ValueError) as exc:
-        await _dead_letter(batch, event, None, position(offset, 0), reason=f"not a batch of events: {exc}", raw=raw)
-        return
+    single = len(parts) == 1 and parts[0] is raw
     for index, part in enumerate(parts):
-        await _price_one(part, position(offset, index), event, index, batch, known=known)
+        await _price_one(part, position(offset, index), event, None if single else index, batch, known=known)
+
+
+def _record_ms(event: Any) -> int:
+    """The raw record's timestamp in epoch ms (CreateTime from its producer, or the broker's LogAppendTime)."""
+    return round(float(event.message.timestamp) * 1000)
 
 
 async def _dead_letter(batch: Batch, event: Any, index: int | None, pos: int, *, reason: str, raw: bytes) -> None:
@@ -188,8 +212,21 @@ async def _price_one(
         staged.add(counters, "estimates")
         metrics.EVENTS.labels("pricing", "estimate").inc()
         return
+    at_us = (ev.time - EPOCH) // MICROSECOND  # exact: no float
+    record_ms = _record_ms(event)
+    late = _outside_window(at_us, record_ms)
+    if late is not None:
+        await _dead_letter(batch, event, index, pos, reason=late, raw=raw)
+        return
+    home = partition_for(placement_key(ev), PARTITIONS)
+    if home != partition:  # its request's copies meet in the home partition: price it there
+        batch.forward.setdefault((home, record_ms), []).append(raw)
+        _FORWARDED.inc()
+        return
     request = request_identity(ev)
     remembered = batch.ids.get(request) or known.get(request)
+    if remembered is None and known.legacy:
+        remembered = known.get(legacy_identity(ev))  # priced before tenant scoping, within 35 days
     if is_repeat(remembered, partition, pos):
         staged.add(counters, "duplicates:pricing")
         metrics.EVENTS.labels("pricing", "duplicate").inc()
@@ -198,8 +235,8 @@ async def _price_one(
         return  # this very event, replayed after a crash: priced and delivered before its identity was stored
     d = ev.data
     cost = price(d, ev.time, TABLE)
-    batch.priced.append((d.labels.tenant.encode(), encode_priced(ev, cost)))
-    at_us = (ev.time - EPOCH) // MICROSECOND  # exact: no float
+    # Keyed by request (not tenant): one tenant's rows spread over every sink partition.
+    batch.priced.append((request.encode(), encode_priced(ev, cost)))
     nanos = cost.total_nanos
     batch.deltas.add_event(partition, pos, at_us, nanos, ev)
     batch.ids[request] = (at_us // 1_000_000, partition, pos)
@@ -210,6 +247,20 @@ async def _price_one(
     usage[3] += d.output_tokens - d.reasoning_tokens
     usage[4] += d.reasoning_tokens
     usage[5] += nanos
+
+
+def _outside_window(at_us: int, record_ms: int) -> str | None:
+    """Why an event dated ``at_us`` is refused in a record stamped ``record_ms``, or ``None``."""
+    record_us = record_ms * 1000
+    if at_us > record_us + MAX_AHEAD_US:
+        return f"event time more than 5 minutes after its record's timestamp ({_iso(record_us)})"
+    if at_us < record_us - MAX_AGE_US:
+        return f"event time more than 30 days before its record's timestamp ({_iso(record_us)}): use the backfill"
+    return None
+
+
+def _iso(us: int) -> str:
+    return (EPOCH + us * MICROSECOND).isoformat()
 
 
 _KINDS = ("input", "cached_read", "cache_write", "output", "reasoning")
