@@ -184,7 +184,7 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str) -> Run
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     own0 = time.process_time()
     t0 = time.perf_counter()
-    publisher = UsagePublisher(settings, spool=None)
+    publisher = UsagePublisher(settings, spool=None, record_time="event")
     for raw, doc in zip(raws, docs, strict=True):
         publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), raw)
     publisher.flush()

@@ -146,9 +146,7 @@ class Routes:
                 raise BadRequest(f"method {method!r} must be one of {', '.join(METHODS)}")
             if party not in PARTIES:
                 raise BadRequest(f"party {party!r} must be one of {', '.join(PARTIES)}")
-            amount, split = allocation_for_month(
-                self.store, self.ctx, tenant, month, method=method, party=party  # type: ignore[arg-type]
-            )
+            amount, split = allocation_for_month(self.store, self.ctx, tenant, month, method=method, party=party)
             if fmt == "csv":
                 return _file(allocation_csv(amount, split, method, party), "csv")
             doc = {

@@ -148,7 +148,7 @@ def publish_direct(
 
 def publish_live(settings: KafkaSettings, table: CachedPriceTable, truth: Truth, rig: GatewayRig) -> UsagePublisher:
     """November, day by day: services publish directly; copilot chat and the agent loop use the gateway."""
-    publisher = UsagePublisher(settings, spool=Path("data/spool/demo-usage-raw.jsonl"))
+    publisher = UsagePublisher(settings, spool=Path("data/spool/demo-usage-raw.jsonl"), record_time="event")
     days: dict[str, list[dict[str, Any]]] = {}
     for raw in simulate(START, DAYS):
         if raw["time"] >= LIVE_FROM:

@@ -92,7 +92,7 @@ class GatewayRig:
         self.guard = Guard(worst_case_pricer(table), stale_after_s=30, hold_s=1.0)
         self.watch = BreakerWatch()
         self.client = BreakerClient(settings, self.guard, listener=self.watch).start()
-        self.publisher = UsagePublisher(settings, spool=spool_dir / "gateway-usage-raw.jsonl")
+        self.publisher = UsagePublisher(settings, spool=spool_dir / "gateway-usage-raw.jsonl", record_time="event")
         config = GatewayConfig.load().model_copy(update={"upstream": self.upstream.url})
         self.gateway = Gateway(config, self.guard, self.publisher, table, trust_sim_time=True)
         self.gateway.stats.keep_events = True
@@ -213,7 +213,7 @@ def probe_latency(rig: GatewayRig, settings: KafkaSettings, at: datetime) -> tup
     the gateway's breaker client holds the ``broken`` state (from then on every decision is a
     dictionary lookup of a few microseconds).
     """
-    publisher = UsagePublisher(settings, spool=None)
+    publisher = UsagePublisher(settings, spool=None, record_time="event")
     factory = EventFactory(clock=lambda: at)
     samples: list[float] = []
     events: list[UsageEventV1] = []

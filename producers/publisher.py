@@ -29,7 +29,7 @@ from producers.events import kafka_key
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.schema import UsageEventV1
 from tokenledger.schema.fastdecode import encode_usage_event
-from tokenledger.schema.raw_batch import encode_batch, partition_for
+from tokenledger.schema.raw_batch import encode_batch, event_time_ms, partition_for
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +119,11 @@ class UsagePublisher:
     def publish_raw(self, key: bytes, value: bytes, timestamp_ms: int = 0) -> None:
         """Enqueue bytes as they are (replays, and the demo's deliberately invalid events).
 
-        ``timestamp_ms``: the record's timestamp (0: when it is sent).
+        ``timestamp_ms``: the record's timestamp (0: when it is sent, or with ``record_time="event"``
+        the value's newest event time).
         """
+        if not timestamp_ms and self._event_time:
+            timestamp_ms = event_time_ms(value)
         if value[:1] == b"{" and _is_json_object(value):
             self._add(key, value, timestamp_ms)
         else:

@@ -3,7 +3,7 @@
 Guarantees:
 * offsets are committed only after the store acknowledged the insert of every message
   up to them (at-least-once delivery into the store);
-* redelivered or duplicated events are harmless: rows are idempotent by ``(source, event_id)``
+* redelivered or duplicated events are harmless: rows are idempotent by ``(tenant, source, event_id)``
   (insert-block de-duplication plus ReplacingMergeTree and FINAL reads);
 * while the store or the broker is away the sink pauses its partitions, keeps its group
   membership alive and retries with capped exponential backoff (counted in
@@ -144,7 +144,7 @@ class StoreSink:
         if not messages:
             return 0
         rows: list[tuple[Any, ...]] = []
-        seen: set[tuple[str, str]] = set()
+        seen: set[tuple[str, str, str]] = set()
         for msg in messages:
             try:
                 if msg.value is None:

@@ -47,7 +47,7 @@ from tokenledger.budgets import BudgetFile
 from tokenledger.kafka_config import KafkaSettings, Topics
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_delta
-from tokenledger.schema.raw_batch import encode_batch, is_batch, partition_for, split_batch
+from tokenledger.schema.raw_batch import encode_batch, event_time_ms, is_batch, partition_for, split_batch
 from tokenledger.schema.v1 import UsageEventV1
 from tokenledger.store.chdb_store import ChdbStore
 from tokenledger.store.migrations import migrate
@@ -192,18 +192,20 @@ class Rig:
         for i, (key, doc) in enumerate(events):
             during(i)
             if rng.random() < 0.5:
-                producer.produce(topic, orjson.dumps(doc), key=key)
+                producer.produce(topic, orjson.dumps(doc), key=key, timestamp=event_time_ms(orjson.dumps(doc)))
             else:
                 p = partition_for(key, 3)
                 pending[p].append(orjson.dumps(doc))
                 if len(pending[p]) >= rng.randrange(2, 13):
-                    producer.produce(topic, encode_batch(pending.pop(p)), partition=p)
+                    value = encode_batch(pending.pop(p))
+                    producer.produce(topic, value, partition=p, timestamp=event_time_ms(value))
             producer.poll(0)
             pause = t0 + (i + 1) / RATE_PER_S - time.monotonic()
             if pause > 0:
                 time.sleep(pause)
         for p, values in pending.items():
-            producer.produce(topic, encode_batch(values), partition=p)
+            value = encode_batch(values)
+            producer.produce(topic, value, partition=p, timestamp=event_time_ms(value))
         assert producer.flush(120) == 0
 
     def wait_drained(self, timeout: float = 240.0) -> None:

@@ -34,6 +34,7 @@ from tests.integration.test_stream_pipeline import Worker, read_all
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema import UsageEventV1
+from tokenledger.schema.raw_batch import event_time_ms
 from tokenledger.store.base import StoreUnavailable
 from tokenledger.store.chdb_store import ChdbStore
 
@@ -115,14 +116,16 @@ def test_hostile_input_duplicates_out_of_order_and_late_events(
     bad = hostile()
     producer = Producer({**kafka.client_config(), "message.max.bytes": 2_000_000})
     for i, (key, value) in enumerate(wire):
-        producer.produce(kafka.topics.usage_raw, value, key=key)
+        producer.produce(kafka.topics.usage_raw, value, key=key, timestamp=event_time_ms(value))
         if i % 40 == 0:  # hostile input interleaved with valid traffic
             raw, _ = bad[(i // 40) % len(bad)]
             producer.produce(kafka.topics.usage_raw, raw, key=b"hostile")
     sent_bad = len(range(0, len(wire), 40))
     for doc in late:  # late events, after the period closed
+        value = json.dumps(doc).encode()
+        late_ms = event_time_ms(value) + 20 * 86_400_000  # arrives 20 days late: inside the 30-day window
         producer.produce(
-            kafka.topics.usage_raw, json.dumps(doc).encode(), key=f"//svc/chat-api|{doc['data']['request_id']}".encode()
+            kafka.topics.usage_raw, value, key=f"//svc/chat-api|{doc['data']['request_id']}".encode(), timestamp=late_ms
         )
     assert producer.flush(30) == 0
 

@@ -73,7 +73,7 @@ def gateway(kafka: KafkaSettings, tmp_path: Any) -> Iterator[tuple[KafkaSettings
     table = CachedPriceTable(LayeredPriceTable.from_path())
     guard = Guard(worst_case_pricer(table), stale_after_s=30)
     client = BreakerClient(kafka, guard).start()
-    publisher = UsagePublisher(kafka, spool=tmp_path / "spool.jsonl")
+    publisher = UsagePublisher(kafka, spool=tmp_path / "spool.jsonl", record_time="event")
     config = GatewayConfig.load().model_copy(update={"upstream": upstream.url})
     gw = Gateway(config, guard, publisher, table, trust_sim_time=True)
     server = ServerThread(gw.app()).start()

@@ -23,6 +23,7 @@ from tokenledger.cli import price_lines
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema.priced import decode_priced
+from tokenledger.schema.raw_batch import event_time_ms
 from tokenledger.schema.v1 import UsageEventV1
 from tokenledger.store.chdb_store import ChdbStore
 from tokenledger.store.ingest import ingest_raw
@@ -71,7 +72,7 @@ def test_cli_backfill_and_pricing_agent_bill_the_same(kafka: KafkaSettings, tmp_
             key = f"{doc['source']}|{doc['data']['request_id']}".encode()
         except (ValueError, KeyError):
             key = b"bad"
-        producer.produce(kafka.topics.usage_raw, line, key=key)
+        producer.produce(kafka.topics.usage_raw, line, key=key, timestamp=event_time_ms(line))
     assert producer.flush(30) == 0
     app_id = f"tl-path-{uuid.uuid4().hex[:8]}"
     env = worker_env(kafka, app_id=app_id, datadir=tmp_path / "faust", role="pricing")

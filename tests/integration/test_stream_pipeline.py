@@ -21,7 +21,7 @@ from infra.topics import create_topics
 from infra.workers import Proc, worker_command, worker_env
 from tests.factories import event_dict
 from tokenledger.kafka_config import KafkaSettings, Topics
-from tokenledger.schema.raw_batch import is_batch, split_batch
+from tokenledger.schema.raw_batch import event_time_ms, is_batch, split_batch
 
 ROOT = Path(__file__).resolve().parents[2]
 COST = 75_000_000  # gpt-4o, 10,000 in x $2.50/M + 5,000 out x $10/M, nano-USD
@@ -158,7 +158,7 @@ def test_pipeline_exact(pipeline: tuple[KafkaSettings, Worker, str], kill_midway
 
     def send(items: list[tuple[bytes, bytes]]) -> None:
         for key, value in items:
-            producer.produce(settings.topics.usage_raw, value, key=key)
+            producer.produce(settings.topics.usage_raw, value, key=key, timestamp=event_time_ms(value))
         assert producer.flush(10) == 0
 
     # Phase 1: 10 requests, 3 redelivered, 2 running estimates of a stream, 3 invalid events.

@@ -44,7 +44,7 @@ def assert_agree(raw: bytes) -> None:
 
 def test_fast_decode_values() -> None:
     ev = decode_usage_event(json.dumps(event_dict()).encode())
-    assert ev.identity == ("//svc/chat-api", "evt-0001")
+    assert ev.identity == ("acme", "//svc/chat-api", "evt-0001")
     assert ev.data.input_tokens == 1200
     assert ev.data.labels.api_key == "key-7f3a"
 

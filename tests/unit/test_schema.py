@@ -17,7 +17,7 @@ def validate(doc: dict[str, Any]) -> UsageEventV1:
 
 def test_valid_event_round_trips_with_exact_values() -> None:
     ev = validate(event_dict())
-    assert ev.identity == ("//svc/chat-api", "evt-0001")
+    assert ev.identity == ("acme", "//svc/chat-api", "evt-0001")
     assert ev.time == datetime(2026, 3, 10, 9, 30, tzinfo=UTC)
     assert ev.data.input_tokens == 1200
     assert ev.data.cached_read_tokens == 200

@@ -128,9 +128,9 @@ class FastUsageEvent(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc
     datacontenttype: Literal["application/json"] = "application/json"
 
     @property
-    def identity(self) -> tuple[str, str]:
-        """The idempotency key ``(source, id)``."""
-        return (self.source, self.id)
+    def identity(self) -> tuple[str, str, str]:
+        """The idempotency key ``(tenant, source, id)``: two tenants' events never collide."""
+        return (self.data.labels.tenant, self.source, self.id)
 
 
 class InvalidEvent(ValueError):

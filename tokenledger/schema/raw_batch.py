@@ -17,6 +17,8 @@ event by event.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import msgspec
 from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 
@@ -55,3 +57,37 @@ def position(offset: int, index: int) -> int:
 def partition_for(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as in Java and librdkafka's ``murmur2_random``) picks."""
     return int((murmur2(key) & 0x7FFFFFFF) % partitions)
+
+
+class _Timed(msgspec.Struct):
+    time: str = ""
+
+
+_timed = msgspec.json.Decoder(_Timed | list[_Timed])
+
+
+def event_time_ms(value: bytes) -> int:
+    """The newest event time of a ``usage-raw`` value in epoch ms, or 0 when it has none.
+
+    For replays and simulations: a record stamped with it (the ``timestamp`` of a produce call)
+    is judged by the pricing stage's time window as if it had been sent then.
+    """
+    try:
+        found = _timed.decode(value)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return 0
+    stamps = [ms for ev in (found if isinstance(found, list) else [found]) if (ms := _ms(ev.time))]
+    return max(stamps, default=0)
+
+
+def _ms(text: str) -> int:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        return 0
+    if at.tzinfo is None:
+        return 0
+    return (at - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -110,9 +110,9 @@ class UsageEventV1(BaseModel):
     data: UsageDataV1
 
     @property
-    def identity(self) -> tuple[str, str]:
-        """The idempotency key ``(source, id)``."""
-        return (self.source, self.id)
+    def identity(self) -> tuple[str, str, str]:
+        """The idempotency key ``(tenant, source, id)``: two tenants' events never collide."""
+        return (self.data.labels.tenant, self.source, self.id)
 
 
 def token_subset_problem(
