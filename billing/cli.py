@@ -29,11 +29,12 @@ from tokenledger.money import format_money
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
 from tokenledger.pricing.table import DEFAULT_OVERRIDES
 from tokenledger.store import open_store
+from tokenledger.store.ingest import ingest_raw
 from tokenledger.store.migrations import migrate
 
 
 @cli_errors("python -m billing")
-def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one flat command table
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - one flat command table
     """Entry point."""
     p = argparse.ArgumentParser(prog="billing", description=__doc__)
     p.add_argument(
@@ -42,6 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one flat 
     p.add_argument("--budgets", type=Path, default=DEFAULT_BUDGETS)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("migrate", help="apply pending sql/migrations")
+    bf = sub.add_parser(
+        "backfill",
+        help="price usage events from a JSONL file straight into the store (usage older than the stream's "
+        "30-day window); requests the store already holds are left out",
+    )
+    bf.add_argument("file", type=Path, help="JSON lines: one v1 event or a JSON array of them per line")
     b = sub.add_parser("bills", help="bills per department and project for a month")
     b.add_argument("--month", required=True)
     b.add_argument("--tenant")
@@ -91,6 +98,17 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0915 - one flat 
     try:
         if args.cmd == "migrate":
             print("migrations applied")
+        elif args.cmd == "backfill":
+            with args.file.open("rb") as src:
+                lines = (line.rstrip(b"\n") for line in src if line.strip())
+                st = ingest_raw(store, lines, CachedPriceTable(LayeredPriceTable.from_path()), skip_stored=True)
+            print(
+                f"{st.inserted:,} requests stored ({format_money(st.total_nanos, 'USD', 9)} priced in the file); "
+                f"{st.already_stored:,} already stored, {st.duplicates:,} duplicates, {st.estimates:,} stream "
+                f"estimates, {len(st.invalid):,} invalid"
+            )
+            for raw, reason in st.invalid[:10]:
+                print(f"  invalid: {reason}: {raw[:120]}")
         elif args.cmd == "bills":
             for w in generate_monthly_bills(store, ctx, args.month, args.out, args.tenant):
                 print(

@@ -55,7 +55,7 @@ def test_access_control(server: str) -> None:
     assert get(url, "wrong-token")[0] == 401
     status, _, body = get(url, "demo-globex-token")  # a valid token of another tenant
     assert status == 403 and orjson.loads(body)["error"]["code"] == 403
-    assert get(f"{server}/v1/tenants/acme/bills/2026-13/department/x.json", "demo-acme-token")[0] == 404
+    assert get(url, None)[1]["WWW-Authenticate"] == "Bearer"
     assert get(f"{server}/v1/tenants/acme/bills/2026-10/secret_col/x.json", "demo-acme-token")[0] == 400
     # A scope without usage that month (e.g. misspelt) is a 404 with the reason, not an empty bill.
     status, _, body = get(f"{server}/v1/tenants/acme/bills/2026-10/department/reserch.json", "demo-acme-token")
@@ -79,3 +79,45 @@ def test_allocation_and_forecast_endpoints(server: str) -> None:
     research = forecasts[0]["forecast"]
     assert research["as_of"] == "2026-10-20"
     assert research["month_to_date_nanos"] == 1_337_972_500
+
+
+def test_every_error_is_json(server: str, store: ChdbStore) -> None:
+    token = "demo-acme-token"
+    bill = f"{server}/v1/tenants/acme/bills/2026-10/department/research.json"
+    cases = {
+        f"{server}/v1/tenants/acme/bills/2026-13/department/x.json": (400, "month '2026-13' is not YYYY-MM (01-12)"),
+        f"{bill}?rating=garbage": (400, "rating 'garbage' must be as-billed or rerated:<run id>"),
+        f"{server}/v1/tenants/acme/bills/2026-10/department/research.xls": (
+            400,
+            "'research.xls': the format must be one of json, csv, pdf",
+        ),
+        f"{server}/v1/tenants/acme/allocations/2026-10.json?method=magic": (
+            400,
+            "method 'magic' must be one of direct, proportional, weighted, hybrid",
+        ),
+        f"{server}/v1/tenants/acme/allocations/2026-10.json?party=planet": (
+            400,
+            "party 'planet' must be one of project, department, source",
+        ),
+        f"{server}/v1/nowhere": (404, "no route /v1/nowhere"),
+    }
+    for url, want in cases.items():
+        status, headers, body = get(url, token)
+        assert headers["Content-Type"].startswith("application/json"), url
+        assert (status, orjson.loads(body)["error"]["message"]) == want, url
+    req = urllib.request.Request(bill, data=b"{}", method="POST", headers={"Authorization": f"Bearer {token}"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 405 and orjson.loads(err.value.read())["error"]["code"] == 405
+    # The scheme is case-insensitive (RFC 7235).
+    lower = urllib.request.Request(bill, headers={"Authorization": f"bearer {token}"})
+    with urllib.request.urlopen(lower, timeout=30) as resp:
+        assert resp.status == 200
+    # A period without an exchange rate: a JSON answer naming the missing rate, not a dropped connection.
+    old = orjson.loads(EVENTS[0])
+    old["id"], old["time"] = "evt-1971", "1971-01-05T10:00:00Z"
+    old["data"]["request_id"] = "req-1971"
+    ingest_raw(store, [orjson.dumps(old)], LayeredPriceTable.from_path())
+    dept = old["data"]["labels"]["department"]
+    status, _, body = get(f"{server}/v1/tenants/acme/bills/1971-01/department/{dept}.json", token)
+    assert status == 422 and orjson.loads(body)["error"]["message"].startswith("no FX rate USD->")

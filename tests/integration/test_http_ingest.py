@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -21,6 +22,7 @@ from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable
 
 BATCH = "application/cloudevents-batch+json"
+NOW = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def post(url: str, body: bytes, key: str | None, ctype: str = "application/cloudevents+json") -> tuple[int, Any]:
@@ -37,6 +39,7 @@ def ev(i: int, **labels: Any) -> dict[str, Any]:
     doc = event_dict(request_id=f"http-{i}", input_tokens=1000 + i, output_tokens=100 + i)
     doc["id"] = f"http-evt-{i}"
     doc["source"] = "//svc/go-billing-client"
+    doc["time"] = NOW  # inside the ingest's time window
     doc["data"]["labels"] = {k: v for k, v in {**doc["data"]["labels"], **labels}.items() if v is not None}
     return doc
 
@@ -52,7 +55,10 @@ def test_http_ingest(kafka: KafkaSettings, tmp_path: Path) -> None:
             lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5).status == 200, 60, "ready"
         )
         one = ev(0, tenant=None)  # no tenant in the body: the key's
-        assert post(url, orjson.dumps(one), None) == (401, {"error": "unknown or missing API key"})
+        assert post(url, orjson.dumps(one), None) == (
+            401,
+            {"error": {"code": 401, "message": "unknown or missing API key"}},
+        )
         assert post(url, orjson.dumps(one), "ti-demo-acme") == (202, {"accepted": 1})
         bad = ev(2)
         bad["data"]["output_tokens"] = -5
