@@ -155,9 +155,9 @@ class TokenledgerCallback(BaseCallbackHandler):
 
 
 def _provider_id(*candidates: Any) -> str | None:
-    """The first id that is not one LangChain made up (``lc_run-...``, ``lc_...``)."""
+    """The first id that is not one LangChain made up (``lc_run--<uuid>``, older ``run-<uuid>``)."""
     for c in candidates:
-        if isinstance(c, str) and c and not c.startswith("lc_"):
+        if isinstance(c, str) and c and not c.startswith(("lc_", "run-")):
             return c
     return None
 

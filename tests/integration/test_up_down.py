@@ -14,6 +14,7 @@ import orjson
 
 from tests.integration.test_billing_service import get
 from tests.integration.test_stream_pipeline import wait_for
+from tests.readme import block
 from tokenledger.store.chdb_store import ChdbStore
 
 
@@ -51,6 +52,26 @@ def test_up_serves_bills_and_down_stops_everything(tmp_path: Path) -> None:
             return status == 200 and orjson.loads(body)["summary"]["requests"] == 3
 
         wait_for(billed, 120, "the three gateway calls on the bill")
+        # The README's operator commands, as written (with this run's ports): a fourth call, the PDF.
+        script = block("localhost:8088/v1/tenants/acme/bills")
+        for readme_url, name in (("localhost:8080", "gateway"), ("localhost:8088", "billing")):
+            script = script.replace(readme_url, services[name]["url"].removeprefix("http://"))
+        done_readme = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env={**env, "TMPDIR": str(tmp_path)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done_readme.returncode == 0, done_readme.stderr
+        assert (tmp_path / "research.pdf").read_bytes().startswith(b"%PDF-")
+
+        def billed4() -> bool:
+            status, body = get(bill_url)
+            return status == 200 and orjson.loads(body)["summary"]["requests"] == 4
+
+        wait_for(billed4, 60, "the README's call on the bill")
         summary = orjson.loads(get(bill_url)[1])["summary"]
     finally:
         done = subprocess.run(
@@ -76,5 +97,5 @@ def test_up_serves_bills_and_down_stops_everything(tmp_path: Path) -> None:
         ).rows[0]
     finally:
         store.close()
-    assert (rows, nanos) == (3, summary["cost_nanos"])
+    assert (rows, nanos) == (4, summary["cost_nanos"])
     assert nanos > 0
