@@ -39,7 +39,7 @@ from billing.render import render_csv, render_json, render_pdf, to_plain
 from tokenledger.budgets import BudgetFile
 from tokenledger.health import answer
 from tokenledger.http_edge import bearer_token, error_response, json_errors
-from tokenledger.store.base import Store
+from tokenledger.store.base import Store, StoreRejected, StoreUnavailable
 
 PARTIES = ("project", "department", "source")
 _MONTH = re.compile(r"^\d{4}-(?:0[1-9]|1[0-2])$")
@@ -107,6 +107,8 @@ class Routes:
             return error_response(400, str(exc))
         except LookupError as exc:  # a missing exchange rate: the bill cannot be stated in its currency
             return error_response(422, str(exc))
+        except (StoreUnavailable, StoreRejected) as exc:  # StoreFailed ends the process (billing.service)
+            return error_response(503, f"store unavailable: {exc}", {"Retry-After": "5"})
 
     async def bill(self, request: web.Request) -> web.Response:
         """One bill as JSON, CSV or PDF."""

@@ -7,15 +7,21 @@ take turns on it). Bills downloaded while events stream are exact as of the last
 batch. On a ClickHouse server the sink can run as its own processes instead.
 
 SIGTERM/SIGINT stop everything cleanly. A permanent error of the sink (schema missing,
-credentials refused) stops the whole service with one line and exit code 2.
+credentials refused) stops the whole service with one line and exit code 2. A store that can
+no longer answer at all (chdb's fatal state, after any native library in the process aborted)
+fails ``/healthz`` and ends the process at once with one line and exit code 2, so a supervisor
+restarts it: nothing else can heal it, and a thread stuck in the engine's signal handler could
+keep a clean stop from ever finishing. Bills answer 503 JSON meanwhile.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -30,7 +36,7 @@ from tokenledger.budgets import BudgetFile
 from tokenledger.errors import EXIT_PERMANENT
 from tokenledger.health import HEALTH
 from tokenledger.kafka_config import KafkaSettings
-from tokenledger.store.base import Store
+from tokenledger.store.base import Store, StoreFailed
 
 log = logging.getLogger("tokenledger.billing")
 
@@ -65,6 +71,7 @@ def run_service(
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     HEALTH.ready["store"] = lambda: None if store.query("SELECT 1").rows else "store does not answer"
+    threading.Thread(target=watch_store, args=(store, stop), name="store-watch", daemon=True).start()
     run: SinkRun | None = None
     thread: threading.Thread | None = None
     if sink is not None:
@@ -94,3 +101,24 @@ def run_service(
         print(f"python -m billing serve: error: {run.failure}", file=sys.stderr)
         return EXIT_PERMANENT
     return 0
+
+
+def watch_store(store: Store, stop: threading.Event, every_s: float = 2.0) -> None:
+    """Ask the store every ``every_s``; a fatal engine error ends the process (see the module doc)."""
+    while not stop.wait(every_s):
+        try:
+            store.query("SELECT 1")
+        except StoreFailed as exc:
+            store_failed(exc)
+        except Exception:  # transient: the sink and the readiness check report it  # noqa: S112
+            continue
+
+
+def store_failed(exc: StoreFailed) -> None:
+    """Fail ``/healthz``, say it once, exit 2 now (no clean stop: the engine will not answer again)."""
+    reason = f"the store failed and only a restart recovers it: {exc}"
+    HEALTH.live["store"] = lambda: reason
+    print(f"python -m billing serve: error: {reason}", file=sys.stderr, flush=True)
+    logging.shutdown()
+    time.sleep(0.5)  # a /healthz probe in flight gets its 503
+    os._exit(EXIT_PERMANENT)

@@ -19,11 +19,12 @@ import os
 import signal
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from infra.broker import ROOT, BrokerSetupError, KafkaBroker, ensure_jars, free_port, port_is_free
 from infra.supervisor import DEFAULT_DATA, down, up
-from infra.topics import create_topics
+from infra.topics import ensure_topics
 from tokenledger.kafka_config import KafkaSettings
 
 DATA = Path(os.environ.get("TOKENLEDGER_BROKER_DIR", str(ROOT / "data" / "kafka")))
@@ -95,6 +96,18 @@ def main() -> int:  # noqa: PLR0911 - one return per command
     ap.add_argument("--port", type=int, default=DEFAULT_PORT, help="client port (a free one if taken)")
     ap.add_argument("--controller-port", type=int, default=DEFAULT_PORT + 1)
     ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument(
+        "--replication-factor",
+        type=int,
+        help="topics: replicas per partition (default: TOKENLEDGER_REPLICATION_FACTOR, else the cluster's "
+        "default.replication.factor)",
+    )
+    ap.add_argument(
+        "--min-insync-replicas",
+        type=int,
+        help="topics: min.insync.replicas set on each topic (default: TOKENLEDGER_MIN_INSYNC_REPLICAS, else the "
+        "cluster's default applies)",
+    )
     args = ap.parse_args()
     try:
         if args.command == "up":
@@ -111,8 +124,21 @@ def main() -> int:  # noqa: PLR0911 - one return per command
     except BrokerSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    created = create_topics(KafkaSettings.from_env(), args.partitions)
-    print("created:", ", ".join(created) or "(all existed)")
+    settings = KafkaSettings.from_env()
+    if args.replication_factor is not None:
+        settings = replace(settings, replication_factor=args.replication_factor)
+    if args.min_insync_replicas is not None:
+        settings = replace(settings, min_insync_replicas=args.min_insync_replicas)
+    report = ensure_topics(settings, args.partitions)
+    r = report.replication
+    isr = f"min.insync.replicas {r.min_insync}" if r.min_insync is not None else "the cluster's min.insync.replicas"
+    print(f"replication factor {r.factor}, {isr}")
+    print("created:", ", ".join(report.created) or "(all existed)")
+    for name, factor in sorted(report.under_replicated.items()):
+        print(
+            f"warning: {name} exists with replication factor {factor}, not {r.factor} "
+            "(kafka-reassign-partitions.sh raises it)"
+        )
     return 0
 
 

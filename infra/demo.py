@@ -194,7 +194,8 @@ def start_processes(settings: KafkaSettings, out: Path) -> list[Proc]:
         env = worker_env(settings, app_id=APP_ID, datadir=out / "faust" / role, role=role, budgets=out / "budgets.yaml")
         procs.append(Proc(worker_command(), env, out / "logs" / f"stream-{role}.log").start())
     sink = sink_command(f"chdb://{(out / 'chdb').resolve()}", SINK_GROUP, batch_size=2000)
-    procs.append(Proc(sink, kafka_env(settings), out / "logs" / "sink.log").start())
+    # The sink's stage watch names the workers' groups from the application id: the demo's own.
+    procs.append(Proc(sink, {**kafka_env(settings), "TOKENLEDGER_APP_ID": APP_ID}, out / "logs" / "sink.log").start())
     for worker in procs[:2]:
         worker.wait_log("Worker ready")  # recovered and consuming: breakers flow from the first event
     return procs

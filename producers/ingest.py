@@ -189,7 +189,13 @@ class AckingProducer:
     def __init__(self, settings: KafkaSettings) -> None:
         self._topic = settings.topics.usage_raw
         self._producer = Producer(
-            {**settings.client_config(), "acks": "all", "linger.ms": 2, "partitioner": "murmur2_random"}
+            {
+                **settings.client_config(),
+                "acks": "all",
+                "linger.ms": 2,
+                "partitioner": "murmur2_random",
+                "enable.idempotence": True,  # a retried batch is written once
+            }
         )
         self._partitions: int | None = None
         self._settings = settings

@@ -92,6 +92,7 @@ class UsagePublisher:
                     "acks": "all",
                     "message.timeout.ms": 120_000,
                     "partitioner": "murmur2_random",  # Kafka's default (Java), as batches are grouped
+                    "enable.idempotence": True,  # a retried batch is written once, in order
                 }
             ),
         )

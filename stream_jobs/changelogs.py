@@ -1,5 +1,8 @@
 """Create the worker's table changelog topics before Faust starts, and wait until they are visible.
 
+They (and Faust's leader topic) get the cluster's replication unless configured
+(``tokenledger.replication``): Faust's own default would be a replication factor of 1.
+
 When two workers start together under load, Faust can write a table before its consumer's
 metadata lists the changelog topic it just created; the table then sees a changelog with 0
 partitions and the agent crashes with ``PartitionsMismatch`` (seen here in 1 of 10 runs of
@@ -16,6 +19,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from tokenledger.kafka_config import KafkaSettings
+from tokenledger.replication import resolve
 
 
 def ensure_changelogs(app: Any, settings: KafkaSettings, timeout_s: float = 60.0) -> list[str]:
@@ -24,16 +28,19 @@ def ensure_changelogs(app: Any, settings: KafkaSettings, timeout_s: float = 60.0
     Raises:
         KafkaException: A topic could not be created, or did not show its partitions in time.
     """
-    wanted = {t.changelog_topic_name: int(t.partitions or app.conf.topic_partitions) for t in app.tables.values()}
-    if not wanted:
-        return []
     admin = AdminClient(settings.client_config())
+    replication = resolve(settings, admin)
+    # Faust creates its other internal topics (the assignor's leader topic) with this factor.
+    app.conf.topic_replication_factor = replication.factor
+    wanted = {t.changelog_topic_name: int(t.partitions or app.conf.topic_partitions) for t in app.tables.values()}
+    wanted[f"{app.conf.id}-__assignor-__leader"] = 1
+    compact = {"cleanup.policy": "compact", **replication.topic_config()}
     specs = [
         NewTopic(
             name,
             num_partitions=n,
-            replication_factor=app.conf.topic_replication_factor,
-            config={"cleanup.policy": "compact"},
+            replication_factor=replication.factor,
+            config=compact if not name.endswith("-__leader") else replication.topic_config(),
         )
         for name, n in wanted.items()
     ]

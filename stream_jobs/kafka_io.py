@@ -226,7 +226,8 @@ class KafkaDeadLetter:
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._topic = settings.topics.dead_letter
-        self._producer = Producer({**settings.client_config(), "enable.idempotence": False, "acks": "all"})
+        # Idempotent: a batch retried after a lost acknowledgement is not written twice.
+        self._producer = Producer({**settings.client_config(), "enable.idempotence": True, "acks": "all"})
         self.errors: list[str] = []
 
     def send(self, value: bytes | None, reason: str, origin: Message) -> None:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupState, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from tokenledger import metrics
@@ -50,10 +50,20 @@ class StageWatch:
         self._admin = AdminClient(settings.client_config())
         self.unconsumed: dict[str, int] = {}
 
-    def members(self, group: str) -> int:
-        """Current members of ``group`` (0 when it does not exist or is empty)."""
-        described = self._admin.describe_consumer_groups([group], request_timeout=10)[group].result()
-        return len(described.members)
+    def active_groups(self) -> set[str]:
+        """Groups that have members (any state but Empty and Dead).
+
+        ``list_consumer_groups`` asks every broker (ListGroups). The coordinator-targeted admin
+        calls (``describe_consumer_groups``, ``list_consumer_group_offsets``) are avoided on
+        purpose: librdkafka frees their request state on a dropped coordinator connection and
+        then aborts the process (``rd_kafka_enq_once_del_source_return: Assertion
+        'eonce->refcnt > 0' failed``, confluentinc/librdkafka#4605, fix proposed in #5397, in no
+        release). In the billing service chdb's signal handler caught that abort and the store
+        then refused every query.
+        """
+        listed = self._admin.list_consumer_groups(request_timeout=10).result()
+        idle = {ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD}
+        return {g.group_id for g in listed.valid if g.state not in idle}
 
     def backlog(self, stage: Stage) -> int:
         """Events of the stage's topic that none of its groups has committed."""
@@ -73,9 +83,10 @@ class StageWatch:
     def check(self) -> dict[str, int]:
         """``{stage: events waiting}`` for each stage without any consumer; logs transitions."""
         found: dict[str, int] = {}
+        active = self.active_groups()
         for stage in self._stages:
             waiting = 0
-            if not any(self.members(g) for g in stage.groups):
+            if not active.intersection(stage.groups):
                 waiting = self.backlog(stage)
             metrics.STAGE_UNCONSUMED.labels(stage.name).set(waiting)
             was = self.unconsumed.get(stage.name, 0)

@@ -42,6 +42,10 @@ class KafkaSettings:
     ``fetch_wait_ms`` is how long the broker may hold an empty fetch (librdkafka
     ``fetch.wait.max.ms``): Kafka answers as soon as data arrives, so it bounds idle
     round trips, not latency.
+
+    ``replication_factor`` and ``min_insync_replicas`` apply to every topic the project creates
+    (its own and the workers' changelogs); ``None`` takes the cluster's defaults
+    (``default.replication.factor``, ``min.insync.replicas``), see ``tokenledger.replication``.
     """
 
     bootstrap_servers: str = DEFAULT_BOOTSTRAP
@@ -52,6 +56,8 @@ class KafkaSettings:
     assignment: str = "group"
     fetch_wait_ms: int = 500
     topics: Topics = field(default_factory=Topics)
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
 
     @classmethod
     def from_env(cls) -> KafkaSettings:
@@ -66,6 +72,8 @@ class KafkaSettings:
             assignment=env("TOKENLEDGER_KAFKA_ASSIGNMENT", "group"),
             fetch_wait_ms=int(env("TOKENLEDGER_KAFKA_FETCH_WAIT_MS", "500")),
             topics=Topics.from_env(),
+            replication_factor=_int_or_none(env("TOKENLEDGER_REPLICATION_FACTOR")),
+            min_insync_replicas=_int_or_none(env("TOKENLEDGER_MIN_INSYNC_REPLICAS")),
         )
 
     def client_config(self) -> dict[str, str | int | float | bool]:
@@ -84,3 +92,7 @@ class KafkaSettings:
         if self.sasl_password is not None:
             conf["sasl.password"] = self.sasl_password
         return conf
+
+
+def _int_or_none(value: str | None) -> int | None:
+    return int(value) if value else None

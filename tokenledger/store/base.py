@@ -20,6 +20,14 @@ class StoreRejected(PermanentError):
     """The store refused for a reason retrying cannot fix: schema missing, bad credentials, bad SQL."""
 
 
+class StoreFailed(StoreRejected):
+    """The embedded engine hit a fatal error: no query succeeds again until the process restarts.
+
+    chdb answers ``Code: 236 ... The server is shutting down due to a fatal error (ABORTED)``
+    once its signal handler caught an abort anywhere in the process (a native library's assert).
+    """
+
+
 class StoreLocked(PermanentError):
     """The embedded store's directory is held by another process (chdb allows one per directory)."""
 
@@ -46,6 +54,8 @@ _PERMANENT = (
 def store_error(exc: BaseException) -> StoreUnavailable | StoreRejected:
     """Classify an engine or client error: permanent when ClickHouse names a cause retrying cannot fix."""
     text = str(exc)
+    if "(ABORTED)" in text and "fatal error" in text:
+        return StoreFailed(text)
     if any(name in text for name in _PERMANENT):
         return StoreRejected(text)
     return StoreUnavailable(text)
