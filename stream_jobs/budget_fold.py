@@ -24,6 +24,7 @@ from tokenledger.budget_eval import (
     BudgetStatus,
     ThresholdCrossing,
     evaluate,
+    evaluate_late,
     level_thresholds,
     period_of,
     publish_step_nanos,
@@ -33,6 +34,10 @@ from tokenledger.windows import ROLLING
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Output = ThresholdCrossing | BreakerUpdate
 _NO_LIMIT = 1 << 127
+# A budget keeps the spend of its recent calendar periods (a dimension key keeps two): a late
+# event of a period the budget has left is still folded into that period's spend and crossings.
+BUDGET_KEEP_DAYS = 40
+BUDGET_KEEP_MONTHS = 3
 
 
 def fold_budget(
@@ -50,7 +55,7 @@ def fold_budget(
         The budget scope's spend state, the new status, and the crossings and breaker updates
         to publish, in the order request-by-request evaluation produces them.
     """
-    fold = SpendFold(state)
+    fold = SpendFold(state, keep_days=BUDGET_KEEP_DAYS, keep_months=BUDGET_KEEP_MONTHS)
     out: list[Output] = []
     calendar = budget.period not in ROLLING
     slot = 0 if budget.period == "day" else 1  # FoldKeys: the day key, then the month key
@@ -98,7 +103,12 @@ def _step(
     """One request's full evaluation (the spend agent's rule before this module)."""
     period_key, _ = period_of(budget, at, tz_name)
     if status is not None and budget.period not in ROLLING and period_key < status.period_key:
-        return status, []  # a late event of a closed period: its spend counts there; the open period is unchanged
+        # A late event of a period the budget has left (another partition ran ahead): it counts
+        # in that period's spend and crossings; the open period's state and breaker are unchanged.
+        late_status, crossings = evaluate_late(
+            budget, status, period_key, spent(fold.view(), budget.period, at, tz), at
+        )
+        return late_status, list(crossings)
     # Evaluate at the budget's watermark: entries of several partitions arrive interleaved, and
     # a rolling window or a crossing time must not move backwards with an older event.
     now = max(at, status.as_of) if status is not None and status.as_of is not None else at

@@ -100,6 +100,7 @@ def _status_from(doc: dict[str, Any] | None) -> BudgetStatus | None:
         tuple(s["emitted"]),
         s.get("published_spent", 0),
         datetime.fromisoformat(s["as_of"]) if s.get("as_of") else None,
+        tuple((key, tuple(levels)) for key, levels in s.get("past", ())),
     )
 
 
@@ -108,6 +109,7 @@ def _status_doc(status: BudgetStatus) -> dict[str, Any]:
     doc["period_end"] = status.period_end.isoformat() if status.period_end else None
     doc["emitted"] = list(status.emitted)
     doc["as_of"] = status.as_of.isoformat() if status.as_of else None
+    doc["past"] = [[key, list(levels)] for key, levels in status.past]
     return doc
 
 

@@ -142,7 +142,8 @@ class SpendFold:
     the ten-digit range take the slower path that parses keys.
     """
 
-    def __init__(self, state: dict[str, Any] | None) -> None:
+    def __init__(self, state: dict[str, Any] | None, keep_days: int = 2, keep_months: int = 2) -> None:
+        self._keep_days, self._keep_months = keep_days, keep_months
         if state is None:
             state = {"day": {}, "month": {}, "minute": {}, "hour": {}}
         self.day: dict[str, int] = dict(state["day"])
@@ -232,10 +233,10 @@ class SpendFold:
         day, month = self.day, self.month
         day[when_day] = day.get(when_day, 0) + nanos
         month[when_month] = month.get(when_month, 0) + nanos
-        if len(day) > 2:
-            self.day = dict(sorted(day.items())[-2:])
-        if len(month) > 2:
-            self.month = dict(sorted(month.items())[-2:])
+        if len(day) > self._keep_days:
+            self.day = dict(sorted(day.items())[-self._keep_days :])
+        if len(month) > self._keep_months:
+            self.month = dict(sorted(month.items())[-self._keep_months :])
         if not (self._ten and when_hour >= _TEN_DIGITS + _HOURLY_KEEP_S and when_minute < _ELEVEN_DIGITS):
             if self._ten:  # pending drops were decided with ten-digit keys: apply them first
                 self._drop_minutes()

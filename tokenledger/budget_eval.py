@@ -9,7 +9,7 @@ return to ``normal`` when a new calendar period starts.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
@@ -36,6 +36,20 @@ class BudgetStatus:
     emitted: tuple[Level, ...]  # levels already announced in this period
     published_spent: int = 0  # spend carried by the last breaker published
     as_of: datetime | None = None  # watermark: the latest event time evaluated
+    # Levels announced in earlier calendar periods, ``((period_key, levels), ...)`` newest last:
+    # a late event of a period the budget has left still crosses that period's levels, once each.
+    past: tuple[tuple[str, tuple[Level, ...]], ...] = ()
+
+
+PAST_PERIODS_KEPT = 40  # more than the 30-day event-time window in days (and in months)
+
+
+def _remember(
+    past: tuple[tuple[str, tuple[Level, ...]], ...], period_key: str, levels: tuple[Level, ...]
+) -> tuple[tuple[str, tuple[Level, ...]], ...]:
+    kept = {k: v for k, v in past if k != period_key}
+    kept[period_key] = levels
+    return tuple(sorted(kept.items())[-PAST_PERIODS_KEPT:])
 
 
 @dataclass(frozen=True)
@@ -185,9 +199,34 @@ def evaluate(
     step = publish_step_nanos(budget)
     changed = status is None or new_period or status.state != state or abs(spent_nanos - last) >= step
     published = spent_nanos if changed else last
-    new_status = BudgetStatus(budget.id, period_key, period_end, spent_nanos, state, emitted, published, now)
+    past = () if status is None else status.past
+    if status is not None and new_period and budget.period not in ROLLING:
+        past = _remember(past, status.period_key, status.emitted)
+    new_status = BudgetStatus(budget.id, period_key, period_end, spent_nanos, state, emitted, published, now, past)
     breaker = breaker_for(budget, new_status, now) if changed else None
     return new_status, crossings, breaker
+
+
+def evaluate_late(
+    budget: Budget, status: BudgetStatus, period_key: str, spent_nanos: int, at: datetime
+) -> tuple[BudgetStatus, list[ThresholdCrossing]]:
+    """A late event of calendar period ``period_key``, earlier than the status's: that period's crossings.
+
+    ``spent_nanos`` is the period's spend with the event. Each level of a period is announced
+    once, whether the period was current or already left when the spend reached it, so the
+    crossings of every period are the levels its spend reaches, whatever order partitions
+    deliver events in. The state and the breaker stay the current period's.
+    """
+    emitted = dict(status.past).get(period_key, ())
+    crossings = []
+    thresholds = level_thresholds(budget)
+    for level in LEVEL_ORDER:
+        if spent_nanos >= thresholds[level] and level not in emitted:
+            crossings.append(ThresholdCrossing(budget.id, level, period_key, spent_nanos, budget.limit_nanos, at))
+            emitted = (*emitted, level)
+    if not crossings:
+        return status, []
+    return replace(status, past=_remember(status.past, period_key, emitted)), crossings
 
 
 def breaker_for(budget: Budget, status: BudgetStatus, now: datetime) -> BreakerUpdate:

@@ -10,9 +10,9 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream_jobs.budget_fold import Output, fold_budget
+from stream_jobs.budget_fold import BUDGET_KEEP_DAYS, BUDGET_KEEP_MONTHS, Output, fold_budget
 from stream_jobs.spend_state import SpendFold, When, spent
-from tokenledger.budget_eval import BudgetStatus, evaluate, period_of
+from tokenledger.budget_eval import BudgetStatus, evaluate, evaluate_late, period_of
 from tokenledger.budgets import Budget
 from tokenledger.windows import ROLLING
 
@@ -26,7 +26,7 @@ def reference(
     budget: Budget, state: dict[str, Any] | None, status: BudgetStatus | None, entries: list[tuple[int, int, int, int]]
 ) -> tuple[dict[str, Any], BudgetStatus | None, list[Output]]:
     """The spend agent's rule before the fold: full evaluation after every request."""
-    fold = SpendFold(state)
+    fold = SpendFold(state, keep_days=BUDGET_KEEP_DAYS, keep_months=BUDGET_KEEP_MONTHS)
     out: list[Output] = []
     for _, _, at_us, nanos in entries:
         when = When.of(EPOCH + timedelta(microseconds=at_us), TZ)
@@ -34,6 +34,8 @@ def reference(
         at = when.at
         period_key, _ = period_of(budget, at, TZ_NAME)
         if status is not None and budget.period not in ROLLING and period_key < status.period_key:
+            status, late = evaluate_late(budget, status, period_key, spent(fold.view(), budget.period, at, TZ), at)
+            out.extend(late)
             continue
         now = max(at, status.as_of) if status is not None and status.as_of is not None else at
         status, crossings, breaker = evaluate(budget, status, spent(fold.view(), budget.period, now, TZ), now, TZ_NAME)
