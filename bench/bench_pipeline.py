@@ -31,7 +31,7 @@ import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from infra.broker import start_broker
-from infra.topics import create_topics
+from infra.topics import SIMULATION_RETENTION_MS, create_topics
 from infra.workers import Proc, committed_and_end, kafka_env, sink_command, worker_command, worker_env
 from producers.publisher import UsagePublisher
 from stream_jobs.spend_state import DIMENSIONS, When, add_spend, state_key
@@ -166,7 +166,7 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str) -> Run
     migrate(store)
     store.close()  # the sink process owns it while it runs
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
-    create_topics(settings)
+    create_topics(settings, retention_ms=SIMULATION_RETENTION_MS)  # a simulated year: records stamped then
     procs = [
         Proc(
             worker_command("warn"),

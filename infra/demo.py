@@ -57,7 +57,7 @@ from infra.demo_gateway import (
     probe_latency,
     report_json,
 )
-from infra.topics import create_topics
+from infra.topics import SIMULATION_RETENTION_MS, create_topics
 from infra.workers import Proc, committed_lag, kafka_env, sink_command, worker_command, worker_env
 from producers.publisher import UsagePublisher
 from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
@@ -390,7 +390,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
     rig: GatewayRig | None = None
     try:
         settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        create_topics(settings)
+        create_topics(settings, retention_ms=SIMULATION_RETENTION_MS)  # a simulated season: records stamped then
         migrate(store)
         table = CachedPriceTable(LayeredPriceTable.from_path())
         truth = Truth()

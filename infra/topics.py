@@ -10,13 +10,18 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.replication import Replication, resolve
 
-RETENTION_40_DAYS_MS = str(40 * 86_400_000)  # longer than the 35-day dedup horizon
+RETENTION_40_DAYS_MS = 40 * 86_400_000  # longer than the 35-day dedup horizon
+# Simulations of past months (the demo, tests, benches) stamp records with their event times
+# (see README, Event time); Kafka deletes records by timestamp, so their topics keep everything.
+SIMULATION_RETENTION_MS = -1
 
 
-def topic_specs(settings: KafkaSettings, replication: Replication, partitions: int = 3) -> list[NewTopic]:
+def topic_specs(
+    settings: KafkaSettings, replication: Replication, partitions: int = 3, retention_ms: int = RETENTION_40_DAYS_MS
+) -> list[NewTopic]:
     """The topics and their configs."""
     t = settings.topics
-    plain = {"retention.ms": RETENTION_40_DAYS_MS, **replication.topic_config()}
+    plain = {"retention.ms": str(retention_ms), **replication.topic_config()}
     compact = {"cleanup.policy": "compact", **replication.topic_config()}
     rf = replication.factor
     return [
@@ -41,13 +46,15 @@ class TopicsReport:
     under_replicated: dict[str, int] = field(default_factory=dict)  # existing topic -> its replication factor
 
 
-def ensure_topics(settings: KafkaSettings, partitions: int = 3, timeout_s: float = 15.0) -> TopicsReport:
+def ensure_topics(
+    settings: KafkaSettings, partitions: int = 3, timeout_s: float = 15.0, retention_ms: int = RETENTION_40_DAYS_MS
+) -> TopicsReport:
     """Create the missing topics; a topic another client created meanwhile counts as existing."""
     admin = AdminClient(settings.client_config())
     replication = resolve(settings, admin, timeout_s)
     report = TopicsReport(replication)
     existing = admin.list_topics(timeout=timeout_s).topics
-    specs = topic_specs(settings, replication, partitions)
+    specs = topic_specs(settings, replication, partitions, retention_ms)
     wanted = [s for s in specs if s.topic not in existing]
     for name, future in admin.create_topics(wanted, request_timeout=timeout_s).items() if wanted else []:
         try:
@@ -68,6 +75,8 @@ def ensure_topics(settings: KafkaSettings, partitions: int = 3, timeout_s: float
     return report
 
 
-def create_topics(settings: KafkaSettings, partitions: int = 3, timeout_s: float = 15.0) -> list[str]:
+def create_topics(
+    settings: KafkaSettings, partitions: int = 3, timeout_s: float = 15.0, retention_ms: int = RETENTION_40_DAYS_MS
+) -> list[str]:
     """Create missing topics. Returns the names created by this call."""
-    return ensure_topics(settings, partitions, timeout_s).created
+    return ensure_topics(settings, partitions, timeout_s, retention_ms).created

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from infra.broker import KafkaBroker, start_broker
-from infra.topics import create_topics
+from infra.topics import SIMULATION_RETENTION_MS, create_topics
 from tokenledger.kafka_config import KafkaSettings, Topics
 from tokenledger.store.chdb_store import ChdbStore
 from tokenledger.store.migrations import migrate
@@ -28,7 +28,7 @@ def kafka(broker: KafkaBroker) -> KafkaSettings:
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(**{k: f"{v}-{suffix}" for k, v in Topics().__dict__.items()})
     settings = replace(KafkaSettings(bootstrap_servers=broker.bootstrap), topics=topics)
-    create_topics(settings, partitions=3)
+    create_topics(settings, partitions=3, retention_ms=SIMULATION_RETENTION_MS)
     return settings
 
 

@@ -38,7 +38,7 @@ import pytest
 from confluent_kafka import Producer
 
 from infra.broker import KafkaBroker, free_port, start_broker
-from infra.topics import create_topics
+from infra.topics import SIMULATION_RETENTION_MS, create_topics
 from infra.workers import Proc, committed_lag, committed_offsets, kafka_env, sink_command, worker_command, worker_env
 from tests.factories import event_dict
 from tests.integration.test_stream_pipeline import latest, read_messages, wait_for
@@ -136,7 +136,7 @@ class Rig:
             bootstrap_servers=broker.bootstrap,
             topics=Topics(**{k: f"{v}-{suffix}" for k, v in Topics().__dict__.items()}),
         )
-        create_topics(self.settings, partitions=3)
+        create_topics(self.settings, partitions=3, retention_ms=SIMULATION_RETENTION_MS)
         self.budgets_path = tmp / "budgets.yaml"
         self.budgets_path.write_text(BUDGETS)
         self.app_id = f"tl-crash-{suffix}"

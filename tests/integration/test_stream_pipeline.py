@@ -17,7 +17,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from infra.broker import KafkaBroker
-from infra.topics import create_topics
+from infra.topics import SIMULATION_RETENTION_MS, create_topics
 from infra.workers import Proc, worker_command, worker_env
 from tests.factories import event_dict
 from tokenledger.kafka_config import KafkaSettings, Topics
@@ -128,7 +128,7 @@ def pipeline(broker: KafkaBroker, tmp_path: Path) -> Iterator[tuple[KafkaSetting
     suffix = uuid.uuid4().hex[:8]
     topics = Topics(**{k: f"{v}-{suffix}" for k, v in Topics().__dict__.items()})
     settings = KafkaSettings(bootstrap_servers=broker.bootstrap, topics=topics)
-    create_topics(settings, partitions=3)
+    create_topics(settings, partitions=3, retention_ms=SIMULATION_RETENTION_MS)
     budgets = tmp_path / "budgets.yaml"
     budgets.write_text(BUDGETS)
     app_id = f"tl-{suffix}"
