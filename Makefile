@@ -11,11 +11,15 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt infra/kafka/pom.xml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
-	$(BIN)/python -m infra broker-install
-	touch $(STAMP)
+	@echo "==> [1/3] virtualenv in $(VENV)"
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install -q --upgrade pip
+	@echo "==> [2/3] Python packages (versions from constraints.txt; ~1 min)"
+	@$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@echo "==> [3/3] Apache Kafka 3.9.2 jars from Maven Central (~60 MB, once)"
+	@$(BIN)/python -m infra broker-install
+	@touch $(STAMP)
+	@echo "==> installed"
 
 install: $(STAMP) ## Create .venv and install the project with its dev tools (versions from constraints.txt)
 

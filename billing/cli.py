@@ -7,10 +7,13 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 
 from billing.bill import AS_BILLED, DIMENSIONS, build_bill
 from billing.context import BillingContext
+from billing.forecast_job import forecast_budgets
 from billing.jobs import (
     allocation_csv,
     allocation_for_month,
@@ -29,6 +32,7 @@ from tokenledger.money import format_money
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
 from tokenledger.pricing.table import DEFAULT_OVERRIDES
 from tokenledger.store import open_store
+from tokenledger.store.base import Store
 from tokenledger.store.ingest import ingest_raw
 from tokenledger.store.migrations import migrate
 
@@ -61,7 +65,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - 
     one.add_argument("--rating", default=AS_BILLED)
     one.add_argument("--out", type=Path, default=Path("out/bills"))
     f = sub.add_parser("forecast", help="month-end forecast of every monthly budget")
-    f.add_argument("--out", type=Path, default=Path("out"))
+    f.add_argument(
+        "--as-of",
+        type=date.fromisoformat,
+        help="last complete day to forecast from, YYYY-MM-DD in the budgets' timezone (default: yesterday)",
+    )
+    f.add_argument("--out", type=Path, help="also write forecasts.json into this directory")
     a = sub.add_parser("allocate", help="split a month's traced spend")
     a.add_argument("--tenant", required=True)
     a.add_argument("--month", required=True)
@@ -122,13 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - 
             for path in write_bill(bill, args.out).paths:
                 print(path)
         elif args.cmd == "forecast":
-            for fc in run_forecasts(store, budgets, ctx, args.out):
-                fo = fc.forecast
-                low, high = format_money(fo.low_nanos, "USD"), format_money(fo.high_nanos, "USD")
-                print(
-                    f"{fc.budget_id}: projected {format_money(fo.projected_nanos, 'USD')} [{low} .. {high}]"
-                    f" exhausted on {fo.exhausted_on or '-'}"
-                )
+            return _forecast(store, budgets, ctx, args.as_of, args.out)
         elif args.cmd == "allocate":
             amount, split = allocation_for_month(
                 store, ctx, args.tenant, args.month, method=args.method, party=args.party
@@ -155,4 +158,33 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - 
             run_blocking(store, budgets, ctx, args.out)
     finally:
         store.close()
+    return 0
+
+
+def _forecast(store: Store, budgets: BudgetFile, ctx: BillingContext, as_of: date | None, out: Path | None) -> int:
+    """Print (and with ``out`` write) the month-end forecasts as of a day, saying which month and day."""
+    tz = budgets.tz
+    if as_of is not None:  # the clock of the morning after: forecasts use the last complete day
+        morning = datetime.combine(as_of + timedelta(days=1), time(1), tz)
+        ctx = replace(ctx, clock=lambda: morning)
+    results = run_forecasts(store, budgets, ctx, out) if out is not None else forecast_budgets(store, budgets, ctx)
+    if not results:
+        print("no monthly budgets to forecast")
+        return 0
+    first = results[0].forecast
+    print(f"month {results[0].month}, as of {first.as_of} ({budgets.timezone}); amounts in USD")
+    for fc in results:
+        fo = fc.forecast
+        low, high = format_money(fo.low_nanos, "USD"), format_money(fo.high_nanos, "USD")
+        print(
+            f"  {fc.budget_id}: month to date {format_money(fo.month_to_date_nanos, 'USD')}, projected "
+            f"{format_money(fo.projected_nanos, 'USD')} [{low} .. {high}], exhausted "
+            f"{fo.exhausted_on or 'not this month'}"
+        )
+    if all(fc.forecast.month_to_date_nanos == 0 for fc in results):
+        latest = store.query("SELECT max(event_time) FROM usage_events").rows[0][0]
+        hint = f"; the latest usage stored is {latest.astimezone(tz).date()}: try --as-of" if latest else ""
+        print(f"note: no usage stored in {results[0].month} up to {first.as_of}{hint}")
+    if out is not None:
+        print(f"written: {out / 'forecasts.json'}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import logging
 import os
 from datetime import date, datetime
 from decimal import Decimal
@@ -19,6 +20,9 @@ from fpdf.fonts import FontFace
 from billing.model import Bill
 from tokenledger.errors import ConfigError
 from tokenledger.money import format_money, units_text
+
+# fpdf2 subsets each PDF's fonts through fontTools, which logs ~75 INFO lines per document.
+logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 _FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
 # Glyphs DejaVu lacks (Chinese, Japanese, Korean names) come from a fallback font: the

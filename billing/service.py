@@ -86,6 +86,9 @@ def run_service(
         scheduler = configure(BackgroundScheduler(timezone=ctx.config.tz), store, budgets, ctx, out_dir)
         scheduler.start()
     server = BillingServer(store, ctx, budgets, host, port).start()
+    advertise = getattr(store, "advertise", None)  # the embedded store: name this service to one-shot commands
+    if advertise is not None:
+        advertise(server.url)
     parts = ["bills over HTTP", *(["store sink"] if run else []), *(["scheduler"] if scheduler else [])]
     print(f"serving on {server.url} ({', '.join(parts)})", flush=True)
     try:

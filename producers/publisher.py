@@ -27,6 +27,7 @@ from confluent_kafka import KafkaError, Producer
 
 from producers.events import kafka_key
 from tokenledger.kafka_config import KafkaSettings
+from tokenledger.kafka_logs import RDKAFKA
 from tokenledger.schema import UsageEventV1
 from tokenledger.schema.fastdecode import encode_usage_event
 from tokenledger.schema.raw_batch import encode_batch, event_time_ms, partition_for
@@ -93,6 +94,7 @@ class UsagePublisher:
                     "message.timeout.ms": 120_000,
                     "partitioner": "murmur2_random",  # Kafka's default (Java), as batches are grouped
                     "enable.idempotence": True,  # a retried batch is written once, in order
+                    "logger": RDKAFKA,
                 }
             ),
         )

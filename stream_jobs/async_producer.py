@@ -20,6 +20,7 @@ from confluent_kafka import KafkaException, Producer
 
 from tokenledger.errors import PermanentError
 from tokenledger.kafka_config import KafkaSettings
+from tokenledger.kafka_logs import RDKAFKA
 
 log = logging.getLogger(__name__)
 Placed = tuple[bytes | None, bytes, int | None, int | None]  # key, value, partition, timestamp ms
@@ -38,6 +39,7 @@ class AsyncProducer:
                 # lands where a Faust worker computing its partition expects it.
                 "partitioner": "murmur2_random",
                 "enable.idempotence": True,  # a retried batch is not written twice, and order holds
+                "logger": RDKAFKA,
             }
         )
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -16,6 +16,7 @@ from stream_jobs.store_sink import Message
 from tokenledger import metrics
 from tokenledger.errors import PermanentError, TransientError
 from tokenledger.kafka_config import KafkaSettings
+from tokenledger.kafka_logs import RDKAFKA
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +228,9 @@ class KafkaDeadLetter:
     def __init__(self, settings: KafkaSettings) -> None:
         self._topic = settings.topics.dead_letter
         # Idempotent: a batch retried after a lost acknowledgement is not written twice.
-        self._producer = Producer({**settings.client_config(), "enable.idempotence": True, "acks": "all"})
+        self._producer = Producer(
+            {**settings.client_config(), "enable.idempotence": True, "acks": "all", "logger": RDKAFKA}
+        )
         self.errors: list[str] = []
 
     def send(self, value: bytes | None, reason: str, origin: Message) -> None:

@@ -29,11 +29,32 @@ class Backpressure(logging.Filter):
         return not message.startswith(_ROUTINE[1])
 
 
+class CoordinatorRetry(logging.Filter):
+    """Demotes aiokafka's ERROR for a retried coordinator lookup to DEBUG (and counts it).
+
+    The group coordinator is not available yet at every worker start, while
+    ``__consumer_offsets`` loads; aiokafka retries by itself. A non-retriable one stays an ERROR.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Demote retried lookups; keep the rest."""
+        if str(record.msg).startswith("Group Coordinator Request failed") and record.args:
+            err = record.args[0] if isinstance(record.args, tuple) else None
+            if getattr(err, "retriable", False):
+                metrics.TRANSIENT.labels("worker", "coordinator").inc()
+                record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+                return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+        return True
+
+
 def install() -> None:
-    """Attach the filter to Faust's producer logger (idempotent)."""
+    """Attach the filters to Faust's producer logger and aiokafka's coordinator logger (idempotent)."""
     logger = logging.getLogger("faust.transport.producer")
     if not any(isinstance(f, Backpressure) for f in logger.filters):
         logger.addFilter(Backpressure())
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    if not any(isinstance(f, CoordinatorRetry) for f in coordinator.filters):
+        coordinator.addFilter(CoordinatorRetry())
 
 
 def drop_spinner_debug(root: logging.Logger | None = None) -> int:

@@ -104,6 +104,7 @@ def test_bills_while_the_sink_writes_the_embedded_store(kafka: KafkaSettings, tm
         assert cli.returncode == 2
         lines = cli.stderr.strip().splitlines()
         assert len(lines) == 1 and f"held by pid {svc.proc.pid if svc.proc else 0}" in lines[0], lines
+        assert f"the billing service at {base} answers the same questions" in lines[0], lines
 
         def publish() -> None:
             producer = Producer(kafka.client_config())

@@ -44,6 +44,11 @@ class ChdbStore:
             except Exception as exc:  # chdb raises bare RuntimeError for engine errors
                 raise store_error(exc) from exc
 
+    def advertise(self, url: str) -> None:
+        """Record the URL of the service holding this store: a one-shot command refused the store names it."""
+        owner = orjson.loads(self._owner.read_bytes())
+        self._owner.write_bytes(orjson.dumps({**owner, "url": url}))
+
     def execute(self, sql: str, params: Mapping[str, Any] | None = None) -> None:
         """Run a statement."""
         self._raw(sql, "CSV", params)
@@ -104,16 +109,20 @@ def _locked(path: Path, exc: Exception) -> Exception:
     """Name the holder when chdb says "Error initializing EmbeddedServer" (another process has ``path``)."""
     if "EmbeddedServer" not in str(exc):
         return store_error(exc)
-    holder = "another process"
+    holder, url = "another process", None
     try:
         owner = orjson.loads((path / OWNER_FILE).read_bytes())
         holder = f"pid {owner['pid']} ({owner['command']})"
+        url = owner.get("url")
     except (OSError, ValueError, KeyError):
         pass
-    return StoreLocked(
-        f"the embedded store {path} is held by {holder}; chdb allows one process per directory: "
-        "ask that process (python -m billing serve answers bills over HTTP) or stop it first"
+    ask = (
+        f"the billing service at {url} answers the same questions: {url}/v1/tenants/<tenant>/bills/<YYYY-MM>/"
+        "<dimension>/<value>.json|csv|pdf, .../allocations/<YYYY-MM>.json, .../forecasts.json"
+        if url
+        else "ask that process (python -m billing serve answers bills over HTTP) or stop it first"
     )
+    return StoreLocked(f"the embedded store {path} is held by {holder}; chdb allows one process per directory: {ask}")
 
 
 def _param_text(v: Any) -> Any:
