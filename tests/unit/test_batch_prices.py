@@ -57,3 +57,31 @@ def test_cache_keeps_batch_and_standard_apart() -> None:
 def test_advice_uses_the_provider_batch_saving() -> None:
     assert batch_saving_share(TABLE, "anthropic", "claude-sonnet-4-0", AT) == Decimal("0.5")
     assert batch_saving_share(TABLE, "openai", "gpt-4o", AT) == Decimal(32_500_000 - 17_500_000) / 32_500_000
+
+
+OCTOBER = datetime(2026, 10, 1, 12, tzinfo=UTC)  # before genai-prices 0.2.3 listed any batch price (10-14)
+
+
+def test_batch_prices_hold_across_the_catalog_listing_date() -> None:
+    # One rule per model in October: the listed batch/standard ratio of each component, back-dated.
+    for provider, model in (("openai", "gpt-4o"), ("azure", "gpt-4o"), ("google", "gemini-2.5-pro")):
+        before = price(usage(provider, model, batch=True), OCTOBER, TABLE)
+        after = price(usage(provider, model, batch=True), AT, TABLE)
+        assert before.total_nanos == after.total_nanos, (provider, model)
+        assert {"provider_batch_price", "batch_backdated"} <= before.flags and "batch_discount" not in before.flags
+    gpt = price(usage("openai", "gpt-4o", batch=True), OCTOBER, TABLE)
+    assert (gpt.input_nanos, gpt.cached_read_nanos, gpt.output_nanos) == (10_000_000, 2_500_000, 5_000_000)
+
+
+def test_azure_batch_is_azure_s_own_listing() -> None:
+    # Azure's Global Batch: 50 % off input and output, as its own catalog entry says (17,500,000 nano-USD).
+    cost = price(usage("azure", "gpt-4o", batch=True), AT, TABLE)
+    assert cost.total_nanos == 17_500_000 and "provider_batch_price" in cost.flags
+
+
+def test_batch_rule_per_provider_without_catalog_batch_prices() -> None:
+    qwen = price(usage("dashscope", "qwen-max", batch=True), AT, TABLE)
+    assert qwen.total_nanos * 2 == price(usage("dashscope", "qwen-max", batch=False), AT, TABLE).total_nanos
+    assert "batch_discount" in qwen.flags
+    deepseek = price(usage("deepseek", "deepseek-chat", batch=True), AT, TABLE)
+    assert deepseek.total_nanos == price(usage("deepseek", "deepseek-chat", batch=False), AT, TABLE).total_nanos

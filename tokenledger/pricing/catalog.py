@@ -6,13 +6,14 @@ event timestamp and translate its ``ModelPrice`` into our :class:`PriceSpec`.
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
 from genai_prices import __version__ as GENAI_PRICES_VERSION
 from genai_prices import data_snapshot
-from genai_prices.types import ModelInfo, Provider, TieredPrices
+from genai_prices.types import ModelInfo, Provider, StartDateConstraint, TieredPrices
 
 from tokenledger.pricing.model import PriceSpec, Rates, Tier
 
@@ -35,7 +36,7 @@ class GenaiPricesCatalog:
         self._snapshot = data_snapshot.get_snapshot()
         self._batch = batch_discounts or {}
         self._models: dict[tuple[str, str], tuple[Provider, ModelInfo, bool] | Literal[False]] = {}
-        self._specs: dict[tuple[str, str, bool, int, tuple[int, ...]], PriceSpec | None] = {}
+        self._specs: dict[tuple[Any, ...], PriceSpec | None] = {}
 
     def find(self, provider: str, model: str, at: datetime, *, batch: bool = False) -> PriceSpec | None:
         """Price spec for the model at ``at``, or ``None`` when genai-prices does not know it.
@@ -55,23 +56,81 @@ class GenaiPricesCatalog:
             return None
         prov, info, inferred = resolved
         standard = info.get_prices(at)
-        variants = tuple(
-            i
+        # A reseller's batch API (an inferred provider: azure's deployments of OpenAI models) has
+        # its own rule, the stated provider's flat discount, not the model owner's batch prices.
+        batch_variants = [
+            (i, v)
             for i, v in enumerate(info.price_variants or ())
-            if batch and v.when.get("processing") == "batch" and (v.constraint is None or v.constraint.active(at))
-        )
+            if batch and not inferred and v.when.get("processing") == "batch"
+        ]
+        variants = tuple(i for i, v in batch_variants if v.constraint is None or v.constraint.active(at))
+        since = None
+        if batch_variants and not variants:
+            since = min(
+                (v.constraint.start_date for _, v in batch_variants if isinstance(v.constraint, StartDateConstraint)),
+                default=None,
+            )
         # The same standard price object and the same active batch variants give the same spec:
         # built once, not per event (building one costs ~20 µs, matching the model more).
-        key = (prov.id, info.id, inferred, id(standard), variants)
+        key = (prov.id, info.id, inferred, id(standard), variants, since, provider if inferred else "")
         spec = self._specs.get(key)
         if spec is None:
-            spec = self._spec(
-                prov, info, info.get_prices(at, BATCH_CONTEXT) if variants else standard, inferred, variants
-            )
+            if since is not None:
+                spec = self._backdated(prov, info, standard, since)
+            else:
+                spec = self._spec(
+                    prov, info, info.get_prices(at, BATCH_CONTEXT) if variants else standard, inferred, variants
+                )
+                if spec is not None and inferred and batch:
+                    spec = replace(spec, batch_discount=self._batch.get(provider, Decimal(0)))
             if len(self._specs) >= 65_536:
                 self._specs.clear()
             self._specs[key] = spec
         return spec
+
+    def _backdated(self, prov: Provider, info: ModelInfo, standard: Any, since: date) -> PriceSpec | None:
+        """Batch prices before the catalog listed them: the listed batch/standard ratio of each component.
+
+        genai-prices dates a model's batch prices from the day its catalog began listing them
+        (2026-10-14 for every batch price of 0.2.3), not from the day the provider introduced
+        them (OpenAI's Batch API 2024-04, Anthropic's Message Batches 2024-10, Gemini batch mode
+        2025-07, each at the discount listed now). So a batch call before that date is priced
+        with each component's listed ratio (e.g. gpt-4o: input and output 0.5, cached input
+        1.0) applied to the standard prices in force then: one rule for the model across the
+        listing date, following any standard price change before it.
+        """
+        first = datetime.combine(since, datetime.min.time(), UTC)
+        listed = self._spec(prov, info, info.get_prices(first, BATCH_CONTEXT), False, (0,))
+        base = self._spec(prov, info, info.get_prices(first), False, ())
+        now = self._spec(prov, info, standard, False, ())
+        if listed is None or base is None or now is None:
+            return now
+        ratio = {
+            f: (getattr(listed.rates, f) / getattr(base.rates, f)) if getattr(base.rates, f) else Decimal(1)
+            for f in ("input", "output", "cached_read", "cache_write", "reasoning")
+        }
+
+        def scaled(rates: Rates) -> Rates:
+            def part(f: str) -> Decimal | None:
+                v: Decimal | None = getattr(rates, f)
+                return v * ratio[f] if v is not None else None
+
+            return Rates(
+                input=rates.input * ratio["input"],
+                output=rates.output * ratio["output"],
+                cached_read=part("cached_read"),
+                cache_write=part("cache_write"),
+                reasoning=part("reasoning"),
+            )
+
+        return replace(
+            now,
+            rates=scaled(now.rates),
+            tiers=tuple(Tier(t.above_input_tokens, scaled(t.rates)) for t in now.tiers),
+            origin=f"{now.origin}+batch-ratio-{since.isoformat()}",
+            batch_discount=Decimal(0),  # the ratios are the batch prices: no flat discount on top
+            flags=now.flags | {"provider_batch_price", "batch_backdated"},
+        )
 
     def _resolve(self, provider: str, model: str) -> tuple[Provider, ModelInfo, bool] | Literal[False]:
         """genai-prices' provider and model for a name (memoised by the caller; False: unknown)."""
