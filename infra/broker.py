@@ -100,12 +100,20 @@ def port_is_free(port: int) -> bool:
         return True
 
 
-def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
-    """``server.properties`` of a one-node KRaft cluster on loopback, sized for a small machine."""
+def server_properties(
+    data_dir: Path, port: int, controller_port: int, *, node_id: int = 1, voters: str | None = None, replicas: int = 1
+) -> str:
+    """``server.properties`` of a KRaft node on loopback, sized for a small machine.
+
+    One node by default; with ``voters`` (``id@host:port,...``) and ``replicas`` > 1 a node of a
+    cluster whose defaults are a production layout: that replication factor, ``min.insync.replicas``
+    of replicas - 1, and the internal topics replicated alike.
+    """
+    isr = str(max(1, replicas - 1))
     props = {
         "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
+        "node.id": str(node_id),
+        "controller.quorum.voters": voters or f"{node_id}@127.0.0.1:{controller_port}",
         "listeners": f"PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
         "advertised.listeners": f"PLAINTEXT://127.0.0.1:{port}",
         "controller.listener.names": "CONTROLLER",
@@ -113,10 +121,12 @@ def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
         "log.dirs": str(data_dir / "logs"),
         "num.partitions": "3",
-        "offsets.topic.replication.factor": "1",
+        "default.replication.factor": str(replicas),
+        "min.insync.replicas": isr,
+        "offsets.topic.replication.factor": str(replicas),
         "offsets.topic.num.partitions": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.replication.factor": str(replicas),
+        "transaction.state.log.min.isr": isr,
         "transaction.state.log.num.partitions": "1",
         "group.initial.rebalance.delay.ms": "0",
         # A floor, not a default: lets tests ask for short sessions to show fail-over quickly.
@@ -154,6 +164,10 @@ class KafkaBroker:
     controller_port: int
     heap_mb: int = 512
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    node_id: int = 1
+    voters: str | None = None  # a cluster's ``controller.quorum.voters``; None: a single node
+    replicas: int = 1
+    cluster: str | None = None  # the cluster id every node of a cluster is formatted with
 
     @property
     def bootstrap(self) -> str:
@@ -170,8 +184,10 @@ class KafkaBroker:
         """The running broker's pid."""
         return self.process.pid if self.process is not None and self.process.poll() is None else None
 
-    def start(self, timeout_s: float = 90.0) -> KafkaBroker:
+    def start(self, timeout_s: float = 90.0, *, wait: bool = True) -> KafkaBroker:
         """Format the storage if new, start the JVM and wait until the broker serves metadata.
+
+        ``wait=False`` returns once the JVM runs (a cluster's nodes wait for each other's quorum).
 
         Raises:
             BrokerSetupError: Java/Maven missing, or the broker exited or was not ready in time.
@@ -179,11 +195,20 @@ class KafkaBroker:
         libs = ensure_jars()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         config = self.data_dir / "server.properties"
-        config.write_text(server_properties(self.data_dir, self.port, self.controller_port))
+        config.write_text(
+            server_properties(
+                self.data_dir,
+                self.port,
+                self.controller_port,
+                node_id=self.node_id,
+                voters=self.voters,
+                replicas=self.replicas,
+            )
+        )
         java = [shutil.which("java") or "java", *self._jvm(), "-cp", f"{libs}/*"]
         if not (self.data_dir / "logs" / "meta.properties").exists():
             formatted = subprocess.run(  # noqa: S603 - our own jars, fixed arguments
-                [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id(), "-c", str(config)],
+                [*java, "kafka.tools.StorageTool", "format", "-t", self.cluster or cluster_id(), "-c", str(config)],
                 capture_output=True,
                 text=True,
                 check=False,
@@ -198,7 +223,8 @@ class KafkaBroker:
             start_new_session=True,  # a Ctrl-C in the caller's terminal is the caller's to handle
         )
         out.close()
-        self._wait_ready(timeout_s)
+        if wait:
+            self._wait_ready(timeout_s)
         return self
 
     def _jvm(self) -> list[str]:
