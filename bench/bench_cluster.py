@@ -4,8 +4,8 @@ Starts three KRaft nodes from the project's jars on loopback (default replicatio
 ``min.insync.replicas`` 2), creates the topics with the project's command (the cluster's
 replication), runs the pricing worker, the spend worker and the billing service (store sink +
 bills over HTTP), and publishes a simulated month at a steady rate. While it streams, the
-broker leading the most partitions is killed with -9 and restarted 20 s later; once the stream
-is in, every broker is restarted in turn (SIGTERM, start, wait until every partition has its
+broker leading the most partitions is killed with -9 and restarted 20 s later; then, still
+under load, every broker is restarted in turn (SIGTERM, start, wait until every partition has its
 three replicas in sync again). Then it checks, against the events themselves: the store's
 request count and nano-USD, every (tenant, department) bill over HTTP, and the spend table;
 that no process exited or reports itself unhealthy; and that nothing aborted.
@@ -14,7 +14,8 @@ Stage stalls: each stage's committed offsets are sampled every 0.25 s; a stall i
 time a stage with events waiting did not advance, per fault window. Goal: under 15 s for the
 kill -9, under 5 s per step of the rolling restart.
 
-Run: ``.venv/bin/python bench/bench_cluster.py [events]`` (default 30,000; ~4 min). Not a test:
+Run: ``.venv/bin/python bench/bench_cluster.py [events]`` (default 40,000 at 400 events/s, so the
+kill and the whole rolling restart happen under load; ~4 min). Not a test:
 three JVMs and four Python processes on two cores are too much for CI next to the suite.
 """
 
@@ -47,13 +48,12 @@ from tokenledger.batch_pricing import BatchStats, priced_events
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
 from tokenledger.sample import simulate
-from tokenledger.schema import UsageEventV1
 
 TZ = ZoneInfo("Asia/Shanghai")
 APP = "tl-cluster"
 SINK_GROUP = "tl-cluster-sink"
 TOKENS = {"acme": "demo-acme-token", "globex": "demo-globex-token"}
-RATE_PER_S = 500
+RATE_PER_S = 400
 
 
 @dataclass
@@ -150,9 +150,9 @@ def get_json(url: str, token: str | None = None) -> tuple[int, Any]:
         return err.code, orjson.loads(err.read() or b"{}")
 
 
-def main() -> None:  # noqa: PLR0912, PLR0915 - one scenario, in order
+def main() -> None:  # noqa: PLR0915 - one scenario, in order
     """Run the scenario and print the stalls; the headline last."""
-    n = int(sys.argv[1]) if len(sys.argv) > 1 else 30_000
+    n = int(sys.argv[1]) if len(sys.argv) > 1 else 40_000
     docs = []
     for raw in simulate(datetime(2026, 11, 1, tzinfo=TZ), 30, scale=max(1.0, n / 15_000)):
         docs.append(raw)
@@ -164,9 +164,11 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scenario, in order
         (ev, cost.total_nanos)
         for ev, cost in priced_events(lines, CachedPriceTable(LayeredPriceTable.from_path()), stats)
     ]
-    by_dept: dict[tuple[str, str, str], int] = defaultdict(int)
+    by_dept: dict[tuple[str, str, str], int] = defaultdict(int)  # (tenant, department, spend-table month key)
+    bill_month: dict[str, str] = {}  # spend-table month key -> YYYY-MM in the billing timezone
     for ev, nanos in truth:
         month = When.of(ev.time, TZ).month
+        bill_month[month] = ev.time.astimezone(TZ).strftime("%Y-%m")
         by_dept[(ev.data.labels.tenant, ev.data.labels.department or "", month)] += nanos
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -215,42 +217,43 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scenario, in order
         sampler = Sampler(settings, stages)
         threading.Thread(target=sampler.run, daemon=True).start()
         publisher = UsagePublisher(settings, spool=root / "spool.jsonl", record_time="event")
-        killed: dict[str, Any] = {}
 
-        def faults() -> None:
-            time.sleep(10)
-            counts = leader_counts(cluster)
-            victim = max(counts, key=lambda b: counts[b])
-            killed.update(node=victim, leads=counts[victim], at=time.monotonic())
-            cluster.node(victim).kill()
-            time.sleep(20)
-            cluster.node(victim).start(wait=False)
-            killed["restarted"] = time.monotonic()
+        def publish() -> None:
+            t_pub = time.monotonic()
+            for i, doc in enumerate(docs):
+                publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), lines[i])
+                pause = t_pub + (i + 1) / RATE_PER_S - time.monotonic()
+                if pause > 0:
+                    time.sleep(pause)
+            publisher.flush(120)
 
-        fault_thread = threading.Thread(target=faults, daemon=True)
+        publishing = threading.Thread(target=publish, daemon=True)
         t_pub = time.monotonic()
-        fault_thread.start()
-        for i, doc in enumerate(docs):
-            publisher.publish(UsageEventV1.model_validate(doc))
-            pause = t_pub + (i + 1) / RATE_PER_S - time.monotonic()
-            if pause > 0:
-                time.sleep(pause)
-        publisher.flush(120)
-        fault_thread.join()
+        publishing.start()
+        time.sleep(10)
+        counts = leader_counts(cluster)
+        victim = max(counts, key=lambda b: counts[b])
+        kill_start = time.monotonic()
+        cluster.node(victim).kill()
+        time.sleep(20)
+        cluster.node(victim).start(wait=False)
+        kill_end = time.monotonic()
         print(
-            f"published {n:,} events in {time.monotonic() - t_pub:.0f} s; broker {killed['node']} "
-            f"(leading {killed['leads']} partitions) killed -9 at +10 s, restarted 20 s later"
+            f"broker {victim} (leading {counts[victim]} partitions) killed -9 at +10 s under load, restarted 20 s later"
         )
         wait(lambda: fully_replicated(cluster), 180, "every partition back to three in-sync replicas")
-        kill_window = (killed["at"], killed["restarted"])
         steps: list[tuple[int, float, float]] = []
-        for node in cluster.nodes:
+        for node in cluster.nodes:  # a rolling restart, still under load
             start = time.monotonic()
             node.stop()
             node.start(wait=False)
             wait(lambda: fully_replicated(cluster), 180, f"broker {node.node_id} back in sync")
             steps.append((node.node_id, start, time.monotonic()))
-        print(f"rolling restart: {', '.join(f'broker {b} {end - s:.0f} s' for b, s, end in steps)}")
+        during = "under load" if publishing.is_alive() else "after the load ended: use more events"
+        print(f"rolling restart ({during}): {', '.join(f'broker {b} {end - s:.0f} s' for b, s, end in steps)}")
+        publishing.join()
+        print(f"published {n:,} events in {time.monotonic() - t_pub:.0f} s at {RATE_PER_S} events/s")
+        kill_window = (kill_start, kill_end)
 
         def drained() -> bool:
             return all(sampler._offsets(s)[0] >= sampler._offsets(s)[1] for s in stages)
@@ -268,7 +271,7 @@ def main() -> None:  # noqa: PLR0912, PLR0915 - one scenario, in order
         ok_bills, bad_bills = 0, []
         for (tenant, dept, month), nanos in sorted(by_dept.items()):
             status, doc = get_json(
-                f"{base}/v1/tenants/{tenant}/bills/{month[:7]}/department/{dept}.json", TOKENS[tenant]
+                f"{base}/v1/tenants/{tenant}/bills/{bill_month[month]}/department/{dept}.json", TOKENS[tenant]
             )
             got = doc.get("summary", {}).get("cost_nanos") if status == 200 else None
             summary[tenant] += got or 0

@@ -32,11 +32,14 @@ from stream_jobs.spend_state import SpendFold
 from tokenledger.batch_pricing import request_identity
 from tokenledger.budget_eval import BudgetStatus
 from tokenledger.budgets import BudgetFile
+from tokenledger.event_time import outside_window
+from tokenledger.identity import placement_key
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.sample import simulate
 from tokenledger.schema.deltas import BUDGET_PREFIX, decode_delta
 from tokenledger.schema.fastdecode import decode_usage_event
 from tokenledger.schema.priced import encode_priced
+from tokenledger.schema.raw_batch import partition_for
 
 N = 20_000
 RUNS = 5
@@ -94,6 +97,11 @@ def hot_path(raws: list[bytes], budgets: BudgetFile, batch: int = BATCH) -> tupl
         priced: list[bytes] = []
         for offset, raw in enumerate(raws[start : start + batch], start):
             ev = decode_usage_event(raw)
+            at_us = (ev.time - EPOCH) // MICROSECOND
+            if outside_window(at_us, at_us // 1000) is not None:  # the record stamped at the event's time
+                continue
+            if partition_for(placement_key(ev), 3) < 0:  # its home partition (never negative: kept, as the agent)
+                continue
             request = request_identity(ev)
             if request in seen:
                 continue
@@ -101,7 +109,7 @@ def hot_path(raws: list[bytes], budgets: BudgetFile, batch: int = BATCH) -> tupl
             cost = price(ev.data, ev.time, table)
             priced.append(encode_priced(ev, cost))
             total += cost.total_nanos
-            deltas.add_event(0, offset, (ev.time - EPOCH) // MICROSECOND, cost.total_nanos, ev)
+            deltas.add_event(0, offset, at_us, cost.total_nanos, ev)
         messages = deltas.messages()
         pricing_s += time.perf_counter() - t0
         for _, wire in messages:  # spend stage

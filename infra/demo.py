@@ -22,7 +22,6 @@ import shutil
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -62,7 +61,7 @@ from infra.workers import Proc, committed_lag, kafka_env, sink_command, worker_c
 from producers.publisher import UsagePublisher
 from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
 from tokenledger.kafka_config import KafkaSettings
-from tokenledger.money import format_money
+from tokenledger.money import format_money, units_text
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, OverrideBook, price
 from tokenledger.pricing.overrides import OverrideFile
 from tokenledger.pricing.table import DEFAULT_OVERRIDES
@@ -182,7 +181,7 @@ def publish_live(settings: KafkaSettings, table: CachedPriceTable, truth: Truth,
     truth.sent = publisher.stats.enqueued + rig.publisher.stats.enqueued
     say(
         f"published November live: {n:,} requests by services + {len(stats.events):,} through the gateway, "
-        f"{truth.estimates} running estimates, {truth.redelivered} redeliveries, 3 invalid events"
+        f"{truth.estimates:,} running estimates, {truth.redelivered:,} redeliveries, 3 invalid events"
     )
     return publisher
 
@@ -271,7 +270,7 @@ def gateway_report(store: ChdbStore, rig: GatewayRig, latency: LatencyReport) ->
             "limit_nanos": limit,
             "spent_nanos": int(spent),
             "overshoot_nanos": max(0, int(spent) - limit),
-            "overshoot_usd": str(Decimal(max(0, int(spent) - limit)) / 10**9),
+            "overshoot_usd": units_text(max(0, int(spent) - limit)),
             "calls": {str(c): n for c, n in rig.statuses.get("runaway", {}).items()},
         },
         "streams_aborted": stats.aborted_streams,
@@ -300,7 +299,7 @@ def print_summary(
     print("\n================ tokenledger demo summary ================")
     print(
         f"requests: {truth.distinct:,} (Sep-Oct backfilled, November streamed live); "
-        f"{truth.estimates} running estimates not billed; {truth.redelivered} redeliveries ignored; "
+        f"{truth.estimates:,} running estimates not billed; {truth.redelivered:,} redeliveries ignored; "
         f"{len(dead_letters)} invalid events dead-lettered with a reason"
     )
     exact = stored == (truth.distinct, truth.nanos)
@@ -308,19 +307,21 @@ def print_summary(
     print("\nbudget timeline (thresholds once per period; breakers for the gateways):")
     thresholds = [t for t in thresholds if not t["budget_id"].startswith("probe-")]
     breakers = [b for b in breakers if not b["budget_id"].startswith("probe-")]  # shown as latency below
+    lines: list[tuple[str, int, str]] = []  # (event time, order, text): one timeline, in time order
     for t in thresholds:
-        print(f"  {t['at'][:19]}  {t['budget_id']:<22} crossed {t['level']:<9} at {_usd(t['spent_nanos'])}")
+        lines.append((t["at"][:19], 0, f"{t['budget_id']:<22} crossed {t['level']:<9} at {_usd(t['spent_nanos'])}"))
     previous: dict[str, str] = {}
     for b in breakers:
         before = previous.get(b["budget_id"], "normal")
         previous[b["budget_id"]] = b["state"]
         if b["state"] == before:
             continue  # only transitions (the topic also carries each new period's state)
-        print(
-            f"  {b['updated_at'][:19]}  {b['budget_id']:<22} breaker {b['state']:<9} "
-            f"remaining {format_money(b['remaining_nanos'], 'USD')}"
-            + (f", downgrade to {b['downgrade_model']}" if b["state"] == "throttled" and b["downgrade_model"] else "")
+        text = f"{b['budget_id']:<22} breaker {b['state']:<9} remaining {format_money(b['remaining_nanos'], 'USD')}" + (
+            f", downgrade to {b['downgrade_model']}" if b["state"] == "throttled" and b["downgrade_model"] else ""
         )
+        lines.append((b["updated_at"][:19], 1, text))
+    for at, _, text in sorted(lines):
+        print(f"  {at}  {text}")
     d, lat, run = gateway["decisions"], gateway["crossing_to_deny_ms"], gateway["runaway"]
     print("\ngateway (OpenAI-compatible proxy in front of the mock upstream):")
     print(
@@ -463,7 +464,7 @@ def main() -> int:  # noqa: PLR0915 - a linear script
             out=out,
             gateway=gateway_doc,
         )
-        say("done; stopping the stream worker and the broker")
+        say("done; stopping the pricing and spend workers, the sink and the broker")
         return 0 if (rows, stored) == (truth.distinct, truth.nanos) else 1
     finally:
         if rig is not None:

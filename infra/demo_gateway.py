@@ -11,6 +11,7 @@ daily budget.
 from __future__ import annotations
 
 import asyncio
+import random
 import statistics
 import threading
 import time
@@ -94,7 +95,8 @@ class GatewayRig:
         self.client = BreakerClient(settings, self.guard, listener=self.watch).start()
         self.publisher = UsagePublisher(settings, spool=spool_dir / "gateway-usage-raw.jsonl", record_time="event")
         config = GatewayConfig.load().model_copy(update={"upstream": self.upstream.url})
-        self.gateway = Gateway(config, self.guard, self.publisher, table, trust_sim_time=True)
+        # Seeded throttle draws: the same calls are admitted in every run (timing still varies, README).
+        self.gateway = Gateway(config, self.guard, self.publisher, table, trust_sim_time=True, rng=random.Random(20))
         self.gateway.stats.keep_events = True
         self.server = ServerThread(self.gateway.app()).start()
         self.statuses: dict[str, dict[int, int]] = {}

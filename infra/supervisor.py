@@ -212,7 +212,9 @@ class Pipeline:
         if self.broker is not None:
             self.broker.stop()
             (self.data / "kafka" / "broker.json").unlink(missing_ok=True)
-            print("stopped kafka", flush=True)
+            code = self.broker.process.returncode if self.broker.process is not None else None
+            clean = ", the JVM's clean stop on SIGTERM" if code == 143 else ""
+            print(f"stopped kafka (exit {code}{clean})", flush=True)
 
 
 def up(data: Path = DEFAULT_DATA) -> int:

@@ -57,6 +57,7 @@ from stream_jobs.identities import EXPIRE_EVERY, BatchIdentities, Identity, Part
 from stream_jobs.identities import PACKING as IDENTITY_PACKING
 from tokenledger import metrics
 from tokenledger.batch_pricing import events_of
+from tokenledger.event_time import outside_window
 from tokenledger.identity import legacy_identity, placement_key, request_identity
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
@@ -72,8 +73,6 @@ MICROSECOND = timedelta(microseconds=1)
 # is priced in chunks of about this many bytes of raw events (~6,500 events), each made durable
 # on its own, so outputs and the identity record of a chunk stay well under the broker's limits.
 CHUNK_BYTES = 4 << 20
-MAX_AHEAD_US = 5 * 60 * 1_000_000  # an event may be dated at most this far after its record's timestamp
-MAX_AGE_US = 30 * 86_400 * 1_000_000  # and at most this far before it (identities live 35 days)
 
 # One record per batch: "partition:first offset" -> {"ids": [[source|request_id, epoch s, offset], ...]}.
 priced_batches = durable_table(app, "priced-batches", PARTITIONS, IDENTITY_PACKING)
@@ -214,7 +213,7 @@ async def _price_one(
         return
     at_us = (ev.time - EPOCH) // MICROSECOND  # exact: no float
     record_ms = _record_ms(event)
-    late = _outside_window(at_us, record_ms)
+    late = outside_window(at_us, record_ms)
     if late is not None:
         await _dead_letter(batch, event, index, pos, reason=late, raw=raw)
         return
@@ -247,20 +246,6 @@ async def _price_one(
     usage[3] += d.output_tokens - d.reasoning_tokens
     usage[4] += d.reasoning_tokens
     usage[5] += nanos
-
-
-def _outside_window(at_us: int, record_ms: int) -> str | None:
-    """Why an event dated ``at_us`` is refused in a record stamped ``record_ms``, or ``None``."""
-    record_us = record_ms * 1000
-    if at_us > record_us + MAX_AHEAD_US:
-        return f"event time more than 5 minutes after its record's timestamp ({_iso(record_us)})"
-    if at_us < record_us - MAX_AGE_US:
-        return f"event time more than 30 days before its record's timestamp ({_iso(record_us)}): use the backfill"
-    return None
-
-
-def _iso(us: int) -> str:
-    return (EPOCH + us * MICROSECOND).isoformat()
 
 
 _KINDS = ("input", "cached_read", "cache_write", "output", "reasoning")

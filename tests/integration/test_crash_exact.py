@@ -183,7 +183,9 @@ class Rig:
 
         As services do: about half the events alone (keyed by request), the others in batch
         messages of 2-12 events of one partition (``tokenledger.schema.raw_batch``), so a kill
-        lands inside batches too.
+        lands inside batches too. One single event in six goes to a random partition, as a
+        client with another partitioner sends it: the pricing stage forwards it home, so kills
+        land between a forward and its pricing too.
         """
         producer = Producer({**self.settings.client_config(), "partitioner": "murmur2_random"})
         topic = self.settings.topics.usage_raw
@@ -192,7 +194,9 @@ class Rig:
         for i, (key, doc) in enumerate(events):
             during(i)
             if rng.random() < 0.5:
-                producer.produce(topic, orjson.dumps(doc), key=key, timestamp=event_time_ms(orjson.dumps(doc)))
+                value = orjson.dumps(doc)
+                anywhere = rng.randrange(3) if rng.random() < 1 / 6 else -1  # -1: the key's partition
+                producer.produce(topic, value, key=key, partition=anywhere, timestamp=event_time_ms(value))
             else:
                 p = partition_for(key, 3)
                 pending[p].append(orjson.dumps(doc))

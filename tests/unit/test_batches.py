@@ -6,11 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from faust.streams import current_event
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream_jobs.batches import Staged, partition_batches
 from stream_jobs.dead_letters import origin_key, origin_of
+from tokenledger.schema.raw_batch import partition_for
 
 
 @dataclass
@@ -183,3 +184,11 @@ def test_counters_written_before_applied_offsets_keep_counting() -> None:
     staged.add(counters, "duplicates")  # the same event again: counted once
     asyncio.run(staged.commit())
     assert counters == {"duplicates": {"n": 6, "applied": {"2": 9}}}
+
+
+@settings(max_examples=500, deadline=None)
+@given(key=st.binary(max_size=200), partitions=st.integers(1, 64))
+def test_partition_for_is_kafka_s_murmur2(key: bytes, partitions: int) -> None:
+    from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]  # noqa: PLC0415 - the reference
+
+    assert partition_for(key, partitions) == (murmur2(key) & 0x7FFFFFFF) % partitions
