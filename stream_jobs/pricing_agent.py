@@ -179,7 +179,8 @@ async def _price(event: Any, batch: Batch, known: PartitionIndex) -> None:
 
 def _record_ms(event: Any) -> int:
     """The raw record's timestamp in epoch ms (CreateTime from its producer, or the broker's LogAppendTime)."""
-    return round(float(event.message.timestamp) * 1000)
+    stamp = event.message.timestamp
+    return round(float(stamp) * 1000) if stamp else 0
 
 
 async def _dead_letter(batch: Batch, event: Any, index: int | None, pos: int, *, reason: str, raw: bytes) -> None:
@@ -213,7 +214,7 @@ async def _price_one(
         return
     at_us = (ev.time - EPOCH) // MICROSECOND  # exact: no float
     record_ms = _record_ms(event)
-    late = outside_window(at_us, record_ms)
+    late = outside_window(at_us, record_ms) if record_ms > 0 else None  # a record without a timestamp: no window
     if late is not None:
         await _dead_letter(batch, event, index, pos, reason=late, raw=raw)
         return
