@@ -4,22 +4,27 @@ Two endpoints: ``POST /v1/events`` (CloudEvents, below) and ``POST /v1/traces`` 
 protobuf or JSON: spans with GenAI usage become usage events, see :mod:`producers.otlp`;
 point any OpenTelemetry exporter at it with the same bearer key).
 
-``POST /v1/events`` takes one CloudEvent (``application/cloudevents+json``) or a batch
-(``application/cloudevents-batch+json``, a JSON array; plain ``application/json`` may be
-either), in the same v1 schema as the stream. Authentication is a per-tenant API key
-(``Authorization: Bearer <key>``), stored as its sha256 in the keys file: **the tenant comes
-from the key**. An event without ``data.labels.tenant`` gets the key's tenant; an event naming
-another tenant is refused.
+``POST /v1/events`` takes CloudEvents in the v1 schema of the stream, in the three modes of the
+CloudEvents HTTP binding: structured (``application/cloudevents+json``, one event), batched
+(``application/cloudevents-batch+json``, a JSON array) and binary (``application/json`` with
+the attributes in ``ce-*`` headers, the body as ``data``); plain ``application/json`` without
+``ce-*`` headers may be one event or an array. Other media types answer 415. The body is read
+whole, however it is paced or chunked, up to the limit (413 beyond, chunked or not).
+Authentication is a per-tenant API key (``Authorization: Bearer <key>``, the scheme in any
+case), stored as its sha256 in the keys file: **the tenant comes from the key**. An event
+without ``data.labels.tenant`` gets the key's tenant; an event naming another tenant is
+refused, and so is an event dated more than 5 minutes after arrival or more than 30 days
+before it (``tokenledger.event_time``; older usage goes through ``python -m billing backfill``).
 
-Answers:
+Answers (every error is JSON, ``{"error": {"code", "message"}}``):
 
 * ``202 {"accepted": n}`` once the broker acknowledged every accepted event;
 * ``207`` with ``accepted`` and a ``rejected`` list (index, id, reason) when some events of a
   batch are invalid: the valid ones are published, not lost with the others;
-* ``400`` when none is valid, ``401`` without a known key, ``413`` over the body size or
-  batch length limits, ``503`` (``Retry-After``) when the broker did not acknowledge in time;
-  resending is safe: events are idempotent by ``(source, id)`` and requests by
-  ``source|request_id`` downstream.
+* ``400`` when none is valid, ``401`` without a known key, ``413`` over the body size or batch
+  length limits, ``415`` for other media types, ``503`` (``Retry-After``) when the broker did
+  not acknowledge in time; resending is safe: events are idempotent by ``(tenant, source, id)``
+  and requests by ``(tenant, source, request_id)`` downstream.
 
 ``/healthz``, ``/readyz`` (the broker answers) and ``/metrics`` on the same port.
 """

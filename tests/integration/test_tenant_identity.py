@@ -141,6 +141,14 @@ def test_two_tenants_same_ids_and_any_partition(
     priced = read_all(kafka, kafka.topics.usage_priced)
     assert len(priced) == 80  # each request priced once, whatever partition its copies came on
     assert {t: spend(kafka, app_id, t) for t in truth} == truth
+    # Each tenant's budget over the same scope holds exactly its own tenant's spend.
+    state = latest(kafka, f"{app_id}-budget-state-changelog")
+    budgets = {
+        json.loads(k).removeprefix("budget:"): v["status"]["spent_nanos"]
+        for k, v in state.items()
+        if v and json.loads(k).startswith("budget:")
+    }
+    assert budgets == {"acme-research": truth["acme"], "globex-research": truth["globex"]}
 
 
 def _key(value: bytes) -> bytes:
