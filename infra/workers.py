@@ -95,15 +95,15 @@ def sink_command(store_url: str, group: str, batch_size: int = 5000, batch_wait_
 class Proc:
     """One pipeline process with its output appended to ``log``."""
 
-    def __init__(self, command: list[str], env: dict[str, str], log: Path) -> None:
-        self.command, self.env, self.log = command, env, log
+    def __init__(self, command: list[str], env: dict[str, str], log: Path, cwd: Path | None = None) -> None:
+        self.command, self.env, self.log, self.cwd = command, env, log, cwd
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proc:
         """Start it (again)."""
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(  # noqa: S603 - our own commands
-                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+                self.command, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.cwd
             )
         return self
 
