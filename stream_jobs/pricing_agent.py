@@ -21,7 +21,7 @@
 Exactly once through crashes: the batch's priced events and deltas are acknowledged by the
 broker first, then its identity record, and only then are its raw events acknowledged. A crash
 before the identity record is durable replays the batch (maybe with other boundaries): it is
-priced again to the same priced events (the store keeps one row per ``(source, id)``) and the
+priced again to the same priced events (the store keeps one row per ``(tenant, source, id)``) and the
 same delta entries (the spend stage skips entries at or below the raw offset it already folded
 per key and source partition). A raw event that finds its own identity (same partition and
 offset) was already delivered and is skipped.
@@ -74,7 +74,7 @@ MICROSECOND = timedelta(microseconds=1)
 # on its own, so outputs and the identity record of a chunk stay well under the broker's limits.
 CHUNK_BYTES = 4 << 20
 
-# One record per batch: "partition:first offset" -> {"ids": [[source|request_id, epoch s, offset], ...]}.
+request_id, epoch s, offset], ...]}.|request_id, epoch s, offset], ...]}.
 priced_batches = durable_table(app, "priced-batches", PARTITIONS, IDENTITY_PACKING)
 # Dead letters, stream estimates and duplicates seen by this agent: {"n": count}.
 counters = durable_table(app, "pricing-counters", PARTITIONS)

@@ -7,8 +7,9 @@ producers that publish many events send them in batches; services in any languag
 sending one event per message.
 
 Every event of a batch belongs in the partition its own key (``source|request_id``) hashes to
-with Kafka's default (murmur2) partitioner, so all copies of a request meet in one partition
-where the pricing stage de-duplicates them. Producers group a batch by that partition.
+with Kafka's default (murmur2) partitioner, its request's home partition, where the pricing
+stage de-duplicates every copy. Producers group a batch by that partition; an event that
+arrives elsewhere is forwarded home by the pricing stage (``tokenledger.identity``).
 
 An event's position in its partition is ``offset * 65,536 + index in the batch``: what the
 pricing stage remembers per request and what spend deltas carry, so replays are recognised

@@ -6,7 +6,8 @@ Token semantics (normalised across providers, as OpenAI and genai-prices count t
   ``cache_write_tokens`` (Anthropic reports these separately: adapters add them up).
 * ``output_tokens`` is the whole completion, *including* ``reasoning_tokens``.
 
-Event identity ``(source, id)`` is the idempotency key. A streamed request emits
+Event identity ``(tenant, source, id)`` is the idempotency key (``tokenledger.identity``;
+two tenants never collide). A streamed request emits
 running estimates (``final=False``) and one ``final=True`` event; all share
 ``request_id`` and are ordered by ``stream_seq``. A new version is a new model.
 """
