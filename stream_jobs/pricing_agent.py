@@ -74,7 +74,7 @@ MICROSECOND = timedelta(microseconds=1)
 # on its own, so outputs and the identity record of a chunk stay well under the broker's limits.
 CHUNK_BYTES = 4 << 20
 
-request_id, epoch s, offset], ...]}.|request_id, epoch s, offset], ...]}.
+# One record per batch: "partition:first offset" -> {"ids": [[request identity, epoch s, position], ...]}.
 priced_batches = durable_table(app, "priced-batches", PARTITIONS, IDENTITY_PACKING)
 # Dead letters, stream estimates and duplicates seen by this agent: {"n": count}.
 counters = durable_table(app, "pricing-counters", PARTITIONS)
