@@ -25,6 +25,7 @@ import orjson
 from aiohttp import web
 
 from producers.gateway.messages import openai_error, text_messages
+from tokenledger.http_edge import json_errors
 from tokenledger.tokens import count_chat_tokens, get_encoding
 from tokenledger.tokens.models import estimation_encoding_for_model
 
@@ -80,7 +81,7 @@ class MockUpstream:
 
     def app(self) -> web.Application:
         """The aiohttp application."""
-        app = web.Application()
+        app = web.Application(middlewares=[json_errors])
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/readyz", self.ready)
         return app

@@ -34,6 +34,7 @@ from producers.gateway.messages import openai_error, text_messages
 from producers.streaming import OpenAIStreamTracker
 from tokenledger import metrics
 from tokenledger.guard import Decision, Guard, GuardRequest
+from tokenledger.http_edge import bearer_token, json_errors
 from tokenledger.pricing import PriceTable, price
 from tokenledger.schema import Labels, UsageEventV1
 from tokenledger.tokens import count_chat_tokens
@@ -143,7 +144,7 @@ class Gateway:
 
     def app(self) -> web.Application:
         """The aiohttp application."""
-        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[json_errors])  # every error JSON
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/healthz", self.health)
         app.router.add_get("/readyz", self.ready)
@@ -179,10 +180,10 @@ class Gateway:
         return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _key(self, request: web.Request) -> GatewayKey | None:
-        auth = request.headers.get("Authorization", "")
-        if not auth.startswith("Bearer "):
+        token = bearer_token(request.headers.get("Authorization"))  # the scheme in any case (RFC 7235)
+        if token is None:
             return None
-        return self._keys.get(hashlib.sha256(auth[7:].encode()).hexdigest())
+        return self._keys.get(hashlib.sha256(token.encode()).hexdigest())
 
     def _now(self, request: web.Request) -> datetime:
         sim = request.headers.get(SIM_TIME_HEADER) if self._trust_sim else None
