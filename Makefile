@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt infra/kafka/pom.xml
 	@$(PYTHON) -m venv $(VENV)
 	@$(BIN)/pip install -q --upgrade pip
 	@echo "==> [2/3] Python packages (versions from constraints.txt; ~1 min)"
-	@$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	@PYTHONWARNINGS=ignore $(BIN)/pip install -q -c constraints.txt -e '.[dev]'  # setuptools' editable-install notice
 	@echo "==> [3/3] Apache Kafka 3.9.2 jars from Maven Central (~60 MB, once)"
 	@$(BIN)/python -m infra broker-install
 	@touch $(STAMP)

@@ -371,8 +371,8 @@ def print_summary(
     )
     print(
         f"download over HTTP: .venv/bin/python -m billing --store chdb://{out.resolve()}/chdb serve, then\n"
-        "  curl -H 'Authorization: Bearer demo-acme-token' "
-        "localhost:8088/v1/tenants/acme/bills/2026-10/department/research.pdf -o research.pdf"
+        "  curl -f -H 'Authorization: Bearer demo-acme-token' -o /tmp/research.pdf "
+        "localhost:8088/v1/tenants/acme/bills/2026-10/department/research.pdf"
     )
 
 
