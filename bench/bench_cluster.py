@@ -41,7 +41,7 @@ from confluent_kafka.admin import AdminClient
 from infra.broker import free_port
 from infra.cluster import Cluster, start_cluster
 from infra.topics import SIMULATION_RETENTION_MS, ensure_topics
-from infra.workers import Proc, kafka_env, worker_command, worker_env
+from infra.workers import Proc, kafka_env, latest_values, worker_command, worker_env
 from producers.publisher import UsagePublisher
 from stream_jobs.spend_state import When, state_key
 from tokenledger.batch_pricing import BatchStats, priced_events
@@ -305,18 +305,7 @@ def main() -> None:  # noqa: PLR0915 - one scenario, in order
 
 def _spend_matches(settings: KafkaSettings, by_dept: dict[tuple[str, str, str], int]) -> bool:
     """The spend table's month total of every (tenant, department) equals the events'."""
-    topic = f"{APP}-spend-spend-changelog"
-    c = Consumer({**settings.client_config(), "group.id": f"read-{time.time()}", "enable.auto.commit": False})
-    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    state: dict[str, Any] = {}
-    idle = 0
-    while idle < 4:
-        msgs = [m for m in c.consume(1000, 0.5) if not m.error()]
-        idle = 0 if msgs else idle + 1
-        for m in msgs:
-            state[orjson.loads(m.key() or b'""')] = orjson.loads(m.value() or b"null")
-    c.close()
+    state = {orjson.loads(k or b'""'): v for k, v in latest_values(settings, f"{APP}-spend-spend-changelog", 4).items()}
     for (tenant, dept, month), nanos in by_dept.items():
         record = state.get(state_key(tenant, "department", dept))
         if record is None or record["month"].get(month) != nanos:

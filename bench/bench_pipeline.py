@@ -27,12 +27,9 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import orjson
-from confluent_kafka import Consumer, TopicPartition
-
 from infra.broker import start_broker
 from infra.topics import SIMULATION_RETENTION_MS, create_topics
-from infra.workers import Proc, committed_and_end, kafka_env, sink_command, worker_command, worker_env
+from infra.workers import Proc, committed_and_end, kafka_env, latest_values, sink_command, worker_command, worker_env
 from producers.publisher import UsagePublisher
 from stream_jobs.spend_state import DIMENSIONS, When, add_spend, state_key
 from tokenledger.kafka_config import KafkaSettings
@@ -121,19 +118,7 @@ class Run:
 
 def read_latest(settings: KafkaSettings, topic: str) -> dict[bytes, Any]:
     """The last value per key of a (compacted) topic."""
-    c = Consumer({**settings.client_config(), "group.id": f"bench-read-{time.time_ns()}", "enable.auto.commit": False})
-    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
-    c.assign([TopicPartition(topic, p, 0) for p in parts])
-    out: dict[bytes, Any] = {}
-    idle = 0
-    while idle < 3:
-        msgs = [m for m in c.consume(5000, 0.5) if not m.error()]
-        idle = 0 if msgs else idle + 1
-        for m in msgs:
-            value = m.value()
-            out[m.key() or b""] = orjson.loads(value) if value else None
-    c.close()
-    return out
+    return latest_values(settings, topic)
 
 
 def wait_done(

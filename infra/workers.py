@@ -12,7 +12,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import orjson
 from confluent_kafka import Consumer, TopicPartition
 
 from tokenledger.kafka_config import KafkaSettings
@@ -185,3 +187,20 @@ def committed_lag(settings: KafkaSettings, group: str, topic: str) -> int:
     """Messages of ``topic`` that consumer group ``group`` has not committed yet."""
     done, ends = committed_and_end(settings, group, topic)
     return ends - done
+
+
+def latest_values(settings: KafkaSettings, topic: str, idle_polls: int = 3) -> dict[bytes, Any]:
+    """The last value per key of a (compacted) topic, read from the start by a fresh reader (JSON values)."""
+    c = Consumer({**settings.client_config(), "group.id": f"read-latest-{time.time_ns()}", "enable.auto.commit": False})
+    parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, 0) for p in parts])
+    out: dict[bytes, Any] = {}
+    idle = 0
+    while idle < idle_polls:
+        msgs = [m for m in c.consume(5000, 0.5) if not m.error()]
+        idle = 0 if msgs else idle + 1
+        for m in msgs:
+            value = m.value()
+            out[m.key() or b""] = orjson.loads(value) if value else None
+    c.close()
+    return out

@@ -186,12 +186,8 @@ def evaluate(
     new_period = status is None or status.period_key != period_key
     emitted: tuple[Level, ...] = () if new_period or status is None else status.emitted
     state = state_for(budget, spent_nanos)
-    crossings = []
     thresholds = level_thresholds(budget)
-    for level in LEVEL_ORDER:
-        if spent_nanos >= thresholds[level] and level not in emitted:
-            crossings.append(ThresholdCrossing(budget.id, level, period_key, spent_nanos, budget.limit_nanos, now))
-            emitted = (*emitted, level)
+    crossings, emitted = _cross(budget, period_key, spent_nanos, emitted, now)
     # Rolling windows fall back below a level as spend ages out: re-arm those levels.
     if budget.period in ROLLING:
         emitted = tuple(lv for lv in emitted if spent_nanos >= thresholds[lv])
@@ -207,6 +203,19 @@ def evaluate(
     return new_status, crossings, breaker
 
 
+def _cross(
+    budget: Budget, period_key: str, spent_nanos: int, emitted: tuple[Level, ...], at: datetime
+) -> tuple[list[ThresholdCrossing], tuple[Level, ...]]:
+    """The levels ``spent_nanos`` reaches that ``emitted`` lacks, as crossings; and the levels announced after them."""
+    crossings = []
+    thresholds = level_thresholds(budget)
+    for level in LEVEL_ORDER:
+        if spent_nanos >= thresholds[level] and level not in emitted:
+            crossings.append(ThresholdCrossing(budget.id, level, period_key, spent_nanos, budget.limit_nanos, at))
+            emitted = (*emitted, level)
+    return crossings, emitted
+
+
 def evaluate_late(
     budget: Budget, status: BudgetStatus, period_key: str, spent_nanos: int, at: datetime
 ) -> tuple[BudgetStatus, list[ThresholdCrossing]]:
@@ -217,13 +226,7 @@ def evaluate_late(
     crossings of every period are the levels its spend reaches, whatever order partitions
     deliver events in. The state and the breaker stay the current period's.
     """
-    emitted = dict(status.past).get(period_key, ())
-    crossings = []
-    thresholds = level_thresholds(budget)
-    for level in LEVEL_ORDER:
-        if spent_nanos >= thresholds[level] and level not in emitted:
-            crossings.append(ThresholdCrossing(budget.id, level, period_key, spent_nanos, budget.limit_nanos, at))
-            emitted = (*emitted, level)
+    crossings, emitted = _cross(budget, period_key, spent_nanos, dict(status.past).get(period_key, ()), at)
     if not crossings:
         return status, []
     return replace(status, past=_remember(status.past, period_key, emitted)), crossings
