@@ -39,12 +39,14 @@ class Cluster:
         """
         admin = AdminClient({"bootstrap.servers": self.bootstrap, "log_level": 0})
         deadline = time.monotonic() + timeout_s
+        seen = 0  # consecutive answers listing every broker: a node may still be registering
         while time.monotonic() < deadline:
             try:
-                if len(admin.list_topics(timeout=2).brokers) >= count:
-                    return
-            except Exception:  # noqa: S110 - nodes still starting
-                pass
+                seen = seen + 1 if len(admin.list_topics(timeout=2).brokers) >= count else 0
+            except Exception:  # nodes still starting
+                seen = 0
+            if seen >= 5:
+                return
             time.sleep(0.3)
         raise BrokerSetupError(f"the cluster did not list {count} brokers within {timeout_s:.0f} s")
 

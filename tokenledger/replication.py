@@ -40,5 +40,6 @@ def resolve(settings: KafkaSettings, admin: AdminClient | None = None, timeout_s
     brokers = sorted(admin.list_topics(timeout=timeout_s).brokers)
     resource = ConfigResource(ResourceType.BROKER, str(brokers[0]))
     configs = admin.describe_configs([resource], request_timeout=timeout_s)[resource].result(timeout_s)
-    factor = int(configs["default.replication.factor"].value)
-    return Replication(min(factor, len(brokers)), settings.min_insync_replicas)
+    # Not lowered to the brokers seen now: a cluster still registering a broker would silently
+    # get under-replicated topics; Kafka refuses the creation instead, and says why.
+    return Replication(int(configs["default.replication.factor"].value), settings.min_insync_replicas)
