@@ -31,7 +31,9 @@ from infra.broker import free_port
 from infra.workers import Proc, kafka_env
 from tests.factories import event_dict
 from tests.integration.test_stream_pipeline import raw_events, wait_for
+from tokenledger.batch_pricing import BatchStats, priced_events
 from tokenledger.kafka_config import KafkaSettings
+from tokenledger.pricing import LayeredPriceTable
 
 KEY = "ti-demo-acme"
 
@@ -172,6 +174,9 @@ def test_paced_bodies_modes_and_errors(kafka: KafkaSettings, ingest: int) -> Non
     assert status == 401 and hdrs["www-authenticate"] == "Bearer"
     raw = raw_events(kafka)
     assert sorted(d["id"] for d in raw) == sorted(sent)
+    stats = BatchStats()
+    billed = list(priced_events([orjson.dumps(d) for d in raw], LayeredPriceTable.from_path(), stats))
+    assert (len(billed), stats.duplicates) == (len(sent), 0)  # each valid event billed once
 
 
 class SlowRelay:
@@ -245,8 +250,11 @@ def test_otlp_exporter_behind_a_slow_relay(kafka: KafkaSettings, ingest: int) ->
     finally:
         relay.close()
     raw = raw_events(kafka)
-    assert len(raw) == 3 * 512  # three exports, each whole (the pipeline bills each request once)
+    assert len(raw) == 3 * 512  # three exports, each whole
     assert {d["data"]["request_id"] for d in raw} == {f"chatcmpl-relay-{i}" for i in range(512)}
+    stats = BatchStats()  # billed by the pipeline's rule: each request once
+    billed = list(priced_events([orjson.dumps(d) for d in raw], LayeredPriceTable.from_path(), stats))
+    assert (len(billed), stats.duplicates, stats.invalid) == (512, 1024, [])
 
 
 CTYPES = st.sampled_from(
