@@ -21,6 +21,7 @@ three JVMs and four Python processes on two cores are too much for CI next to th
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import tempfile
 import threading
@@ -40,7 +41,7 @@ from confluent_kafka.admin import AdminClient
 
 from infra.broker import free_port
 from infra.cluster import Cluster, start_cluster
-from infra.topics import SIMULATION_RETENTION_MS, ensure_topics
+from infra.topics import SIMULATION_RETENTION_MS
 from infra.workers import Proc, kafka_env, latest_values, worker_command, worker_env
 from producers.publisher import UsagePublisher
 from stream_jobs.spend_state import When, state_key
@@ -176,11 +177,14 @@ def main() -> None:  # noqa: PLR0915 - one scenario, in order
         cluster = start_cluster(root / "kafka")
         print(f"three-broker KRaft cluster up in {time.monotonic() - t0:.1f} s: {cluster.bootstrap}")
         settings = KafkaSettings(bootstrap_servers=cluster.bootstrap)
-        report = ensure_topics(settings, retention_ms=SIMULATION_RETENTION_MS)
-        print(
-            f"topics: replication factor {report.replication.factor} (the cluster's default), "
-            f"{len(report.created)} created"
+        topics = subprocess.run(  # the operator's command, on the cluster
+            [sys.executable, "-m", "infra", "topics", "--retention-ms", str(SIMULATION_RETENTION_MS)],
+            env=kafka_env(settings),
+            capture_output=True,
+            text=True,
+            check=True,
         )
+        print("python -m infra topics: " + "; ".join(topics.stdout.strip().splitlines()))
         procs: list[Proc] = []
         ports = {"pricing": free_port(), "spend": free_port()}
         for role in ("pricing", "spend"):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from infra.broker import ROOT, BrokerSetupError, KafkaBroker, ensure_jars, free_port, port_is_free
 from infra.supervisor import DEFAULT_DATA, down, up
-from infra.topics import ensure_topics
+from infra.topics import RETENTION_40_DAYS_MS, ensure_topics
 from tokenledger.kafka_config import KafkaSettings
 
 DATA = Path(os.environ.get("TOKENLEDGER_BROKER_DIR", str(ROOT / "data" / "kafka")))
@@ -108,6 +108,13 @@ def main() -> int:  # noqa: PLR0911 - one return per command
         help="topics: min.insync.replicas set on each topic (default: TOKENLEDGER_MIN_INSYNC_REPLICAS, else the "
         "cluster's default applies)",
     )
+    ap.add_argument(
+        "--retention-ms",
+        type=int,
+        default=RETENTION_40_DAYS_MS,
+        help="topics: retention of the non-compacted topics (default 40 days; -1 keeps everything, for a "
+        "simulation whose records carry past timestamps)",
+    )
     args = ap.parse_args()
     try:
         if args.command == "up":
@@ -129,7 +136,7 @@ def main() -> int:  # noqa: PLR0911 - one return per command
         settings = replace(settings, replication_factor=args.replication_factor)
     if args.min_insync_replicas is not None:
         settings = replace(settings, min_insync_replicas=args.min_insync_replicas)
-    report = ensure_topics(settings, args.partitions)
+    report = ensure_topics(settings, args.partitions, retention_ms=args.retention_ms)
     r = report.replication
     isr = f"min.insync.replicas {r.min_insync}" if r.min_insync is not None else "the cluster's min.insync.replicas"
     print(f"replication factor {r.factor}, {isr}")
