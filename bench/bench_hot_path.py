@@ -98,7 +98,7 @@ def hot_path(raws: list[bytes], budgets: BudgetFile, batch: int = BATCH) -> tupl
         for offset, raw in enumerate(raws[start : start + batch], start):
             ev = decode_usage_event(raw)
             at_us = (ev.time - EPOCH) // MICROSECOND
-            if outside_window(at_us, at_us // 1000) is not None:  # the record stamped at the event's time
+            if outside_window(at_us, at_us) is not None:  # the record stamped at the event's time
                 continue
             if partition_for(placement_key(ev), 3) < 0:  # its home partition (never negative: kept, as the agent)
                 continue

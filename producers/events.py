@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Generic, TypeVar
 
+from tokenledger.identity import placement_key
 from tokenledger.schema import EVENT_TYPE_V1, Labels, UsageDataV1, UsageEventV1
 
 K = TypeVar("K")
@@ -97,8 +98,8 @@ class EventFactory:
 
 
 def kafka_key(event: UsageEventV1) -> bytes:
-    """Partition key of an event."""
-    return f"{event.source}|{event.data.request_id}".encode()
+    """Partition key of an event: its request's home partition (``tokenledger.identity.placement_key``)."""
+    return placement_key(event)
 
 
 class Recent(Generic[K]):

@@ -39,7 +39,7 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from producers.otlp import DEFAULT_MAPPING, map_spans, spans_from_json, spans_from_protobuf
 from tokenledger import metrics
 from tokenledger.errors import ConfigError, cli_errors, load_yaml_model
+from tokenledger.event_time import epoch_us, outside_window
 from tokenledger.health import HEALTH, answer
 from tokenledger.http_edge import MAX_BODY, bearer_token, error_response, json_errors, json_response
 from tokenledger.identity import placement_key
@@ -67,8 +68,6 @@ DEFAULT_KEYS = Path(__file__).resolve().parents[1] / "tokenledger" / "data" / "i
 BATCH = "application/cloudevents-batch+json"
 STRUCTURED = "application/cloudevents+json"
 EVENT_TYPES = frozenset({BATCH, STRUCTURED, "application/json"})
-MAX_AHEAD = timedelta(minutes=5)  # an event may be dated at most this far after its arrival
-MAX_AGE = timedelta(days=30)  # and at most this far before it: older usage goes through the backfill
 
 INGESTED = metrics.counter("tokenledger_ingest_events_total", "HTTP ingest: events by outcome", ["outcome"])
 OTLP_SPANS = metrics.counter("tokenledger_ingest_otlp_spans_total", "OTLP ingest: spans by outcome", ["outcome"])
@@ -170,13 +169,9 @@ def _check_one(doc: Any, tenant: str, now: datetime) -> tuple[bytes, bytes] | st
         event = decode_usage_event(orjson.dumps(doc))
     except InvalidEvent as exc:
         return exc.reason
-    if event.time > now + MAX_AHEAD:
-        return f"time {event.time.isoformat()} is more than 5 minutes after arrival ({now.isoformat()})"
-    if event.time < now - MAX_AGE:
-        return (
-            f"time {event.time.isoformat()} is more than 30 days before arrival ({now.isoformat()}): "
-            "older usage goes through the backfill (python -m billing backfill)"
-        )
+    late = outside_window(epoch_us(event.time), epoch_us(now), "arrival")
+    if late is not None:
+        return late
     return placement_key(event), orjson.dumps(doc)
 
 
@@ -310,9 +305,9 @@ class Ingest:
         """OTLP/HTTP traces (protobuf or JSON): GenAI spans become usage events, others are ignored."""
         tenant = self.keys.tenant_of(request.headers.get("Authorization"))
         if tenant is None:
-            return _error(401, "unknown or missing API key", {"WWW-Authenticate": "Bearer"})
+            return error_response(401, "unknown or missing API key", {"WWW-Authenticate": "Bearer"})
         if request.content_type not in ("application/x-protobuf", "application/json"):
-            return _error(
+            return error_response(
                 415, f"{request.content_type} is not OTLP/HTTP: send application/x-protobuf or application/json"
             )
         body = await self._body(request)
@@ -320,7 +315,7 @@ class Ingest:
         try:
             spans = list(spans_from_protobuf(body) if proto else spans_from_json(orjson.loads(body)))
         except (DecodeError, orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError) as exc:
-            return _error(400, f"not an OTLP trace export: {exc}")
+            return error_response(400, f"not an OTLP trace export: {exc}")
         mapped = map_spans(iter(spans), tenant, self.mapping)
         checked = check_events(mapped.events, tenant, self.clock())
         OTLP_SPANS.labels("ignored").inc(mapped.ignored)
@@ -331,7 +326,7 @@ class Ingest:
                 await self.producer.publish(checked.accepted, self.limits.ack_timeout_s)
             except BrokerAway as exc:
                 metrics.TRANSIENT.labels("ingest", "broker").inc()
-                return _error(503, f"broker did not acknowledge: {exc}", {"Retry-After": "5"})
+                return error_response(503, f"broker did not acknowledge: {exc}", {"Retry-After": "5"})
             OTLP_SPANS.labels("accepted").inc(len(checked.accepted))
         reply = ExportTraceServiceResponse()
         if rejected:
@@ -340,17 +335,17 @@ class Ingest:
         if proto:
             return web.Response(body=reply.SerializeToString(), content_type="application/x-protobuf")
         doc = {"partialSuccess": {"rejectedSpans": len(rejected), "errorMessage": reply.partial_success.error_message}}
-        return _json(200, doc if rejected else {})
+        return json_response(200, doc if rejected else {})
 
     async def events(self, request: web.Request) -> web.Response:  # noqa: PLR0911 - one return per HTTP outcome
         """CloudEvents (structured, batched or binary mode): validated, tenant from the key, published."""
         tenant = self.keys.tenant_of(request.headers.get("Authorization"))
         if tenant is None:
-            return _error(401, "unknown or missing API key", {"WWW-Authenticate": "Bearer"})
+            return error_response(401, "unknown or missing API key", {"WWW-Authenticate": "Bearer"})
         ctype = request.content_type
         binary = any(h.lower().startswith("ce-") for h in request.headers)
         if ctype not in EVENT_TYPES or (binary and ctype != "application/json"):
-            return _error(
+            return error_response(
                 415,
                 f"{ctype} is not a CloudEvents JSON encoding: send {STRUCTURED}, {BATCH}, or application/json "
                 "(one event, a JSON array of events, or binary mode with ce-* headers)",
@@ -359,16 +354,16 @@ class Ingest:
         try:
             parsed = orjson.loads(body)
         except orjson.JSONDecodeError as exc:
-            return _error(400, f"not JSON: {exc}")
+            return error_response(400, f"not JSON: {exc}")
         if binary:
             parsed = binary_event(request.headers, parsed, ctype)
         if ctype == BATCH and not isinstance(parsed, list):
-            return _error(400, f"{BATCH} must be a JSON array")
+            return error_response(400, f"{BATCH} must be a JSON array")
         if ctype == STRUCTURED and not isinstance(parsed, dict):
-            return _error(400, f"{STRUCTURED} must be one JSON object (send a batch as {BATCH})")
+            return error_response(400, f"{STRUCTURED} must be one JSON object (send a batch as {BATCH})")
         docs = parsed if isinstance(parsed, list) else [parsed]
         if len(docs) > self.limits.max_batch:
-            return _error(413, f"batch over {self.limits.max_batch} events")
+            return error_response(413, f"batch over {self.limits.max_batch} events")
         checked = check_events(docs, tenant, self.clock())
         INGESTED.labels("rejected").inc(len(checked.rejected))
         if checked.accepted:
@@ -377,13 +372,13 @@ class Ingest:
             except BrokerAway as exc:
                 INGESTED.labels("unacknowledged").inc(len(checked.accepted))
                 metrics.TRANSIENT.labels("ingest", "broker").inc()
-                return _error(503, f"broker did not acknowledge: {exc}", {"Retry-After": "5"})
+                return error_response(503, f"broker did not acknowledge: {exc}", {"Retry-After": "5"})
             INGESTED.labels("accepted").inc(len(checked.accepted))
         doc: dict[str, Any] = {"accepted": len(checked.accepted)}
         if checked.rejected:
             doc["rejected"] = checked.rejected
         status = 202 if not checked.rejected else (207 if checked.accepted else 400)
-        return _json(status, doc)
+        return json_response(status, doc)
 
     async def probe(self, request: web.Request) -> web.Response:
         """``/healthz``, ``/readyz``, ``/metrics``."""
@@ -408,10 +403,6 @@ def make_app(
     for path in ("/healthz", "/readyz", "/metrics"):
         app.router.add_get(path, ingest.probe)
     return app
-
-
-_json = json_response
-_error = error_response
 
 
 @cli_errors("python -m producers.ingest")

@@ -33,7 +33,6 @@ import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stream_jobs.app import (
@@ -57,7 +56,7 @@ from stream_jobs.identities import EXPIRE_EVERY, BatchIdentities, Identity, Part
 from stream_jobs.identities import PACKING as IDENTITY_PACKING
 from tokenledger import metrics
 from tokenledger.batch_pricing import events_of
-from tokenledger.event_time import outside_window
+from tokenledger.event_time import epoch_us, outside_window
 from tokenledger.identity import legacy_identity, placement_key, request_identity
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
@@ -67,8 +66,6 @@ from tokenledger.schema.raw_batch import encode_batch, partition_for, position
 TABLE = CachedPriceTable(LayeredPriceTable.from_path())
 TRACE = os.environ.get("TOKENLEDGER_TRACE_EVENTS") == "1"  # log every raw event's position (diagnosis)
 log = logging.getLogger(__name__)
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
 # A take of up to BATCH_MAX messages can hold far more events when producers send batches; it
 # is priced in chunks of about this many bytes of raw events (~6,500 events), each made durable
 # on its own, so outputs and the identity record of a chunk stay well under the broker's limits.
@@ -167,14 +164,17 @@ async def _price(event: Any, batch: Batch, known: PartitionIndex) -> None:
     _IN.inc()
     if TRACE:
         log.info("raw %s:%s key=%r", event.message.partition, offset, event.key)
-    batch.newest_ms = max(batch.newest_ms, _record_ms(event))
+    record_ms = _record_ms(event)
+    batch.newest_ms = max(batch.newest_ms, record_ms)
     parts, broken = events_of(raw)
     if broken is not None:
         await _dead_letter(batch, event, None, position(offset, 0), reason=broken, raw=raw)
         return
     single = len(parts) == 1 and parts[0] is raw
     for index, part in enumerate(parts):
-        await _price_one(part, position(offset, index), event, None if single else index, batch, known=known)
+        await _price_one(
+            part, position(offset, index), event, None if single else index, batch, known=known, record_ms=record_ms
+        )
 
 
 def _record_ms(event: Any) -> int:
@@ -197,9 +197,9 @@ async def _dead_letter(batch: Batch, event: Any, index: int | None, pos: int, *,
 
 
 async def _price_one(
-    raw: bytes, pos: int, event: Any, index: int | None, batch: Batch, *, known: PartitionIndex
+    raw: bytes, pos: int, event: Any, index: int | None, batch: Batch, *, known: PartitionIndex, record_ms: int
 ) -> None:
-    """One event at position ``pos`` of its partition."""
+    """One event at position ``pos`` of its partition, from a record stamped ``record_ms`` (0: none)."""
     partition = batch.partition
     staged = batch.staged
     staged.at(partition, pos)
@@ -212,9 +212,8 @@ async def _price_one(
         staged.add(counters, "estimates")
         metrics.EVENTS.labels("pricing", "estimate").inc()
         return
-    at_us = (ev.time - EPOCH) // MICROSECOND  # exact: no float
-    record_ms = _record_ms(event)
-    late = outside_window(at_us, record_ms) if record_ms > 0 else None  # a record without a timestamp: no window
+    at_us = epoch_us(ev.time)
+    late = outside_window(at_us, record_ms * 1000) if record_ms > 0 else None  # a record without a timestamp: no window
     if late is not None:
         await _dead_letter(batch, event, index, pos, reason=late, raw=raw)
         return

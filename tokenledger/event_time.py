@@ -13,15 +13,27 @@ from datetime import UTC, datetime, timedelta
 MAX_AHEAD_US = 5 * 60 * 1_000_000
 MAX_AGE_US = 30 * 86_400 * 1_000_000
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
-def outside_window(at_us: int, record_ms: int) -> str | None:
-    """Why an event dated ``at_us`` (epoch µs) is refused in a record stamped ``record_ms``, or ``None``."""
-    record_us = record_ms * 1000
-    if at_us > record_us + MAX_AHEAD_US:
-        return f"event time more than 5 minutes after its record's timestamp ({_iso(record_us)})"
-    if at_us < record_us - MAX_AGE_US:
-        return f"event time more than 30 days before its record's timestamp ({_iso(record_us)}): use the backfill"
+def epoch_us(at: datetime) -> int:
+    """An aware instant in epoch microseconds, exactly (no float)."""
+    return (at - _EPOCH) // _MICROSECOND
+
+
+def outside_window(at_us: int, arrival_us: int, arrival: str = "its record's timestamp") -> str | None:
+    """Why an event dated ``at_us`` is refused when it arrived at ``arrival_us`` (epoch µs), or ``None``.
+
+    ``arrival`` names the arrival clock in the reason: the record's timestamp on Kafka, the
+    ingest's clock on HTTP and OTLP.
+    """
+    if at_us > arrival_us + MAX_AHEAD_US:
+        return f"event time more than 5 minutes after {arrival} ({_iso(arrival_us)})"
+    if at_us < arrival_us - MAX_AGE_US:
+        return (
+            f"event time more than 30 days before {arrival} ({_iso(arrival_us)}): "
+            "use the backfill (python -m billing backfill)"
+        )
     return None
 
 
