@@ -23,6 +23,9 @@ def topic_specs(
     t = settings.topics
     plain = {"retention.ms": str(retention_ms), **replication.topic_config()}
     compact = {"cleanup.policy": "compact", **replication.topic_config()}
+    # Tombstones stay (a deleted id is never seeded again, see tokenledger.control.follow).
+    control = {**compact, "delete.retention.ms": str(100 * 365 * 86_400_000), "min.compaction.lag.ms": "0"}
+    forever = {"retention.ms": "-1", **replication.topic_config()}  # an audit trail is not deleted by age
     rf = replication.factor
     return [
         NewTopic(t.usage_raw, num_partitions=partitions, replication_factor=rf, config=plain),
@@ -33,6 +36,9 @@ def topic_specs(
         NewTopic(t.dead_letter, num_partitions=1, replication_factor=rf, config=plain),
         # Latest breaker state per budget id: compacted, so a gateway bootstraps from it.
         NewTopic(t.breakers, num_partitions=1, replication_factor=rf, config=compact),
+        # The control plane: one partition (one order for every change), compacted, kept forever.
+        NewTopic(t.control, num_partitions=1, replication_factor=rf, config=control),
+        NewTopic(t.control_audit, num_partitions=1, replication_factor=rf, config=forever),
     ]
 
 

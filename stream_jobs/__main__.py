@@ -32,10 +32,11 @@ async def _diagnostics() -> None:
 
 
 if "worker" in sys.argv:
-    from stream_jobs.app import SETTINGS
+    from stream_jobs.app import SETTINGS, start_control
     from stream_jobs.changelogs import ensure_changelogs
 
     ensure_changelogs(app, SETTINGS)
+    start_control()  # caught up with the control topic before any event is priced or folded
 
 # No embedded web server: several workers share a host, and metrics are exported separately.
 if "worker" in sys.argv and "--with-web" not in sys.argv and "--without-web" not in sys.argv:

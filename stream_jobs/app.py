@@ -1,7 +1,8 @@
 """The Faust application: settings and topics shared by the agents (each agent module owns its tables).
 
 Configuration comes from the environment (see ``tokenledger.kafka_config``):
-``TOKENLEDGER_KAFKA_BOOTSTRAP``, ``TOKENLEDGER_BUDGETS`` (YAML path), ``TOKENLEDGER_APP_ID``,
+``TOKENLEDGER_KAFKA_BOOTSTRAP``, ``TOKENLEDGER_CONTROL_SEED`` (the control file that seeds an empty
+control plane; ``TOKENLEDGER_BUDGETS``, an older budgets file, still works), ``TOKENLEDGER_APP_ID``,
 ``TOKENLEDGER_PARTITIONS``, ``TOKENLEDGER_AGENTS`` (``all``, or ``pricing`` / ``spend`` to run
 the two agents as separate processes) and ``TOKENLEDGER_SESSION_TIMEOUT_S`` (consumer group
 session; Faust's default 60 s unless set: the time before a killed worker's partitions move).
@@ -17,13 +18,16 @@ import faust
 
 from stream_jobs import faust_fixes, log_levels  # noqa: F401 - faust_fixes patches a recovery race first
 from tokenledger import metrics
-from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
+from tokenledger.control.files import Record
+from tokenledger.control.follow import follow, load_seed
+from tokenledger.control.log import ControlLog
+from tokenledger.control.state import ControlState
 from tokenledger.kafka_config import KafkaSettings
 
 log_levels.install()
 
 SETTINGS = KafkaSettings.from_env()
-BUDGETS = BudgetFile.load(Path(os.environ.get("TOKENLEDGER_BUDGETS", str(DEFAULT_BUDGETS))))
+SEED: list[Record] = load_seed()  # validated at import: a bad file stops the worker before it starts
 PARTITIONS = int(os.environ.get("TOKENLEDGER_PARTITIONS", "3"))
 DEDUP_HORIZON_S = 35 * 86_400
 SESSION_TIMEOUT_S = float(os.environ.get("TOKENLEDGER_SESSION_TIMEOUT_S", "60"))
@@ -80,6 +84,27 @@ thresholds_topic = app.topic(t.thresholds, value_serializer="json", key_serializ
 breakers_topic = app.topic(t.breakers, value_serializer="json", key_serializer="raw", partitions=1)
 anomalies_topic = app.topic(t.anomalies, value_serializer="json", key_serializer="raw", partitions=1)
 dead_letter_topic = app.topic(t.dead_letter, value_serializer="json", key_serializer="raw", partitions=1)
+
+
+class _Control:
+    log: ControlLog | None = None
+    offline: ControlState | None = None
+
+
+def start_control() -> ControlLog:
+    """Follow the control topic (seeding it the first time); the worker calls this before it starts."""
+    if _Control.log is None:
+        _Control.log = follow(SETTINGS, seed=SEED)
+    return _Control.log
+
+
+def control_state() -> ControlState:
+    """The live control state (in a process that never started following: the seed, applied locally)."""
+    if _Control.log is not None:
+        return _Control.log.state
+    if _Control.offline is None:
+        _Control.offline = ControlState.from_records(SEED)
+    return _Control.offline
 
 
 @app.timer(interval=5.0)  # type: ignore[untyped-decorator]

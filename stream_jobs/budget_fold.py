@@ -23,6 +23,7 @@ from tokenledger.budget_eval import (
     BreakerUpdate,
     BudgetStatus,
     ThresholdCrossing,
+    breaker_for,
     evaluate,
     evaluate_late,
     level_thresholds,
@@ -154,3 +155,48 @@ def _us(at: datetime) -> int:
 
 def _at(at_us: int | None) -> datetime | None:
     return None if at_us is None else EPOCH + timedelta(microseconds=at_us)
+
+
+OPENING_PARTITION = -1  # opening-spend entries of a budget created while running: a source partition of their own
+
+
+def opening_entries(budget: Any) -> list[tuple[int, int, int, int]]:
+    """A budget's opening spend (``(minute epoch s, nano-USD)``) as entries of :data:`OPENING_PARTITION`."""
+    return [(OPENING_PARTITION, i, minute * 1_000_000, nanos) for i, (minute, nanos) in enumerate(budget.opening)]
+
+
+def redefine(
+    budget: Any,
+    state: dict[str, Any] | None,
+    status: BudgetStatus | None,
+    now: datetime,
+    *,
+    tz: ZoneInfo,
+    tz_name: str,
+) -> tuple[BudgetStatus | None, list[Output]]:
+    """A budget's definition changed (or it is new): its status under the new definition.
+
+    A budget without a status yet (no spend folded) keeps none: it is announced with a normal
+    breaker at ``now`` (gateways learn budgets from the breakers topic), but its status starts
+    with its first event, so the wall clock never becomes its event-time watermark.
+
+    Evaluated at the status's event-time watermark (``now`` for a budget without one) with the
+    spend the state holds. Levels the spend no longer reaches under the new thresholds are
+    re-armed, levels it reaches and had not announced are crossed now, levels announced and
+    still reached are not announced again: each level of the current definition once per
+    period. The breaker is always published (limit, levels or enforcement changed): a raised
+    limit un-breaks the budget, a lowered one breaks it at once.
+    """
+    if status is None:
+        _, _, first = evaluate(budget, None, 0, now, tz_name)
+        return None, [] if first is None else [first]
+    at = status.as_of if status.as_of is not None else now
+    fold = SpendFold(state, keep_days=BUDGET_KEEP_DAYS, keep_months=BUDGET_KEEP_MONTHS)
+    spend = spent(fold.view(), budget.period, at, tz)
+    reached = level_thresholds(budget)
+    status = replace(status, emitted=tuple(lv for lv in status.emitted if spend >= reached[lv]))
+    new_status, crossings, breaker = evaluate(budget, status, spend, at, tz_name)
+    if breaker is None:
+        new_status = replace(new_status, published_spent=spend)
+        breaker = breaker_for(budget, new_status, at)
+    return new_status, [*crossings, breaker]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stream_jobs.spend_state import DIMENSIONS, labels_of_event, state_key
-from tokenledger.budget_eval import matches
+from tokenledger.control.state import ControlState, TenantBudgets
 from tokenledger.schema.deltas import BUDGET_PREFIX, encode_delta
 
 MAX_ENTRIES = 5_000  # per delta message: ~250 KB, well under the broker's 1 MB default message limit
@@ -14,27 +15,34 @@ _LABEL_ORDER = ("tenant", "user", "department", "project", "feature", "environme
 
 
 class DeltaBatch:
-    """Entries per key for one batch, in offset order within each source partition."""
+    """Entries per key for one batch, in offset order within each source partition.
 
-    def __init__(self, budgets: Sequence[Any]) -> None:
-        self._budgets = budgets
+    Budgets come from the live control state (:class:`tokenledger.control.state.ControlState`):
+    a request counts in the budgets of its tenant whose scope it falls in and whose
+    ``counts_from`` (if any) is not after its event time.
+    """
+
+    def __init__(self, control: ControlState) -> None:
+        self._control = control
         self._entries: dict[str, list[Entry]] = {}
 
     def add(self, partition: int, offset: int, at_us: int, nanos: int, labels: Mapping[str, str]) -> None:
         """One priced request: its cost goes to each of its dimension values and matching budgets."""
-        self._append(_targets(self._budgets, labels), (partition, offset, at_us, nanos))
+        dims, budgets = _targets(self._control, labels)
+        self._append(dims + _counted(budgets, at_us), (partition, offset, at_us, nanos))
 
     def add_event(self, partition: int, offset: int, at_us: int, nanos: int, event: Any) -> None:
         """:meth:`add` for a decoded usage event (its keys memoised per labels and model)."""
         data = event.data
-        cache_key = (id(self._budgets), data.labels, data.model)
+        cache_key = (data.labels, data.model)
         found = _EVENT_TARGETS.get(cache_key)
-        if found is None or found[0] is not self._budgets:
-            found = (self._budgets, _targets(self._budgets, labels_of_event(event)))
+        index = self._control.tenant_budgets(data.labels.tenant)
+        if found is None or found[0] is not index:
+            found = (index, *_targets(self._control, labels_of_event(event)))
             if len(_EVENT_TARGETS) >= 100_000:
                 _EVENT_TARGETS.clear()
-            _EVENT_TARGETS[cache_key] = found  # holding the budgets keeps their id unique
-        self._append(found[1], (partition, offset, at_us, nanos))
+            _EVENT_TARGETS[cache_key] = found  # holding the index: a changed tenant's entries are stale
+        self._append(found[1] + _counted(found[2], at_us) if found[2] else found[1], (partition, offset, at_us, nanos))
 
     def _append(self, keys: tuple[str, ...], entry: Entry) -> None:
         entries = self._entries
@@ -76,26 +84,42 @@ def fresh_entries(applied: Mapping[str, int], entries: Sequence[Entry]) -> tuple
     return fresh, last
 
 
-def _targets(budgets: Sequence[Any], labels: Mapping[str, str]) -> tuple[str, ...]:
-    """Keys a request with these labels counts in: its non-empty dimension values, then its budgets."""
+Candidates = tuple[tuple[str, int | None], ...]  # (budget key, counts_from epoch µs or None)
+
+
+def _targets(control: ControlState, labels: Mapping[str, str]) -> tuple[tuple[str, ...], Candidates]:
+    """Keys a request with these labels counts in: its non-empty dimension values; and its budgets."""
     tenant = labels["tenant"]
     dims = tuple(state_key(tenant, dim, labels[dim]) for dim in DIMENSIONS if labels[dim])
-    return dims + tuple(BUDGET_PREFIX + budget_id for budget_id in _matching(budgets, labels))
+    return dims, _matching(control.tenant_budgets(tenant), labels)
 
 
-# Per budget list, labels struct and model (a decoded event's labels are hashable).
-_EVENT_TARGETS: dict[tuple[int, Any, str], tuple[Sequence[Any], tuple[str, ...]]] = {}
-_MATCHES: dict[tuple[int, tuple[str, ...]], tuple[str, ...]] = {}
+def _counted(candidates: Candidates, at_us: int) -> tuple[str, ...]:
+    return tuple(key for key, since in candidates if since is None or at_us >= since)
 
 
-def _matching(budgets: Sequence[Any], labels: Mapping[str, str]) -> tuple[str, ...]:
-    """Ids of the budgets whose scope the labels fall in (memoised per label combination)."""
+# Per (labels struct, model) of a decoded event: (the tenant's budget index, dimension keys, budgets).
+_EVENT_TARGETS: dict[tuple[Any, str], tuple[TenantBudgets, tuple[str, ...], Candidates]] = {}
+_MATCHES: dict[tuple[int, tuple[str, ...]], tuple[TenantBudgets, Candidates]] = {}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _matching(index: TenantBudgets, labels: Mapping[str, str]) -> Candidates:
+    """The budgets whose scope the labels fall in (memoised per tenant index and label combination)."""
+    if not index.by_id:
+        return ()
     sig = tuple(labels[k] for k in _LABEL_ORDER)
-    cache_key = (id(budgets), sig)
+    cache_key = (id(index), sig)
     found = _MATCHES.get(cache_key)
-    if found is None:
-        found = tuple(b.id for b in budgets if matches(b, labels["tenant"], labels, labels["model"]))
+    if found is None or found[0] is not index:
+        candidates = tuple(
+            (BUDGET_PREFIX + b.id, None if b.counts_from is None else (b.counts_from - _EPOCH) // _MICROSECOND)
+            for b in index.matching(labels, labels["model"])
+        )
         if len(_MATCHES) >= 100_000:
             _MATCHES.clear()
-        _MATCHES[cache_key] = found
-    return found
+        found = _MATCHES[cache_key] = (index, candidates)
+    return found[1]
+
+
+_MICROSECOND = timedelta(microseconds=1)

@@ -38,11 +38,11 @@ from typing import Any
 from stream_jobs.app import (
     BATCH_MAX,
     BATCH_WITHIN_S,
-    BUDGETS,
     DEDUP_HORIZON_S,
     PARTITIONS,
     SETTINGS,
     app,
+    control_state,
     dead_letter_topic,
     raw_topic,
 )
@@ -127,7 +127,7 @@ async def price_events(stream: Any) -> AsyncIterator[None]:
 async def _price_chunk(groups: dict[int, list[Any]], seen: dict[int, int], newest: dict[int, int]) -> None:
     """Price a chunk of a batch; its outputs, then its identities, are acknowledged by the broker."""
     t = SETTINGS.topics
-    deltas = DeltaBatch(BUDGETS.budgets)
+    deltas = DeltaBatch(control_state())
     batches = [Batch(partition, group, deltas) for partition, group in groups.items()]
     for batch in batches:
         known = identities.of(batch.partition)

@@ -27,30 +27,31 @@ deterministic keys: a threshold is keyed ``budget|period|level``, a breaker by i
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
-from aiokafka.partitioner import murmur2  # type: ignore[import-untyped]
 from faust.types import TP
 
 from stream_jobs.app import (
     BATCH_MAX,
     BATCH_WITHIN_S,
-    BUDGETS,
     PARTITIONS,
+    _Control,
     anomalies_topic,
     app,
     breakers_topic,
+    control_state,
     dead_letter_topic,
     deltas_topic,
     thresholds_topic,
 )
 from stream_jobs.batches import RAW_APPLIED, Staged, partition_batches
-from stream_jobs.budget_fold import fold_budget
+from stream_jobs.budget_fold import fold_budget, opening_entries, redefine
 from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.delta_batch import Entry, fresh_entries
 from stream_jobs.diagnostics import stop_worker
@@ -63,16 +64,16 @@ from tokenledger.budget_eval import (
     BudgetStatus,
     ThresholdCrossing,
     breaker_for,
-    evaluate,
     period_of,
     roll_over,
 )
-from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_delta
+from tokenledger.control.records import digest
+from tokenledger.control.state import Change
+from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_delta, encode_delta
+from tokenledger.schema.raw_batch import partition_for
 from tokenledger.spikes import check_spike
 
-TZ = BUDGETS.tz
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-BY_ID = {b.id: b for b in BUDGETS.budgets}
 
 # Spend per tenant|dimension=value (see stream_jobs.spend_state).
 # Packed in memory, the JSON dict on the changelog (stream_jobs.spend_codec); read and written
@@ -161,7 +162,7 @@ async def _apply_spend(staged: Staged, delta: SpendDeltaV1) -> None:
     if not entries:
         return
     fold = SpendFold(record)
-    latest = fold.add_entries(entries, TZ)  # hour bucket -> latest event time in it, µs
+    latest = fold.add_entries(entries, control_state().zone(delta.key.partition("|")[0]))  # hour -> latest µs
     staged.set(spend, delta.key, fold.state(), applied=last)
     metrics.EVENTS.labels("spend", "in").inc(len(entries))
     dim = delta.key.partition("|")[2].partition("=")[0]
@@ -172,25 +173,70 @@ async def _apply_spend(staged: Staged, delta: SpendDeltaV1) -> None:
 
 
 async def _apply_budget(staged: Staged, delta: SpendDeltaV1) -> None:
+    """Fold a budget's entries; first, when its definition changed (or it is new or deleted), apply that.
+
+    The record keeps the digest of the definition it was last evaluated under (``def``): a marker
+    (a delta without entries, see :func:`mark_changed_budgets`) or any delta finding another one
+    applies the change, once, in the order of the budget's deltas.
+    """
     key = delta.key
-    budget = BY_ID.get(key.removeprefix(BUDGET_PREFIX))
+    control = control_state()
+    budget = control.budgets.get(key.removeprefix(BUDGET_PREFIX))
     doc = staged.get(budget_state, key) or {}
     entries, last = _fresh(doc, delta)
-    if not entries:
+    defined, wanted = doc.get("def"), None if budget is None else _digest(budget)
+    if not entries and defined == wanted:
         return
-    if budget is None:  # a budget removed from the file while its deltas were in flight
-        before = staged.get(counters, f"unknown-budget:{key}") or {"n": 0}
-        staged.set(counters, f"unknown-budget:{key}", {"n": before["n"] + len(entries)}, applied=last)
+    if budget is None:
+        await _withdraw(staged, key, doc, entries, last)
         return
-    state, status, outputs = fold_budget(
-        budget, doc.get("spend"), _status_from(doc), entries, tz=TZ, tz_name=BUDGETS.timezone
-    )
+    tz, tz_name = control.zone(budget.tenant), control.tenant(budget.tenant).timezone
+    state, status = doc.get("spend"), _status_from(doc)
+    outputs: list[ThresholdCrossing | BreakerUpdate] = []
+    if defined != wanted:
+        opening, opened = fresh_entries(doc.get(RAW_APPLIED, {}), opening_entries(budget))
+        state, status, produced = fold_budget(budget, state, status, opening, tz=tz, tz_name=tz_name)
+        outputs += produced
+        last = {**opened, **last}
+        if status is not None or not entries:  # else its first entry gives the first, event-time, breaker
+            status, produced = redefine(budget, state, status, datetime.now(UTC), tz=tz, tz_name=tz_name)
+            outputs += produced
+    state, status, produced = fold_budget(budget, state, status, entries, tz=tz, tz_name=tz_name)
+    outputs += produced
     for out in outputs:
         staged.output(await _publish(out))
     if status is not None:
         metrics.record_budget(budget.id, status.spent_nanos, budget.limit_nanos, status.state)
-    doc = {"spend": state, "status": _status_doc(status) if status else None}
-    staged.set(budget_state, key, doc, applied=last)
+    new_doc = {"spend": state, "status": _status_doc(status) if status else None, "def": wanted}
+    staged.set(budget_state, key, {**new_doc, RAW_APPLIED: doc.get(RAW_APPLIED, {})}, applied=last)
+
+
+async def _withdraw(staged: Staged, key: str, doc: dict[str, Any], entries: list[Entry], last: dict[str, int]) -> None:
+    """A deleted budget: withdraw its breaker (a tombstone: gateways forget it) once; count entries still in flight."""
+    if doc.get("def") is not None:
+        staged.output(
+            await app.producer.send(
+                breakers_topic.get_topic_name(), key.removeprefix(BUDGET_PREFIX).encode(), None, None, None, None
+            )
+        )
+    if entries:
+        before = staged.get(counters, f"unknown-budget:{key}") or {"n": 0}
+        staged.set(counters, f"unknown-budget:{key}", {"n": before["n"] + len(entries)}, applied=last)
+    stamps = {**doc.get(RAW_APPLIED, {}), **last}
+    staged.set(budget_state, key, {"spend": doc.get("spend"), "status": None, "def": None, RAW_APPLIED: stamps})
+
+
+_DIGESTS: dict[int, tuple[Any, str]] = {}
+
+
+def _digest(budget: Any) -> str:
+    """The content digest of a budget definition (memoised per record object)."""
+    found = _DIGESTS.get(id(budget))
+    if found is None or found[0] is not budget:
+        if len(_DIGESTS) >= 200_000:
+            _DIGESTS.clear()
+        found = _DIGESTS[id(budget)] = (budget, digest(budget))
+    return found[1]
 
 
 async def _publish(out: ThresholdCrossing | BreakerUpdate) -> Any:
@@ -249,37 +295,81 @@ async def _check_spikes(staged: Staged, key: str, instants: list[datetime], last
 
 
 _announced: set[tuple[str, str]] = set()
-_introduced: set[str] = set()
 
 
 def _owns_budget(budget_id: str) -> bool:
     """Whether this worker holds the ``spend-deltas`` partition of the budget (where its state lives)."""
-    key = (BUDGET_PREFIX + budget_id).encode()
-    partition = (murmur2(key) & 0x7FFFFFFF) % PARTITIONS  # the pricing stage's producer partitions by murmur2
+    partition = partition_for((BUDGET_PREFIX + budget_id).encode(), PARTITIONS)  # the producers' murmur2
     return TP(deltas_topic.get_topic_name(), partition) in app.assignor.assigned_actives()
 
 
-@app.timer(interval=2.0)  # type: ignore[untyped-decorator]
-async def introduce_budgets() -> None:
-    """Publish a first (normal, zero spend) breaker for every budget that has none yet.
+class _Changed:
+    """Budget ids changed on the control topic since the last marking (filled by the reader thread)."""
 
-    Gateways learn budgets only from the breakers topic; without this a budget would be
-    unknown to them (and unenforced, no reservations) until its first priced event passes
-    the pipeline. Only the worker owning the tenant's partition speaks for a budget, and only
-    after table recovery, so a budget with stored spend is never announced as zero.
-    """
-    recovery = getattr(app.tables, "recovery", None)  # faust's TableManager; not on the typed interface
-    if recovery is None or not recovery.completed.is_set() or app.rebalancing:
+    ids: ClassVar[set[str]] = set()
+    wake: asyncio.Event | None = None
+    loop: asyncio.AbstractEventLoop | None = None
+
+
+def _on_change(change: Change) -> None:
+    if change.kind != "budget":
         return
-    now = datetime.now(UTC)
-    for budget in BUDGETS.budgets:
-        if budget.id in _introduced or not _owns_budget(budget.id):
+    _Changed.ids.add(change.id)
+    if _Changed.loop is not None and _Changed.wake is not None:
+        _Changed.loop.call_soon_threadsafe(_Changed.wake.set)
+
+
+MARK_EVERY_S = 5.0
+# A budget without state is announced (a normal breaker at the wall clock) only this long after
+# the worker recovered its tables: a backlog's first deltas give it an event-time status first.
+INTRODUCE_AFTER_S = 2.0
+
+
+@app.task  # type: ignore[untyped-decorator]
+async def mark_changed_budgets() -> None:
+    """Send a marker (a delta without entries) to every owned budget whose definition changed.
+
+    The marker travels in the budget's own ``spend-deltas`` partition, so the change is applied
+    by the agent, in order with the budget's spend, with its table writes and breaker made
+    durable like any delta's (and a crash replays it). Woken by the control reader at once; a
+    scan every ``MARK_EVERY_S`` catches what a rebalance or a restart left (new budgets,
+    deleted ones, changes made while this worker was down). A repeated marker is harmless: the
+    record already holds the definition it carries.
+    """
+    _Changed.loop, _Changed.wake = asyncio.get_running_loop(), asyncio.Event()
+    if _Control.log is not None:
+        _Control.log.listen(_on_change)
+    next_scan, recovered_at = 0.0, None
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(_Changed.wake.wait(), timeout=0.5)
+        _Changed.wake.clear()
+        recovery = getattr(app.tables, "recovery", None)  # faust's TableManager; not on the typed interface
+        if recovery is None or not recovery.completed.is_set() or app.rebalancing:
+            recovered_at = None
             continue
-        _introduced.add(budget.id)
-        if budget_state.get(f"budget:{budget.id}") is None:
-            _, _, breaker = evaluate(budget, None, 0, now, BUDGETS.timezone)
-            if breaker is not None:
-                await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json())
+        loop_now = asyncio.get_running_loop().time()
+        recovered_at = loop_now if recovered_at is None else recovered_at
+        if loop_now - recovered_at < INTRODUCE_AFTER_S:
+            continue  # a backlog's first deltas define new budgets in event time (see _mark)
+        ids, _Changed.ids = _Changed.ids, set()
+        if loop_now >= next_scan:
+            next_scan = loop_now + MARK_EVERY_S
+            ids |= set(control_state().budgets)
+            ids |= {k.removeprefix(BUDGET_PREFIX) for k in list(budget_state.keys()) if k.startswith(BUDGET_PREFIX)}
+        await _mark(ids)
+
+
+async def _mark(ids: set[str]) -> None:
+    budgets = control_state().budgets
+    for budget_id in sorted(ids):
+        if not _owns_budget(budget_id):
+            continue
+        budget = budgets.get(budget_id)
+        key = BUDGET_PREFIX + budget_id
+        doc = budget_state.get(key) or {}
+        if doc.get("def") != (None if budget is None else _digest(budget)):
+            await deltas_topic.send(key=key.encode(), value=encode_delta(key, []))
 
 
 _progress = Progress()
@@ -297,11 +387,12 @@ async def announce_new_periods() -> None:
     now = datetime.now(UTC)
     if not _progress.live(now):
         return  # replaying the past: the event-driven roll-over announces new periods
-    for budget in BUDGETS.budgets:
+    control = control_state()
+    for budget in list(control.budgets.values()):
         status = _status_from(budget_state.get(f"budget:{budget.id}"))
         if status is None or status.state == "normal":
             continue
-        breaker = roll_over(budget, status, now, BUDGETS.timezone)
+        breaker = roll_over(budget, status, now, control.tenant(budget.tenant).timezone)
         if breaker is not None and (budget.id, breaker.period_key) not in _announced:
             _announced.add((budget.id, breaker.period_key))
             await breakers_topic.send(key=budget.id.encode(), value=breaker.to_json())
@@ -331,12 +422,17 @@ async def repeat_breakers() -> None:
 
 
 async def _repeat(watermark: datetime | None) -> None:
-    for budget in BUDGETS.budgets:
-        if not _owns_budget(budget.id):
+    control = control_state()
+    for budget in list(control.budgets.values()):
+        doc = budget_state.get(f"budget:{budget.id}") or {}
+        status = _status_from(doc)
+        if status is None or status.state == "normal" or status.as_of is None or not _owns_budget(budget.id):
             continue
-        status = _status_from(budget_state.get(f"budget:{budget.id}"))
-        if status is None or status.state == "normal" or status.as_of is None:
-            continue
-        if watermark is not None and period_of(budget, watermark, BUDGETS.timezone)[0] != status.period_key:
+        if doc.get("def") != _digest(budget):
+            continue  # its marker is on the way: the breaker of the new definition comes with it
+        if (
+            watermark is not None
+            and period_of(budget, watermark, control.tenant(budget.tenant).timezone)[0] != status.period_key
+        ):
             continue
         await breakers_topic.send(key=budget.id.encode(), value=breaker_for(budget, status, status.as_of).to_json())

@@ -19,6 +19,8 @@ class Topics:
     breakers: str = "breakers"
     anomalies: str = "anomalies"
     dead_letter: str = "dead-letter"
+    control: str = "control"  # tenants, budgets, keys, defaults, FX (compacted; tokenledger.control)
+    control_audit: str = "control-audit"  # every control change: who, what, when
 
     @classmethod
     def from_env(cls) -> Topics:

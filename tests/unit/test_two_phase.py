@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from stream_jobs.delta_batch import DeltaBatch, fresh_entries
 from stream_jobs.spend_state import labels_of_event
 from tests.factories import event_dict
-from tokenledger.budgets import BudgetFile
+from tokenledger.control.files import DEFAULT_CONTROL, ControlFile
+from tokenledger.control.state import ControlState
 from tokenledger.schema.deltas import decode_delta
 from tokenledger.schema.fastdecode import decode_usage_event
 from tokenledger.schema.raw_batch import position
@@ -67,7 +68,7 @@ def test_sums_exact_through_pricing_and_spend_replays(events: list[tuple[int, in
         done = 0  # events covered by a durable identity record (the committed point)
         while done < len(stream):
             end = min(len(stream), done + rnd.randint(1, 6))
-            batch = DeltaBatch([])
+            batch = DeltaBatch(ControlState())
             for pos, user, nanos in stream[done:end]:
                 batch.add(partition, pos, 0, nanos, labels(user))
             sent.extend(value for _, value in batch.messages(max_entries=rnd.randint(1, 4)))
@@ -116,8 +117,8 @@ def test_deltas_of_decoded_events_equal_those_of_their_labels(
     rows: list[tuple[str | None, str | None, str | None, str | None, str | None, str]],
 ) -> None:
     """``add_event`` (keys memoised per labels and model) sends what ``add`` sends for the event's labels."""
-    budgets = BudgetFile.load().budgets
-    by_event, by_labels = DeltaBatch(budgets), DeltaBatch(budgets)
+    control = ControlState.from_records(ControlFile.load(DEFAULT_CONTROL).records())
+    by_event, by_labels = DeltaBatch(control), DeltaBatch(control)
     for i, (dept, project, env, key, user, model) in enumerate(rows):
         doc = event_dict(model=model)
         lb = {"department": dept, "project": project, "environment": env, "api_key": key, "user": user}

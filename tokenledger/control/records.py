@@ -1,0 +1,142 @@
+"""Control-plane records: tenants, budgets, keys and defaults, as they travel on the control topic.
+
+One compacted topic holds every record, keyed ``<kind>/<id>`` (see :mod:`tokenledger.control.log`).
+A value is the record's JSON; a delete is a tombstone (a null value, never empty bytes: only
+null is compacted away). Budgets keep the shape of the budgets YAML (:class:`tokenledger.budgets.Budget`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import orjson
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+
+from tokenledger.budgets import Budget
+
+KINDS = ("tenant", "budget", "key", "defaults", "fx")
+Kind = Literal["tenant", "budget", "key", "defaults", "fx"]
+_FORBID = ConfigDict(extra="forbid", frozen=True)
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+
+
+def _zone(v: str) -> str:
+    try:
+        ZoneInfo(v)
+    except (ZoneInfoNotFoundError, ValueError) as exc:  # KeyError subclass: pydantic would not report it
+        raise ValueError(f"unknown timezone {v!r}") from exc
+    return v
+
+
+class Tenant(BaseModel):
+    """A tenant's calendar and currency: its budgets' periods, bills and forecasts follow them."""
+
+    model_config = _FORBID
+    id: str = Field(pattern=ID_PATTERN)
+    display_name: str = Field(default="", max_length=200)
+    timezone: str = "UTC"
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        return _zone(v)
+
+
+class Defaults(BaseModel):
+    """Timezone and currency of tenants without a record of their own."""
+
+    model_config = _FORBID
+    timezone: str = "UTC"
+    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, v: str) -> str:
+        return _zone(v)
+
+
+class ApiKey(BaseModel):
+    """An ingest key or a billing token of one tenant; only the sha256 of the secret is kept."""
+
+    model_config = _FORBID
+    id: str = Field(pattern=ID_PATTERN)
+    tenant: str = Field(pattern=ID_PATTERN)
+    kind: Literal["ingest", "billing"]
+    name: str = Field(default="", max_length=200)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    created_at: AwareDatetime | None = None
+
+
+class ControlBudget(Budget):
+    """A budget as the control plane holds it.
+
+    ``counts_from``: a budget created while the pipeline runs counts priced requests whose
+    event time is at or after it; the spend of its periods before it is ``opening`` (nano-USD
+    per minute start, epoch seconds), read from the store when it was created.
+    """
+
+    counts_from: AwareDatetime | None = None
+    opening: tuple[tuple[int, int], ...] = ()
+
+
+class FxDay(BaseModel):
+    """Daily reference rates of one pair for one year: ``{YYYY-MM-DD: rate}`` (1 base = rate quote)."""
+
+    model_config = _FORBID
+    base: str = Field(pattern=r"^[A-Z]{3}$")
+    quote: str = Field(pattern=r"^[A-Z]{3}$")
+    year: int = Field(ge=1999, le=2999)
+    rates: dict[str, str]
+    source: str = ""
+
+
+MODELS: dict[str, type[BaseModel]] = {
+    "tenant": Tenant,
+    "budget": ControlBudget,
+    "key": ApiKey,
+    "defaults": Defaults,
+    "fx": FxDay,
+}
+
+
+def record_key(kind: str, rid: str) -> str:
+    """The topic key of a record."""
+    return f"{kind}/{rid}"
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """``(kind, id)`` of a topic key (ValueError for an unknown kind)."""
+    kind, sep, rid = key.partition("/")
+    if not sep or kind not in MODELS:
+        raise ValueError(f"not a control key: {key!r}")
+    return kind, rid
+
+
+def parse(kind: str, doc: Any) -> BaseModel:
+    """Validate a record's document (pydantic ValidationError names the field)."""
+    return MODELS[kind].model_validate(doc)
+
+
+def to_doc(record: BaseModel) -> dict[str, Any]:
+    """The JSON document of a record (by alias: a budget's levels keep ``break``)."""
+    doc: dict[str, Any] = record.model_dump(mode="json", by_alias=True, exclude_defaults=False)
+    return doc
+
+
+def encode(record: BaseModel) -> bytes:
+    """Canonical JSON bytes (sorted keys): equal records encode equally."""
+    return orjson.dumps(to_doc(record), option=orjson.OPT_SORT_KEYS)
+
+
+def digest(record: BaseModel) -> str:
+    """A short content digest: a definition change is a change of content, not of offset."""
+    return hashlib.sha256(encode(record)).hexdigest()[:16]
+
+
+def now_field(at: datetime) -> str:
+    """An instant as the records write it."""
+    return at.isoformat()
