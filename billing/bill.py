@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import UTC, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
@@ -108,7 +108,15 @@ def assemble_bill(q: dict[str, Any], scope: Scope, period: Period, ctx: BillingC
     for d in q["daily"]:
         conv = fx.convert(int(d["cost_nanos"]), "USD", config.currency, day_start(d["day"], period.tz))
         daily.append(
-            DayLine(d["day"], int(d["requests"]), int(d["tokens"]), int(d["cost_nanos"]), conv.nanos, conv.rate)
+            DayLine(
+                d["day"],
+                int(d["requests"]),
+                int(d["tokens"]),
+                int(d["cost_nanos"]),
+                conv.nanos,
+                conv.rate,
+                None if conv.rate_valid_from is None else conv.rate_valid_from.astimezone(UTC).date(),
+            )
         )
     summary = Summary(
         requests=requests,

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from billing.bill import AS_BILLED, DIMENSIONS, build_bill
 from billing.context import BillingContext
+from billing.control_cli import add_commands
+from billing.control_cli import run as run_control
 from billing.forecast_job import forecast_budgets
 from billing.jobs import (
     allocation_csv,
@@ -27,7 +29,9 @@ from billing.rerate import rerate_period
 from billing.scheduler import run_blocking
 from billing.service import SinkOptions, run_service
 from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
+from tokenledger.control.follow import follow, load_seed
 from tokenledger.errors import cli_errors
+from tokenledger.kafka_config import KafkaSettings
 from tokenledger.money import format_money
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
 from tokenledger.pricing.table import DEFAULT_OVERRIDES
@@ -35,6 +39,8 @@ from tokenledger.store import open_store
 from tokenledger.store.base import Store
 from tokenledger.store.ingest import ingest_raw
 from tokenledger.store.migrations import migrate
+
+KEYS = frozenset({"key"})  # the service seeds billing tokens; workers seed tenants and budgets
 
 
 @cli_errors("python -m billing")
@@ -96,9 +102,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - 
     s.add_argument("-l", "--log-level", default="info")
     sc = sub.add_parser("schedule", help="run the apscheduler jobs in the foreground")
     sc.add_argument("--out", type=Path, default=Path("out"))
+    add_commands(sub)
     args = p.parse_args(argv)
     # Store clients log the failure they raise; the one line this command prints says it once.
     logging.getLogger("clickhouse_connect").setLevel(logging.CRITICAL)
+    if args.cmd in ("control", "fx"):  # the control topic; the store only for new budgets' opening spend
+        return run_control(args)
 
     store = open_store(args.store)
     migrate(store)
@@ -151,8 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - 
                 level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
             )
             sink = SinkOptions(args.group, args.batch_size, args.batch_wait_s) if args.sink else None
+            control = follow(KafkaSettings.from_env(), seed=load_seed(KEYS), kinds=KEYS, actor="billing-serve")
             return run_service(
-                store, ctx, budgets, host=args.host, port=args.port, out_dir=args.out, sink=sink, schedule=args.schedule
+                store, ctx, control, host=args.host, port=args.port, out_dir=args.out, sink=sink, schedule=args.schedule
             )
         elif args.cmd == "schedule":
             run_blocking(store, budgets, ctx, args.out)

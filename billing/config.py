@@ -50,14 +50,35 @@ class Access(BaseModel):
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 
+class Admin(BaseModel):
+    """One admin token (sha256 digest) of the control plane's admin API; ``name`` is the audit's actor."""
+
+    model_config = _FORBID
+    name: str = Field(min_length=1, max_length=100)
+    token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
 class BillingConfig(BaseModel):
-    """The billing YAML."""
+    """The billing YAML.
+
+    ``timezone`` and ``currency`` are the defaults of tenants the control plane has no record
+    of; ``access`` is read only by a server without a control plane (billing tokens are
+    control-plane keys).
+    """
 
     model_config = _FORBID
     timezone: str = "UTC"
     currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
     advice: AdviceConfig = Field(default_factory=AdviceConfig)
     access: tuple[Access, ...] = ()
+    admins: tuple[Admin, ...] = ()
+
+    def admin_digests(self, env_digest: str | None = None) -> dict[str, str]:
+        """sha256 -> name of every admin token (``TOKENLEDGER_ADMIN_TOKEN_SHA256`` adds one named ``env``)."""
+        found = {a.token_sha256: a.name for a in self.admins}
+        if env_digest:
+            found[env_digest.strip().lower()] = "env"
+        return found
 
     @field_validator("timezone")
     @classmethod

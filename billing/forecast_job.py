@@ -10,6 +10,7 @@ from billing.context import BillingContext
 from billing.forecast import Backtest, Forecast, backtest, forecast_month
 from billing.periods import day_start, month_period
 from tokenledger.budgets import Budget, BudgetFile
+from tokenledger.control.state import ControlState
 from tokenledger.store.base import Store
 
 HISTORY_DAYS = 90
@@ -54,4 +55,15 @@ def forecast_budgets(store: Store, budgets: BudgetFile, ctx: BillingContext) -> 
         series = daily_series(store, b, budgets.timezone, start, day_start(as_of + timedelta(days=1), tz))
         f = forecast_month(series, as_of, period.days[-1], period.days[0], limit_nanos=b.limit_nanos)
         out.append(BudgetForecast(b.id, b.tenant, dict(b.scope), month, f, backtest(series)))
+    return out
+
+
+def forecast_control(store: Store, control: ControlState, ctx: BillingContext) -> list[BudgetForecast]:
+    """:func:`forecast_budgets` of the control plane's budgets, each tenant in its own timezone."""
+    out: list[BudgetForecast] = []
+    for tenant in sorted({b.tenant for b in list(control.budgets.values())}):
+        t = control.tenant(tenant)
+        mine = sorted(control.tenant_budgets(tenant).by_id.values(), key=lambda b: b.id)
+        own = ctx.for_tenant(t.timezone, t.currency)
+        out += forecast_budgets(store, BudgetFile(timezone=t.timezone, budgets=tuple(mine)), own)
     return out

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import hmac
 import re
 import threading
 from collections.abc import Callable
@@ -28,15 +27,18 @@ from http import HTTPStatus
 import orjson
 from aiohttp import web
 
+from billing.admin_api import AdminApi
 from billing.allocation import METHODS
 from billing.bill import AS_BILLED, DIMENSIONS, build_bill
-from billing.context import BillingContext
+from billing.context import BillingContext, live_fx
 from billing.forecast_job import forecast_budgets
 from billing.jobs import allocation_csv, allocation_for_month, file_part
 from billing.model import Scope
 from billing.periods import month_period
 from billing.render import render_csv, render_json, render_pdf, to_plain
 from tokenledger.budgets import BudgetFile
+from tokenledger.control.records import ApiKey
+from tokenledger.control.state import ControlState
 from tokenledger.health import answer
 from tokenledger.http_edge import bearer_token, error_response, json_errors
 from tokenledger.store.base import Store, StoreRejected, StoreUnavailable
@@ -54,8 +56,8 @@ class AccessDenied(Exception):
         self.status = status
 
 
-def authorize(header: str | None, tenant: str, ctx: BillingContext) -> None:
-    """Check a bearer token against the configured per-tenant digests.
+def authorize(header: str | None, tenant: str, control: ControlState) -> None:
+    """Check a bearer token against the live billing tokens (a revoked one is gone at once).
 
     Raises:
         AccessDenied: 401 when the token is missing or unknown, 403 when it is another tenant's.
@@ -63,12 +65,19 @@ def authorize(header: str | None, tenant: str, ctx: BillingContext) -> None:
     token = bearer_token(header)
     if token is None:
         raise AccessDenied(HTTPStatus.UNAUTHORIZED)
-    digest = hashlib.sha256(token.encode()).hexdigest()
-    granted = [a.tenant for a in ctx.config.access if hmac.compare_digest(a.token_sha256, digest)]
-    if not granted:
+    key = control.key_for(hashlib.sha256(token.encode()).hexdigest(), "billing")
+    if key is None:
         raise AccessDenied(HTTPStatus.UNAUTHORIZED)
-    if tenant not in granted:
+    if key.tenant != tenant:
         raise AccessDenied(HTTPStatus.FORBIDDEN)
+
+
+def access_state(ctx: BillingContext) -> ControlState:
+    """A control state holding the billing file's ``access`` tokens (a server without a control plane)."""
+    return ControlState.from_records(
+        ("key", f"access-{i}", ApiKey(id=f"access-{i}", tenant=a.tenant, kind="billing", sha256=a.token_sha256))
+        for i, a in enumerate(ctx.config.access)
+    )
 
 
 class BadRequest(ValueError):
@@ -91,13 +100,18 @@ def _split_file(name: str, formats: tuple[str, ...]) -> tuple[str, str]:
 class Routes:
     """The API's handlers over one store; blocking work runs on worker threads."""
 
-    def __init__(self, store: Store, ctx: BillingContext, budgets: BudgetFile) -> None:
-        self.store, self.ctx, self.budgets = store, ctx, budgets
+    def __init__(self, store: Store, ctx: BillingContext, control: ControlState) -> None:
+        self.store, self.base_ctx, self.control = store, ctx, control
+
+    def ctx_of(self, tenant: str) -> BillingContext:
+        """The billing context in the tenant's timezone and currency, with the imported FX rates."""
+        t = self.control.tenant(tenant)
+        return live_fx(self.base_ctx, self.control).for_tenant(t.timezone, t.currency)
 
     async def _run(self, request: web.Request, work: Callable[[str], web.Response]) -> web.Response:
         tenant = request.match_info["tenant"]
         try:
-            authorize(request.headers.get("Authorization"), tenant, self.ctx)
+            authorize(request.headers.get("Authorization"), tenant, self.control)
         except AccessDenied as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == HTTPStatus.UNAUTHORIZED else None
             return error_response(exc.status.value, exc.status.phrase, headers)
@@ -124,8 +138,9 @@ class Routes:
             kind, _, run = rating.partition(":")
             if not (rating == AS_BILLED or (kind == "rerated" and run)):
                 raise BadRequest(f"rating {rating!r} must be {AS_BILLED} or rerated:<run id>")
+            ctx = self.ctx_of(tenant)
             bill = build_bill(
-                self.store, Scope(tenant, dimension, value), month_period(month, self.ctx.config.tz), self.ctx, rating
+                self.store, Scope(tenant, dimension, value), month_period(month, ctx.config.tz), ctx, rating
             )
             if bill.summary.requests == 0:  # a misspelt scope must not look like a real zero bill
                 return error_response(404, f"no usage of {dimension}={value} for tenant {tenant} in {month}")
@@ -148,7 +163,9 @@ class Routes:
                 raise BadRequest(f"method {method!r} must be one of {', '.join(METHODS)}")
             if party not in PARTIES:
                 raise BadRequest(f"party {party!r} must be one of {', '.join(PARTIES)}")
-            amount, split = allocation_for_month(self.store, self.ctx, tenant, month, method=method, party=party)
+            amount, split = allocation_for_month(
+                self.store, self.ctx_of(tenant), tenant, month, method=method, party=party
+            )
             if fmt == "csv":
                 return _file(allocation_csv(amount, split, method, party), "csv")
             doc = {
@@ -167,9 +184,12 @@ class Routes:
         """Month-end forecasts of the tenant's monthly budgets."""
 
         def work(tenant: str) -> web.Response:
-            b = self.budgets
-            mine = BudgetFile(timezone=b.timezone, budgets=tuple(x for x in b.budgets if x.tenant == tenant))
-            results = [to_plain(r, "USD") for r in forecast_budgets(self.store, mine, self.ctx)]
+            ctx = self.ctx_of(tenant)
+            mine = BudgetFile(
+                timezone=ctx.config.timezone,
+                budgets=tuple(sorted(self.control.tenant_budgets(tenant).by_id.values(), key=lambda b: b.id)),
+            )
+            results = [to_plain(r, "USD") for r in forecast_budgets(self.store, mine, ctx)]
             return _file(orjson.dumps({"units": "nano-USD", "forecasts": results}), "json")
 
         return await self._run(request, work)
@@ -187,10 +207,14 @@ def _file(body: bytes, fmt: str, filename: str | None = None) -> web.Response:
     return web.Response(body=body, headers=headers)
 
 
-def make_app(store: Store, ctx: BillingContext, budgets: BudgetFile) -> web.Application:
-    """The billing API's aiohttp application."""
-    routes = Routes(store, ctx, budgets)
+def make_app(
+    store: Store, ctx: BillingContext, control: ControlState | None = None, admin: AdminApi | None = None
+) -> web.Application:
+    """The billing API's aiohttp application (tokens from ``control``, else from the billing file)."""
+    routes = Routes(store, ctx, control if control is not None else access_state(ctx))
     app = web.Application(middlewares=[json_errors])
+    if admin is not None:
+        admin.routes(app)
     app.router.add_get("/v1/tenants/{tenant}/bills/{month}/{dimension}/{file}", routes.bill)
     app.router.add_get("/v1/tenants/{tenant}/allocations/{file}", routes.allocation)
     app.router.add_get("/v1/tenants/{tenant}/forecasts.json", routes.forecast)
@@ -203,9 +227,16 @@ class BillingServer:
     """The HTTP server on a background thread with its own event loop (``port=0`` picks a free port)."""
 
     def __init__(
-        self, store: Store, ctx: BillingContext, budgets: BudgetFile, host: str = "127.0.0.1", port: int = 0
+        self,
+        store: Store,
+        ctx: BillingContext,
+        control: ControlState | None = None,
+        admin: AdminApi | None = None,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
-        self._app = make_app(store, ctx, budgets)
+        self._app = make_app(store, ctx, control, admin)
         self._host, self._port = host, port
         self._loop = asyncio.new_event_loop()
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from pathlib import Path
 from urllib.parse import quote
 
@@ -14,11 +16,12 @@ import orjson
 from billing.allocation import Method, Span, allocate
 from billing.bill import AS_BILLED, build_bill, scoped_query
 from billing.context import BillingContext
-from billing.forecast_job import BudgetForecast, forecast_budgets
+from billing.forecast_job import BudgetForecast, forecast_budgets, forecast_control
 from billing.model import Bill, Scope
 from billing.periods import Period, month_period
 from billing.render import render_csv, render_json, render_pdf, to_plain
 from tokenledger.budgets import BudgetFile
+from tokenledger.control.state import ControlState
 from tokenledger.money import nanos_to_units
 from tokenledger.store.base import Store, load_query
 
@@ -71,20 +74,41 @@ def file_part(text: str, limit: int = 80) -> str:
 
 
 def generate_monthly_bills(
-    store: Store, ctx: BillingContext, month: str, out_dir: Path, tenant: str | None = None
+    store: Store,
+    ctx: BillingContext,
+    month: str,
+    out_dir: Path,
+    tenant: str | None = None,
+    *,
+    ctx_of: Callable[[str], BillingContext] | None = None,
 ) -> list[WrittenBill]:
-    """The tenant bill and the bills per department and per project for ``month`` (the scheduled job's body)."""
-    period = month_period(month, ctx.config.tz)
+    """The tenant bill and the bills per department and per project for ``month`` (the scheduled job's body).
+
+    ``ctx_of`` gives each tenant's context (its timezone: the month's bounds; its currency).
+    Scopes are found over the month widened by a day each side (any timezone's month lies in
+    it); a scope without usage in its own tenant's month gets no bill.
+    """
+    wide = month_period(month, ctx.config.tz)
+    search = replace(wide, start=wide.start - timedelta(days=1), end=wide.end + timedelta(days=1))
     written = []
     for dimension in BILL_DIMENSIONS:
-        for scope in bill_scopes(store, period, dimension, tenant):
-            written.append(write_bill(build_bill(store, scope, period, ctx), out_dir))
+        for scope in bill_scopes(store, search if ctx_of else wide, dimension, tenant):
+            own = ctx_of(scope.tenant) if ctx_of is not None else ctx
+            bill = build_bill(store, scope, month_period(month, own.config.tz), own)
+            if bill.summary.requests or ctx_of is None:
+                written.append(write_bill(bill, out_dir))
     return written
 
 
-def run_forecasts(store: Store, budgets: BudgetFile, ctx: BillingContext, out_dir: Path) -> list[BudgetForecast]:
-    """Forecast every monthly budget and write ``forecasts.json``."""
-    results = forecast_budgets(store, budgets, ctx)
+def run_forecasts(
+    store: Store, budgets: BudgetFile | ControlState, ctx: BillingContext, out_dir: Path
+) -> list[BudgetForecast]:
+    """Forecast every monthly budget and write ``forecasts.json`` (control-plane budgets: each in its tenant's zone)."""
+    results = (
+        forecast_budgets(store, budgets, ctx)
+        if isinstance(budgets, BudgetFile)
+        else forecast_control(store, budgets, ctx)
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     doc = {
         "generated_at": ctx.clock().isoformat(),

@@ -78,6 +78,7 @@ class DayLine:
     cost_nanos: int
     cost_nanos_local: int
     fx_rate: Decimal
+    fx_rate_date: date | None = None  # the day of the rate used (the last published on or before this day)
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,7 @@ def render_csv(bill: Bill) -> bytes:
         w.writerow([f.feature, f.requests, f.input_tokens, f.output_tokens, units_text(f.cost_nanos), f.share])
     w.writerow([])
     w.writerow(["section", "daily"])
-    w.writerow(["day", "requests", "tokens", "cost_usd", f"cost_{cur.lower()}", "fx_rate"])
+    w.writerow(["day", "requests", "tokens", "cost_usd", f"cost_{cur.lower()}", "fx_rate", "fx_rate_date"])
     for d in bill.daily:
         w.writerow(
             [
@@ -154,6 +154,7 @@ def render_csv(bill: Bill) -> bytes:
                 units_text(d.cost_nanos),
                 units_text(d.cost_nanos_local),
                 d.fx_rate,
+                d.fx_rate_date.isoformat() if d.fx_rate_date else "",
             ]
         )
     w.writerow([])

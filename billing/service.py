@@ -28,11 +28,12 @@ from types import FrameType
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from billing.admin_api import AdminApi
 from billing.context import BillingContext
 from billing.http_api import BillingServer
 from billing.scheduler import configure
 from stream_jobs.sink_main import SinkRun, watch_stages
-from tokenledger.budgets import BudgetFile
+from tokenledger.control.log import ControlLog, ControlWriter
 from tokenledger.errors import EXIT_PERMANENT
 from tokenledger.health import HEALTH
 from tokenledger.kafka_config import KafkaSettings
@@ -53,7 +54,7 @@ class SinkOptions:
 def run_service(
     store: Store,
     ctx: BillingContext,
-    budgets: BudgetFile,
+    control: ControlLog,
     *,
     host: str,
     port: int,
@@ -61,7 +62,11 @@ def run_service(
     sink: SinkOptions | None,
     schedule: bool,
 ) -> int:
-    """Serve until SIGTERM/SIGINT; 0 on a clean stop, 2 when the sink hit a permanent error."""
+    """Serve until SIGTERM/SIGINT; 0 on a clean stop, 2 when the sink hit a permanent error.
+
+    ``control`` is the followed control plane: billing tokens, tenants' timezones and
+    currencies, budgets for forecasts, all live; the admin API writes it.
+    """
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -83,9 +88,11 @@ def run_service(
         watch_stages(settings, stop)
     scheduler = None
     if schedule:
-        scheduler = configure(BackgroundScheduler(timezone=ctx.config.tz), store, budgets, ctx, out_dir)
+        scheduler = configure(BackgroundScheduler(timezone=ctx.config.tz), store, control.state, ctx, out_dir)
         scheduler.start()
-    server = BillingServer(store, ctx, budgets, host, port).start()
+    writer = ControlWriter(control.settings, control)
+    admin = AdminApi(control, writer, store, ctx.config.admin_digests(os.environ.get("TOKENLEDGER_ADMIN_TOKEN_SHA256")))
+    server = BillingServer(store, ctx, control.state, admin, host=host, port=port).start()
     advertise = getattr(store, "advertise", None)  # the embedded store: name this service to one-shot commands
     if advertise is not None:
         advertise(server.url)
@@ -95,6 +102,8 @@ def run_service(
         stop.wait()
     finally:
         server.stop()
+        writer.close()
+        control.close()
         if run is not None and thread is not None:
             run.stop.set()
             thread.join(60)

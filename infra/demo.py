@@ -59,7 +59,8 @@ from infra.demo_gateway import (
 from infra.topics import SIMULATION_RETENTION_MS, create_topics
 from infra.workers import Proc, committed_lag, kafka_env, sink_command, worker_command, worker_env
 from producers.publisher import UsagePublisher
-from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
+from tokenledger.budgets import BudgetFile
+from tokenledger.control.files import DEFAULT_CONTROL
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.money import format_money, units_text
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, OverrideBook, price
@@ -190,7 +191,9 @@ def start_processes(settings: KafkaSettings, out: Path) -> list[Proc]:
     """Pricing worker, spend worker and store sink, each a process of its own."""
     procs = []
     for role in ("pricing", "spend"):
-        env = worker_env(settings, app_id=APP_ID, datadir=out / "faust" / role, role=role, budgets=out / "budgets.yaml")
+        env = worker_env(
+            settings, app_id=APP_ID, datadir=out / "faust" / role, role=role, control_seed=out / "control.yaml"
+        )
         procs.append(Proc(worker_command(), env, out / "logs" / f"stream-{role}.log").start())
     sink = sink_command(f"chdb://{(out / 'chdb').resolve()}", SINK_GROUP, batch_size=2000)
     # The sink's stage watch names the workers' groups from the application id: the demo's own.
@@ -397,8 +400,9 @@ def main() -> int:  # noqa: PLR0915 - a linear script
         truth = Truth()
         backfill(store, table, truth)
         store.close()  # the sink process owns the embedded store while it runs
-        # The shipped budgets plus the latency probe tenant's (one tiny daily budget per probe).
-        (out / "budgets.yaml").write_text(DEFAULT_BUDGETS.read_text() + probe_budgets_yaml())
+        # The control plane's seed: the shipped control file plus the latency probe tenant's
+        # budgets (one tiny daily budget per probe); the workers write it to the empty control topic.
+        (out / "control.yaml").write_text(DEFAULT_CONTROL.read_text() + probe_budgets_yaml())
         say("starting the pricing worker, the spend worker and the store sink, one process each")
         procs = start_processes(settings, out)
         say("starting the mock upstream and the gateway (bootstraps the breakers topic)")

@@ -44,6 +44,7 @@ def worker_env(
     datadir: Path,
     role: str = "all",
     budgets: Path | None = None,
+    control_seed: Path | None = None,
     metrics_port: int | None = 0,
     session_timeout_s: float | None = None,
 ) -> dict[str, str]:
@@ -54,7 +55,8 @@ def worker_env(
         app_id: Faust application id (consumer groups, changelog topic prefix).
         datadir: Faust data directory.
         role: ``all``, ``pricing`` or ``spend``.
-        budgets: Budget file (the shipped one when None).
+        budgets: An older budgets file seeding an empty control plane (tests).
+        control_seed: The control file seeding an empty control plane (the shipped one when None).
         metrics_port: Prometheus port; 0 disables, None keeps the role's default.
         session_timeout_s: Consumer group session (Faust's 60 s when None); short in fail-over tests.
     """
@@ -66,6 +68,8 @@ def worker_env(
     }
     if budgets is not None:
         env["TOKENLEDGER_BUDGETS"] = str(budgets)
+    if control_seed is not None:
+        env["TOKENLEDGER_CONTROL_SEED"] = str(control_seed)
     if session_timeout_s is not None:
         env["TOKENLEDGER_SESSION_TIMEOUT_S"] = str(session_timeout_s)
     return env

@@ -41,7 +41,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 import orjson
@@ -53,6 +53,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from producers.otlp import DEFAULT_MAPPING, map_spans, spans_from_json, spans_from_protobuf
 from tokenledger import metrics
+from tokenledger.control.follow import follow, load_seed
+from tokenledger.control.state import ControlState
 from tokenledger.errors import ConfigError, cli_errors, load_yaml_model
 from tokenledger.event_time import epoch_us, outside_window
 from tokenledger.health import HEALTH, answer
@@ -64,7 +66,6 @@ from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
 from tokenledger.schema.raw_batch import encode_batch, partition_for
 
 log = logging.getLogger(__name__)
-DEFAULT_KEYS = Path(__file__).resolve().parents[1] / "tokenledger" / "data" / "ingest_keys.yaml"
 BATCH = "application/cloudevents-batch+json"
 STRUCTURED = "application/cloudevents+json"
 EVENT_TYPES = frozenset({BATCH, STRUCTURED, "application/json"})
@@ -96,6 +97,32 @@ class IngestKeys(BaseModel):
         digest = hashlib.sha256(token.encode()).hexdigest()
         found = [k.tenant for k in self.keys if hmac.compare_digest(k.key_sha256, digest)]
         return found[0] if found else None
+
+
+class TenantOfKey(Protocol):
+    """Who a bearer token writes for: a keys file, or the live control plane."""
+
+    def tenant_of(self, authorization: str | None) -> str | None:
+        """The tenant, or None for a missing, unknown or revoked key."""
+        ...
+
+
+KEYS = frozenset({"key"})
+
+
+class ControlKeys:
+    """The control plane's live ingest keys: a key issued or revoked through the admin API counts at once."""
+
+    def __init__(self, state: ControlState) -> None:
+        self.state = state
+
+    def tenant_of(self, authorization: str | None) -> str | None:
+        """The tenant of a live ingest key."""
+        token = bearer_token(authorization)
+        if token is None:
+            return None
+        key = self.state.key_for(hashlib.sha256(token.encode()).hexdigest(), "ingest")
+        return None if key is None else key.tenant
 
 
 @dataclass(frozen=True)
@@ -287,7 +314,7 @@ class Ingest:
 
     def __init__(
         self,
-        keys: IngestKeys,
+        keys: TenantOfKey,
         producer: AckingProducer,
         limits: Limits,
         mapping: Mapping[str, tuple[str, ...]],
@@ -387,7 +414,7 @@ class Ingest:
 
 
 def make_app(
-    keys: IngestKeys,
+    keys: TenantOfKey,
     producer: AckingProducer,
     limits: Limits = Limits(),
     mapping: Mapping[str, tuple[str, ...]] = DEFAULT_MAPPING,
@@ -413,7 +440,12 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="the HTTP ingest endpoint")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8070)
-    serve.add_argument("--keys", type=Path, default=DEFAULT_KEYS, help="YAML: keys: [{name, tenant, key_sha256}]")
+    serve.add_argument(
+        "--keys",
+        type=Path,
+        help="static keys from a YAML file (keys: [{name, tenant, key_sha256}]) instead of the control plane's "
+        "live ingest keys (the default)",
+    )
     serve.add_argument("--max-body-bytes", type=int, default=Limits.max_body_bytes)
     serve.add_argument("--max-batch", type=int, default=Limits.max_batch)
     serve.add_argument(
@@ -426,8 +458,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    keys = load_yaml_model(IngestKeys, args.keys)
-    producer = AckingProducer(KafkaSettings.from_env())
+    settings = KafkaSettings.from_env()
+    control = None
+    if args.keys is not None:
+        keys: TenantOfKey = load_yaml_model(IngestKeys, args.keys)
+    else:
+        control = follow(settings, seed=load_seed(KEYS), kinds=KEYS, hold=KEYS, actor="ingest")
+        keys = ControlKeys(control.state)
+    producer = AckingProducer(settings)
     mapping = dict(DEFAULT_MAPPING)
     for item in args.map:
         dimension, _, attribute = item.partition("=")
@@ -443,6 +481,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     finally:
         producer.close()
+        if control is not None:
+            control.close()
     return 0
 
 

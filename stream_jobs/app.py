@@ -19,7 +19,7 @@ import faust
 from stream_jobs import faust_fixes, log_levels  # noqa: F401 - faust_fixes patches a recovery race first
 from tokenledger import metrics
 from tokenledger.control.files import Record
-from tokenledger.control.follow import follow, load_seed
+from tokenledger.control.follow import WORKER_KINDS, follow, load_seed
 from tokenledger.control.log import ControlLog
 from tokenledger.control.state import ControlState
 from tokenledger.kafka_config import KafkaSettings
@@ -94,7 +94,7 @@ class _Control:
 def start_control() -> ControlLog:
     """Follow the control topic (seeding it the first time); the worker calls this before it starts."""
     if _Control.log is None:
-        _Control.log = follow(SETTINGS, seed=SEED)
+        _Control.log = follow(SETTINGS, seed=SEED, kinds=WORKER_KINDS, hold=WORKER_KINDS)
     return _Control.log
 
 

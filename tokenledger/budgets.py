@@ -7,13 +7,14 @@ from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from tokenledger.errors import load_yaml_model
 from tokenledger.money import units_to_nanos
 from tokenledger.pricing.overrides import _no_float
 
-DEFAULT_BUDGETS = Path(__file__).resolve().parent / "data" / "budgets.yaml"
+DEFAULT_BUDGETS = Path(__file__).resolve().parent / "data" / "control.yaml"  # its budgets and default timezone
 SCOPE_DIMENSIONS = ("department", "project", "user_id", "model", "feature", "api_key", "environment")
 _FORBID = ConfigDict(extra="forbid", frozen=True)
 Usd = Annotated[Decimal, BeforeValidator(_no_float), Field(gt=0, allow_inf_nan=False)]
@@ -103,9 +104,19 @@ class BudgetFile(BaseModel):
 
     @classmethod
     def load(cls, path: Path = DEFAULT_BUDGETS) -> BudgetFile:
-        """Read and validate.
+        """Read and validate a budgets file, or a control file's budgets (its default timezone with them).
 
         Raises:
             ConfigError: The file is missing, not YAML, or not a valid budget file (first problem named).
         """
-        return load_yaml_model(cls, path)
+        from tokenledger.control.files import ControlFile  # noqa: PLC0415 - the control file builds on budgets
+
+        try:
+            doc = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            doc = None  # load_yaml_model names the problem
+        if isinstance(doc, dict) and set(doc) <= {"timezone", "budgets"}:
+            return load_yaml_model(cls, path)
+        control = ControlFile.load(path)
+        zone = control.defaults.timezone if control.defaults else (control.timezone or "UTC")
+        return cls(timezone=zone, budgets=control.budgets)

@@ -49,6 +49,7 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from tokenledger.budget_eval import scope_matches
+from tokenledger.scope_index import Anchor, anchor_of, probes
 
 Action = Literal["allow", "downgrade", "throttle", "deny"]
 _SEVERITY: dict[Action, int] = {"allow": 0, "downgrade": 1, "throttle": 2, "deny": 3}
@@ -187,7 +188,9 @@ class Guard:
         self._reservations = reservations
         self._lock = threading.Lock()
         self._breakers: dict[str, BreakerView] = {}
-        self._by_tenant: dict[str, dict[str, BreakerView]] = {}  # a request scans its tenant's budgets only
+        # A request looks at its tenant's budgets filed under no anchor (tenant-wide) or under one of
+        # its own label values (tokenledger.control.state.anchor_of): not at every budget.
+        self._by_tenant: dict[str, dict[Anchor, dict[str, BreakerView]]] = {}
         self._received: dict[str, float] = {}
         self._local: dict[str, _Local] = {}
         self._tickets = itertools.count(1)
@@ -203,11 +206,11 @@ class Guard:
             self._contact = mono
             old = self._breakers.pop(budget_id, None)
             if old is not None:
-                self._by_tenant.get(old.tenant, {}).pop(budget_id, None)
+                self._by_tenant.get(old.tenant, {}).get(anchor_of(old.scope), {}).pop(budget_id, None)
             if view is None:
                 return None
             self._breakers[budget_id] = view
-            self._by_tenant.setdefault(view.tenant, {})[budget_id] = view
+            self._by_tenant.setdefault(view.tenant, {}).setdefault(anchor_of(view.scope), {})[budget_id] = view
             self._received[budget_id] = mono
             local = self._local.get(budget_id)
             if local is not None and local.unconfirmed:
@@ -237,8 +240,8 @@ class Guard:
         """
         with self._lock:
             stale = not self.bootstrapped or self._contact is None or mono - self._contact > self._stale_after
-            tenant_views = self._by_tenant.get(req.tenant, {}).values()
-            views = [b for b in tenant_views if b.matches(req.tenant, req.labels, req.model)]
+            filed = self._by_tenant.get(req.tenant)
+            views = [] if filed is None else _candidates(filed, req)
             feature = req.labels.get("feature", "")
             best = Decision("allow", req.model, req.max_tokens)
             model, max_tokens = req.model, req.max_tokens
@@ -364,6 +367,17 @@ class Guard:
         if state == "warning":
             return downgraded
         return Decision("allow", req.model, req.max_tokens)
+
+
+def _candidates(filed: Mapping[Anchor, dict[str, BreakerView]], req: GuardRequest) -> list[BreakerView]:
+    """The tenant's budgets the request falls in, in budget id order."""
+    found = [v for v in filed.get(None, {}).values() if v.matches(req.tenant, req.labels, req.model)]
+    for probe in probes(req.labels, req.model):
+        for v in filed.get(probe, {}).values():
+            if v.matches(req.tenant, req.labels, req.model):
+                found.append(v)
+    found.sort(key=lambda v: v.budget_id)
+    return found
 
 
 def _retry_after(v: BreakerView, now: datetime) -> int:

@@ -13,7 +13,8 @@ import pytest
 from billing.context import BillingContext
 from billing.http_api import BillingServer
 from tests.billing_fixture import EVENTS
-from tokenledger.budgets import BudgetFile
+from tokenledger.control.files import DEFAULT_CONTROL, ControlFile
+from tokenledger.control.state import ControlState
 from tokenledger.pricing import LayeredPriceTable
 from tokenledger.store.chdb_store import ChdbStore
 from tokenledger.store.ingest import ingest_raw
@@ -23,7 +24,7 @@ from tokenledger.store.ingest import ingest_raw
 def server(store: ChdbStore) -> Iterator[str]:
     ingest_raw(store, EVENTS, LayeredPriceTable.from_path())
     ctx = BillingContext.default(clock=lambda: datetime(2026, 10, 21, 1, tzinfo=UTC))
-    srv = BillingServer(store, ctx, BudgetFile.load()).start()
+    srv = BillingServer(store, ctx, ControlState.from_records(ControlFile.load(DEFAULT_CONTROL).records())).start()
     yield srv.url
     srv.stop()
 

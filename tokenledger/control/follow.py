@@ -21,6 +21,7 @@ from tokenledger.kafka_config import KafkaSettings
 
 log = logging.getLogger("tokenledger.control")
 ALL_KINDS = frozenset({"defaults", "tenant", "budget", "key"})
+WORKER_KINDS = frozenset({"defaults", "tenant", "budget"})  # keys and FX are the edges' and billing's
 
 
 def seed_records(path: Path | None = None) -> list[Record]:
@@ -52,15 +53,19 @@ def follow(
     *,
     seed: list[Record] | None = None,
     kinds: frozenset[str] = ALL_KINDS,
+    hold: frozenset[str] | None = None,
     actor: str = "seed",
     wait_s: float = 60.0,
 ) -> ControlLog:
     """A caught-up :class:`ControlLog`, after seeding ``seed``'s records of ``kinds`` never written before.
 
+    The log holds the kinds ``hold`` plus ``kinds`` (``hold`` None: every kind).
+
     Raises:
         ControlUnavailable: The control topic was not read (or the seed not written) in time.
     """
-    control = ControlLog(settings).start(wait_s)
+    held = None if hold is None else hold | kinds
+    control = ControlLog(settings, kinds=held).start(wait_s)
     fresh = [r for r in seed or () if r[0] in kinds and record_key(r[0], r[1]) not in control.state.seen]
     if fresh:
         writer = ControlWriter(settings, control)

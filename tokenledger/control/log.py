@@ -48,9 +48,11 @@ class ControlUnavailable(TransientError):
 class ControlLog:
     """Follows the control topic into a :class:`ControlState` (a daemon thread)."""
 
-    def __init__(self, settings: KafkaSettings, state: ControlState | None = None) -> None:
+    def __init__(
+        self, settings: KafkaSettings, state: ControlState | None = None, kinds: frozenset[str] | None = None
+    ) -> None:
         self.settings = settings
-        self.state = state or ControlState()
+        self.state = state or ControlState(kinds=kinds)
         self.ready = threading.Event()
         self.applied = -1  # offset of the last record applied
         self._cond = threading.Condition()

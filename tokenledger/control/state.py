@@ -3,12 +3,10 @@
 A process applies the control topic's records in offset order (:mod:`tokenledger.control.log`);
 restarting replays the topic from its start, so a restarted process holds the same state.
 
-Matching a request to its budgets goes through :class:`TenantBudgets`, one per tenant: budgets
-without a scope, and budgets filed under one ``(dimension, value)`` of their scope (the first in
-:data:`~tokenledger.budgets.SCOPE_DIMENSIONS` order). A request looks up its tenant and each of
-its ~8 label values, and checks the few candidates found, so the cost does not grow with the
-number of budgets. A tenant's index is rebuilt (copy on write) when one of its budgets changes:
-readers on other threads always see a whole index.
+Matching a request to its budgets goes through :class:`TenantBudgets`, one per tenant, filed
+by :mod:`tokenledger.scope_index`: the cost does not grow with the number of budgets. A
+tenant's index is rebuilt (copy on write) when one of its budgets changes: readers on other
+threads always see a whole index.
 """
 
 from __future__ import annotations
@@ -23,10 +21,8 @@ import orjson
 from pydantic import BaseModel
 
 from tokenledger.budget_eval import scope_matches
-from tokenledger.budgets import SCOPE_DIMENSIONS
 from tokenledger.control.records import ApiKey, ControlBudget, Defaults, FxDay, Tenant, encode, parse, split_key
-
-_LABEL = {"user_id": "user"}  # scope dimension -> request label
+from tokenledger.scope_index import anchor_of, probes
 
 
 @dataclass(frozen=True)
@@ -50,18 +46,17 @@ class TenantBudgets:
         self.unscoped: tuple[ControlBudget, ...] = tuple(b for b in budgets.values() if not b.scope)
         anchored: dict[tuple[str, str], list[ControlBudget]] = {}
         for b in budgets.values():
-            if b.scope:
-                dim = next(d for d in SCOPE_DIMENSIONS if d in b.scope)
-                anchored.setdefault((dim, b.scope[dim]), []).append(b)
+            where = anchor_of(b.scope)
+            if where is not None:
+                anchored.setdefault(where, []).append(b)
         self.anchored = {k: tuple(v) for k, v in anchored.items()}
 
     def matching(self, labels: Mapping[str, str], model: str) -> list[ControlBudget]:
         """The budgets whose scope the request's labels and model fall in, in id order."""
         found = list(self.unscoped)
         if self.anchored:
-            for dim in SCOPE_DIMENSIONS:
-                value = model if dim == "model" else labels.get(_LABEL.get(dim, dim), "")
-                for b in self.anchored.get((dim, value), ()):
+            for probe in probes(labels, model):
+                for b in self.anchored.get(probe, ()):
                     if scope_matches(b.scope, labels, model):
                         found.append(b)
         found.sort(key=lambda b: b.id)
@@ -83,6 +78,8 @@ class ControlState:
     offset: int = -1
     invalid: int = 0  # records that did not validate (counted, skipped)
     seen: set[str] = field(default_factory=set)  # every key ever written, deleted ones included
+    fx_version: int = 0  # changes whenever an FX record does
+    kinds: frozenset[str] | None = None  # the kinds this process holds (None: all); others are skipped
     _by_tenant: dict[str, TenantBudgets] = field(default_factory=dict)
     _by_digest: dict[str, ApiKey] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -92,6 +89,8 @@ class ControlState:
         """Apply one record (``value`` None: a tombstone). Returns what changed, or None."""
         with self._lock:
             self.offset = max(self.offset, offset)
+            if self.kinds is not None and key.partition("/")[0] not in self.kinds:
+                return None  # e.g. a worker does not hold a million ingest keys
             self.seen.add(key)
             try:
                 kind, rid = split_key(key)
@@ -121,6 +120,8 @@ class ControlState:
             for b in (before, after):
                 if isinstance(b, ControlBudget):
                     self._reindex(b.tenant)
+        elif kind == "fx":
+            self.fx_version += 1
         elif kind == "key":
             if before is not None:
                 self._by_digest.pop(before.sha256, None)
@@ -138,9 +139,11 @@ class ControlState:
             self._by_tenant.pop(tenant, None)
 
     @classmethod
-    def from_records(cls, records: Iterable[tuple[str, str, BaseModel | None]]) -> ControlState:
+    def from_records(
+        cls, records: Iterable[tuple[str, str, BaseModel | None]], kinds: frozenset[str] | None = None
+    ) -> ControlState:
         """A state holding ``(kind, id, record)`` records applied in order (tests, benches, offline use)."""
-        state = cls()
+        state = cls(kinds=kinds)
         for offset, (kind, rid, record) in enumerate(records):
             state.apply(f"{kind}/{rid}", None if record is None else encode(record), offset)
         return state

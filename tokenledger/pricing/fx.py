@@ -60,6 +60,16 @@ class FxTable:
             pairs.setdefault((e.base, e.quote), []).append(e)
         self._pairs = {k: sorted(v, key=lambda e: e.valid_from) for k, v in pairs.items()}
 
+    def with_entries(self, entries: list[FxEntry], version: str) -> FxTable:
+        """This table plus ``entries`` (imported daily rates win over a file's rate of the same instant)."""
+        merged: dict[tuple[str, str, datetime], FxEntry] = {}
+        for pair in self._pairs.values():
+            for e in pair:
+                merged[(e.base, e.quote, e.valid_from)] = e
+        for e in entries:
+            merged[(e.base, e.quote, e.valid_from)] = e
+        return FxTable(FxFile(version=version, rates=tuple(merged.values())))
+
     @classmethod
     def from_path(cls, path: Path = DEFAULT_FX) -> FxTable:
         """Load an FX YAML file (default: the one shipped in the package)."""
