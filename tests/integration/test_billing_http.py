@@ -76,8 +76,8 @@ def test_allocation_and_forecast_endpoints(server: str) -> None:
     status, _, body = get(f"{server}/v1/tenants/acme/forecasts.json", "demo-acme-token")
     forecasts = orjson.loads(body)["forecasts"]
     assert status == 200
-    assert [f["budget_id"] for f in forecasts] == ["acme-research-month", "acme-legal-month"]
-    research = forecasts[0]["forecast"]
+    assert [f["budget_id"] for f in forecasts] == ["acme-legal-month", "acme-research-month"]  # id order
+    research = forecasts[1]["forecast"]
     assert research["as_of"] == "2026-10-20"
     assert research["month_to_date_nanos"] == 1_337_972_500
 
