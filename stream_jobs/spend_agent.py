@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
@@ -51,7 +50,7 @@ from stream_jobs.app import (
     thresholds_topic,
 )
 from stream_jobs.batches import RAW_APPLIED, Staged, partition_batches
-from stream_jobs.budget_fold import fold_budget, opening_entries, redefine
+from stream_jobs.budget_record import Withdrawn, status_from, step
 from stream_jobs.dead_letters import dead_letter_value, origin_key
 from stream_jobs.delta_batch import Entry, fresh_entries
 from stream_jobs.diagnostics import stop_worker
@@ -61,7 +60,6 @@ from stream_jobs.spend_state import Progress, SpendFold
 from tokenledger import metrics
 from tokenledger.budget_eval import (
     BreakerUpdate,
-    BudgetStatus,
     ThresholdCrossing,
     breaker_for,
     period_of,
@@ -85,33 +83,6 @@ budget_state = durable_table(app, "budget-state", PARTITIONS)
 # Dead letters and deltas of unknown budgets: {"n": count}.
 counters = durable_table(app, "spend-counters", PARTITIONS)
 SPIKE_DIMENSIONS = ("tenant", "department")
-
-
-def _status_from(doc: dict[str, Any] | None) -> BudgetStatus | None:
-    if not doc or not doc.get("status"):
-        return None
-    s = doc["status"]
-    end = datetime.fromisoformat(s["period_end"]) if s["period_end"] else None
-    return BudgetStatus(
-        s["budget_id"],
-        s["period_key"],
-        end,
-        s["spent_nanos"],
-        s["state"],
-        tuple(s["emitted"]),
-        s.get("published_spent", 0),
-        datetime.fromisoformat(s["as_of"]) if s.get("as_of") else None,
-        tuple((key, tuple(levels)) for key, levels in s.get("past", ())),
-    )
-
-
-def _status_doc(status: BudgetStatus) -> dict[str, Any]:
-    doc = asdict(status)
-    doc["period_end"] = status.period_end.isoformat() if status.period_end else None
-    doc["emitted"] = list(status.emitted)
-    doc["as_of"] = status.as_of.isoformat() if status.as_of else None
-    doc["past"] = [[key, list(levels)] for key, levels in status.past]
-    return doc
 
 
 @app.agent(deltas_topic)
@@ -177,53 +148,34 @@ async def _apply_budget(staged: Staged, delta: SpendDeltaV1) -> None:
 
     The record keeps the digest of the definition it was last evaluated under (``def``): a marker
     (a delta without entries, see :func:`mark_changed_budgets`) or any delta finding another one
-    applies the change, once, in the order of the budget's deltas.
+    applies the change, once, in the order of the budget's deltas (``stream_jobs.budget_record``).
     """
     key = delta.key
+    budget_id = key.removeprefix(BUDGET_PREFIX)
     control = control_state()
-    budget = control.budgets.get(key.removeprefix(BUDGET_PREFIX))
-    doc = staged.get(budget_state, key) or {}
-    entries, last = _fresh(doc, delta)
-    defined, wanted = doc.get("def"), None if budget is None else _digest(budget)
-    if not entries and defined == wanted:
-        return
-    if budget is None:
-        await _withdraw(staged, key, doc, entries, last)
-        return
-    tz, tz_name = control.zone(budget.tenant), control.tenant(budget.tenant).timezone
-    state, status = doc.get("spend"), _status_from(doc)
-    outputs: list[ThresholdCrossing | BreakerUpdate] = []
-    if defined != wanted:
-        opening, opened = fresh_entries(doc.get(RAW_APPLIED, {}), opening_entries(budget))
-        state, status, produced = fold_budget(budget, state, status, opening, tz=tz, tz_name=tz_name)
-        outputs += produced
-        last = {**opened, **last}
-        if status is not None or not entries:  # else its first entry gives the first, event-time, breaker
-            status, produced = redefine(budget, state, status, datetime.now(UTC), tz=tz, tz_name=tz_name)
-            outputs += produced
-    state, status, produced = fold_budget(budget, state, status, entries, tz=tz, tz_name=tz_name)
-    outputs += produced
+    budget = control.budgets.get(budget_id)
+    tenant = control.tenant(budget.tenant if budget is not None else "")
+    doc, outputs, orphans = step(
+        budget_id,
+        budget,
+        staged.get(budget_state, key),
+        delta.entries,
+        wanted=None if budget is None else _digest(budget),
+        now=datetime.now(UTC),
+        tz=control.zone(tenant.id),
+        tz_name=tenant.timezone,
+    )
     for out in outputs:
         staged.output(await _publish(out))
-    if status is not None:
-        metrics.record_budget(budget.id, status.spent_nanos, budget.limit_nanos, status.state)
-    new_doc = {"spend": state, "status": _status_doc(status) if status else None, "def": wanted}
-    staged.set(budget_state, key, {**new_doc, RAW_APPLIED: doc.get(RAW_APPLIED, {})}, applied=last)
-
-
-async def _withdraw(staged: Staged, key: str, doc: dict[str, Any], entries: list[Entry], last: dict[str, int]) -> None:
-    """A deleted budget: withdraw its breaker (a tombstone: gateways forget it) once; count entries still in flight."""
-    if doc.get("def") is not None:
-        staged.output(
-            await app.producer.send(
-                breakers_topic.get_topic_name(), key.removeprefix(BUDGET_PREFIX).encode(), None, None, None, None
-            )
-        )
-    if entries:
+    if orphans:  # entries of a deleted budget still in flight: counted, not folded
         before = staged.get(counters, f"unknown-budget:{key}") or {"n": 0}
-        staged.set(counters, f"unknown-budget:{key}", {"n": before["n"] + len(entries)}, applied=last)
-    stamps = {**doc.get(RAW_APPLIED, {}), **last}
-    staged.set(budget_state, key, {"spend": doc.get("spend"), "status": None, "def": None, RAW_APPLIED: stamps})
+        staged.set(counters, f"unknown-budget:{key}", {"n": before["n"] + orphans})
+    if doc is None:
+        return
+    status = status_from(doc)
+    if budget is not None and status is not None:
+        metrics.record_budget(budget.id, status.spent_nanos, budget.limit_nanos, status.state)
+    staged.set(budget_state, key, doc)
 
 
 _DIGESTS: dict[int, tuple[Any, str]] = {}
@@ -239,8 +191,10 @@ def _digest(budget: Any) -> str:
     return found[1]
 
 
-async def _publish(out: ThresholdCrossing | BreakerUpdate) -> Any:
-    """Send a crossing (keyed budget|period|level: a replay repeats its key) or a breaker (keyed by budget)."""
+async def _publish(out: ThresholdCrossing | BreakerUpdate | Withdrawn) -> Any:
+    """Send a crossing (keyed budget|period|level: a replay repeats its key), a breaker or its tombstone (by budget)."""
+    if isinstance(out, Withdrawn):
+        return await app.producer.send(breakers_topic.get_topic_name(), out.budget_id.encode(), None, None, None, None)
     if isinstance(out, BreakerUpdate):
         return await breakers_topic.send(key=out.budget_id.encode(), value=out.to_json())
     return await thresholds_topic.send(
@@ -389,7 +343,7 @@ async def announce_new_periods() -> None:
         return  # replaying the past: the event-driven roll-over announces new periods
     control = control_state()
     for budget in list(control.budgets.values()):
-        status = _status_from(budget_state.get(f"budget:{budget.id}"))
+        status = status_from(budget_state.get(f"budget:{budget.id}"))
         if status is None or status.state == "normal":
             continue
         breaker = roll_over(budget, status, now, control.tenant(budget.tenant).timezone)
@@ -425,7 +379,7 @@ async def _repeat(watermark: datetime | None) -> None:
     control = control_state()
     for budget in list(control.budgets.values()):
         doc = budget_state.get(f"budget:{budget.id}") or {}
-        status = _status_from(doc)
+        status = status_from(doc)
         if status is None or status.state == "normal" or status.as_of is None or not _owns_budget(budget.id):
             continue
         if doc.get("def") != _digest(budget):
