@@ -70,11 +70,12 @@ def summary(out: Any) -> Out:
 
 def reference(ops: list[tuple[str, Any]]) -> list[Out]:
     """Request by request, change by change, from the rules."""
-    defn: ControlBudget | None = budget("1")
+    first = budget("1")
+    defn: ControlBudget | None = first
     status: BudgetStatus | None = None
     spent = 0
     stored: list[tuple[int, int]] = []  # every request so far: (minute, nano-USD), as the store holds them
-    out: list[Out] = [("breaker", "normal", 0, defn.limit_nanos)]  # the first marker: a normal breaker
+    out: list[Out] = [("breaker", "normal", 0, first.limit_nanos)]  # the first marker: a normal breaker
 
     def request(i: int, nanos: int) -> None:
         nonlocal spent, status
