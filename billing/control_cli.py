@@ -26,7 +26,7 @@ from tokenledger.control.files import ControlFile, Record, describe, export, pla
 from tokenledger.control.follow import follow
 from tokenledger.control.log import ControlLog, ControlWriter
 from tokenledger.control.records import ControlBudget, FxDay
-from tokenledger.errors import ConfigError, PermanentError
+from tokenledger.errors import ConfigError, PermanentError, TransientError
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing.fx_import import parse_ecb, usd_records
 from tokenledger.store import open_store
@@ -95,24 +95,24 @@ def _with_openings(control: ControlLog, changes: list[Record], store_url: str | 
     if not new:
         return changes, ""
     now = datetime.now(UTC)
+    out = list(changes)
     try:
         store = open_store(store_url)
-    except PermanentError as exc:
+        try:
+            for i in new:
+                k, rid, r = out[i]
+                assert isinstance(r, ControlBudget)
+                out[i] = (k, rid, opening_for(store, r, control.state.zone(r.tenant), now))
+        finally:
+            store.close()
+    except (PermanentError, TransientError) as exc:  # held by the service, not migrated, away
         out = list(changes)
         for i in new:
             k, rid, r = out[i]
             assert isinstance(r, ControlBudget)
             out[i] = (k, rid, r.model_copy(update={"counts_from": now}))
         return out, f"note: {len(new)} new budget(s) count from now, without their period's spend so far ({exc})"
-    try:
-        out = list(changes)
-        for i in new:
-            k, rid, r = out[i]
-            assert isinstance(r, ControlBudget)
-            out[i] = (k, rid, opening_for(store, r, control.state.zone(r.tenant), now))
-        return out, f"{len(new)} new budget(s) start from their period's spend in the store"
-    finally:
-        store.close()
+    return out, f"{len(new)} new budget(s) start from their period's spend in the store"
 
 
 def _fx_import(settings: KafkaSettings, control: ControlLog, path: Path) -> int:

@@ -34,7 +34,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
 import msgspec
-from faust.types import TP
 
 from stream_jobs.app import (
     BATCH_MAX,
@@ -251,10 +250,16 @@ async def _check_spikes(staged: Staged, key: str, instants: list[datetime], last
 _announced: set[tuple[str, str]] = set()
 
 
-def _owns_budget(budget_id: str) -> bool:
+def _owns_budget(budget_id: str, owned: set[int] | None = None) -> bool:
     """Whether this worker holds the ``spend-deltas`` partition of the budget (where its state lives)."""
     partition = partition_for((BUDGET_PREFIX + budget_id).encode(), PARTITIONS)  # the producers' murmur2
-    return TP(deltas_topic.get_topic_name(), partition) in app.assignor.assigned_actives()
+    return partition in (_owned() if owned is None else owned)
+
+
+def _owned() -> set[int]:
+    """The ``spend-deltas`` partitions this worker holds."""
+    topic = deltas_topic.get_topic_name()
+    return {tp.partition for tp in app.assignor.assigned_actives() if tp.topic == topic}
 
 
 class _Changed:
@@ -316,8 +321,9 @@ async def mark_changed_budgets() -> None:
 
 async def _mark(ids: set[str]) -> None:
     budgets = control_state().budgets
+    owned = _owned()
     for budget_id in sorted(ids):
-        if not _owns_budget(budget_id):
+        if not _owns_budget(budget_id, owned):
             continue
         budget = budgets.get(budget_id)
         key = BUDGET_PREFIX + budget_id

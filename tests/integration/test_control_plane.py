@@ -312,8 +312,11 @@ def test_hostile_admin_bodies_never_5xx(pipeline: Pipeline) -> None:
 
 
 def test_kill_9_during_changes_restores_the_same_control_state(pipeline: Pipeline) -> None:
+    """The worker and the billing service each killed with -9 while changes stream in, then restarted."""
     p = pipeline
+    p.worker.start()
     base = p.start_billing()
+    p.worker.wait_log("Worker ready")
     stop = threading.Event()
     done: list[int] = []
 
@@ -331,11 +334,14 @@ def test_kill_9_during_changes_restores_the_same_control_state(pipeline: Pipelin
 
     writer = threading.Thread(target=change)
     writer.start()
-    time.sleep(2.0)
+    time.sleep(1.0)
+    p.worker.kill9()  # mid-change: markers in flight, a change half applied
+    time.sleep(1.0)
     p.billing.kill9()  # mid-change: some PUT is in flight
     stop.set()
     writer.join(30)
     assert done, "no change landed before the kill"
+    p.worker.start()
     base = p.start_billing()
     truth = follow(p.kafka)  # a fresh reader of the control topic
     try:
@@ -346,6 +352,14 @@ def test_kill_9_during_changes_restores_the_same_control_state(pipeline: Pipelin
         assert len(mine) == min(7, len(done))
         last = done[-1]
         assert truth.state.budgets[f"k{last % 7}"].limit_usd >= 1 + last  # every acknowledged change is there
+        # The restarted worker publishes each budget's breaker under its final definition.
+        final = {b.id: b.limit_nanos for b in truth.state.budgets.values() if b.id.startswith("k")}
+
+        def breakers_final() -> bool:
+            latest = {bid: p.breakers(bid)[-1:] for bid in final}
+            return all(v and v[0] is not None and v[0]["limit_nanos"] == final[bid] for bid, v in latest.items())
+
+        wait_for(breakers_final, 90, "every breaker under its final definition", alive=lambda: p.worker.alive)
     finally:
         truth.close()
 

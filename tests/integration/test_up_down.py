@@ -73,6 +73,23 @@ def test_up_serves_bills_and_down_stops_everything(tmp_path: Path) -> None:
 
         wait_for(billed4, 60, "the README's call on the bill")
         summary = orjson.loads(get(bill_url)[1])["summary"]
+        # The README's admin API block: a budget created, raised, listed and deleted, a key issued.
+        admin = block("localhost:8088/v1/admin/budgets/acme-support-month").replace(
+            "localhost:8088", services["billing"]["url"].removeprefix("http://")
+        )
+        done_admin = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", admin], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        assert done_admin.returncode == 0, done_admin.stderr
+        answers, text, decoder = [], done_admin.stdout.strip(), json.JSONDecoder()
+        while text:  # curl prints the answers back to back
+            doc, end = decoder.raw_decode(text)
+            answers.append(doc)
+            text = text[end:].strip()
+        assert [a.get("limit_usd") for a in answers[:2]] == ["50", "80"]
+        assert answers[2]["secret"].startswith("ti_") and answers[2]["tenant"] == "acme"
+        assert "acme-support-month" in {b["id"] for b in answers[3]["budgets"]}
+        assert answers[4] == {"deleted": "acme-support-month"}
     finally:
         done = subprocess.run(
             [sys.executable, "-m", "infra", "down", "--data", str(data)],
