@@ -115,6 +115,8 @@ class GuardRequest:
     model: str
     prompt_tokens: int
     max_tokens: int
+    # Features this caller's key may use to skip budgets that whitelist them (granted per key).
+    exempt: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ class Decision:
     budget_id: str | None = None
     retry_after_s: int | None = None
     ticket: int | None = None
+    remaining_nanos: int | None = None  # the least any matching budget had left before this request (nano-USD)
 
     @property
     def admitted(self) -> bool:
@@ -247,7 +250,7 @@ class Guard:
             model, max_tokens = req.model, req.max_tokens
             # Pass 1: state-based answers (deny / throttle / downgrade), most severe wins.
             for v in views:
-                if feature in v.whitelist_features:
+                if feature in v.whitelist_features and feature in req.exempt:
                     continue
                 d = self._by_state(v, req, now, stale, rand)
                 if _SEVERITY[d.action] > _SEVERITY[best.action]:
@@ -259,11 +262,14 @@ class Guard:
                 return best
             # Pass 2: the worst case of what would actually be sent must fit every budget.
             worst = self._worst_case(model, req.prompt_tokens, max_tokens, now) if views else 0
+            remaining: int | None = None
             for v in views:
-                if feature in v.whitelist_features or not self._reservations:
+                if (feature in v.whitelist_features and feature in req.exempt) or not self._reservations:
                     continue
                 spend = self._spend(v, now)
                 headroom = self._headroom(v, now)
+                left = max(0, v.limit_nanos - spend)
+                remaining = left if remaining is None else min(remaining, left)
                 if spend + worst > headroom:
                     return Decision(
                         "deny",
@@ -280,7 +286,7 @@ class Guard:
             for budget_id in ids:
                 self._local.setdefault(budget_id, _Local()).reserve(ticket, worst)
             action: Action = "downgrade" if (model, max_tokens) != (req.model, req.max_tokens) else "allow"
-            return Decision(action, model, max_tokens, best.reason, best.budget_id, None, ticket)
+            return Decision(action, model, max_tokens, best.reason, best.budget_id, None, ticket, remaining)
 
     def complete(self, ticket: int, cost_nanos: int, event_time: datetime, mono: float) -> None:
         """Replace a reservation by the request's actual cost (until a breaker includes it)."""

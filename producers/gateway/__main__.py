@@ -17,8 +17,10 @@ from producers.breaker_client import BreakerClient
 from producers.gateway.config import DEFAULT_GATEWAY_CONFIG, GatewayConfig
 from producers.gateway.mock_upstream import MockUpstream
 from producers.gateway.proxy import Gateway
+from producers.gateway.redis_limits import LocalLimits, RedisLimits
 from producers.gateway.reservations import worst_case_pricer
 from producers.publisher import UsagePublisher
+from tokenledger.control.follow import follow
 from tokenledger.guard import Guard
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
@@ -34,6 +36,12 @@ def main() -> None:
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--spool", type=Path, default=Path("data/spool/gateway-usage-raw.jsonl"))
     serve.add_argument("--upstream", help="OpenAI-compatible base URL (overrides the config file's upstream)")
+    serve.add_argument(
+        "--redis",
+        default=os.environ.get("TOKENLEDGER_REDIS_URL"),
+        help="redis://host:port/db shared by a fleet of gateways for rate limits (env TOKENLEDGER_REDIS_URL; "
+        "default: limits kept in this process)",
+    )
     mock = sub.add_parser("mock-upstream", help="a local OpenAI-compatible upstream that streams")
     mock.add_argument("--host", default="127.0.0.1")
     mock.add_argument("--port", type=int, default=8090)
@@ -54,12 +62,29 @@ def main() -> None:
         headroom_share=Decimal(config.headroom_share),
     )
     client = BreakerClient(settings, guard).start()
+    control = follow(settings, hold=frozenset({"limit"}), kinds=frozenset(), actor="gateway")  # rate limits, live
     publisher = UsagePublisher(settings, spool=args.spool)
-    gateway = Gateway(config, guard, publisher, table, upstream_api_key=os.environ.get(config.upstream_api_key_env, ""))
+    limits = RedisLimits(args.redis) if args.redis else LocalLimits()
+    gateway = Gateway(
+        config,
+        guard,
+        publisher,
+        table,
+        upstream_api_key=os.environ.get(config.upstream_api_key_env, ""),
+        limits=limits,
+        control=control.state,
+    )
+    shared = f", rate limits shared through {args.redis}" if args.redis else ""
     try:
-        web.run_app(gateway.app(), host=args.host, port=args.port)
+        web.run_app(
+            gateway.app(),
+            host=args.host,
+            port=args.port,
+            print=lambda _: print(f"gateway on http://{args.host}:{args.port}{shared}", flush=True),
+        )
     finally:
         client.close()
+        control.close()
         publisher.close()
 
 

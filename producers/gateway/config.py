@@ -5,9 +5,10 @@ from __future__ import annotations
 import hashlib
 from decimal import Decimal
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 DEFAULT_GATEWAY_CONFIG = Path(__file__).resolve().parents[2] / "tokenledger" / "data" / "gateway.yaml"
 _FORBID = ConfigDict(extra="forbid", frozen=True)
@@ -34,7 +35,15 @@ def provider_for(model: str) -> str:
 
 
 class GatewayKey(BaseModel):
-    """One API key and the attribution of every call made with it."""
+    """One API key, the attribution of every call made with it, and what its holder may claim.
+
+    ``features``: the features a call may claim (``X-Tokenledger-Feature``; ``default`` always);
+    ``exempt_features``: those of them that skip budgets whitelisting the feature (no key skips a
+    budget unless granted here); ``user_from``: where a call's end user comes from: ``key``
+    (``user``, fixed), ``header`` (``user_header``, set by an authenticating proxy in front) or
+    ``body`` (the request's ``user``: the key's holder chooses it, so per-user budgets and limits
+    bind only honest callers). A claim outside the grant is refused with 403.
+    """
 
     model_config = _FORBID
     name: str = Field(pattern=r"^[A-Za-z0-9._-]{1,64}$")
@@ -43,6 +52,18 @@ class GatewayKey(BaseModel):
     department: str = ""
     project: str = ""
     environment: str = ""
+    features: tuple[str, ...] = ()
+    exempt_features: tuple[str, ...] = ()
+    user_from: Literal["key", "header", "body"] = "key"
+    user: str = ""
+    user_header: str = "X-Tokenledger-User"
+
+    @model_validator(mode="after")
+    def _exempt_are_claimable(self) -> GatewayKey:
+        outside = sorted(set(self.exempt_features) - set(self.features))
+        if outside:
+            raise ValueError(f"exempt_features {outside} are not in features")
+        return self
 
 
 class GatewayConfig(BaseModel):
@@ -53,6 +74,8 @@ class GatewayConfig(BaseModel):
     upstream_api_key_env: str = "TOKENLEDGER_UPSTREAM_API_KEY"
     source: str = "//gateway/reference"
     default_max_tokens: int = Field(default=4096, gt=0)
+    # Output tokens reserved against rate limits when a request sets no max_tokens (corrected at completion).
+    default_output_estimate: int = Field(default=1024, gt=0)
     stale_after_s: float = Field(default=10.0, gt=0)
     hold_s: float = Field(default=1.0, ge=0)
     headroom_share: Decimal = Field(default=Decimal(1), gt=0, le=1)

@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from producers.gateway.messages import openai_error, text_messages
+from producers.gateway.messages import anthropic_error, anthropic_messages, openai_error, text_messages
 from tokenledger.http_edge import json_errors
 from tokenledger.tokens import count_chat_tokens, get_encoding
 from tokenledger.tokens.models import estimation_encoding_for_model
@@ -83,6 +83,7 @@ class MockUpstream:
         """The aiohttp application."""
         app = web.Application(middlewares=[json_errors])
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/readyz", self.ready)
         return app
 
@@ -181,5 +182,55 @@ class MockUpstream:
             doc = {"id": rid, "object": "chat.completion.chunk", "model": model, "choices": [], "usage": usage}
             await resp.write(b"data: " + orjson.dumps(doc) + b"\n\n")
         await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/messages``: Anthropic's Messages API (unary and its SSE event stream)."""
+        self.requests += 1
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            return anthropic_error(400, "invalid JSON body")
+        fail = (body.get("metadata") or {}).get("mock_fail")
+        if fail:
+            return anthropic_error(int(fail), "mock upstream failure")
+        messages = anthropic_messages(body)
+        text, finish = self._answer(body, messages)
+        openai = self._usage(body, messages, text)
+        cached = openai["prompt_tokens_details"]["cached_tokens"]
+        usage = {  # Anthropic counts cache reads apart from input_tokens
+            "input_tokens": openai["prompt_tokens"] - cached,
+            "output_tokens": openai["completion_tokens"],
+            "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": 0,
+        }
+        stop = "end_turn" if finish == "stop" else "max_tokens"
+        mid = f"msg_{hashlib.sha256(orjson.dumps([messages, time.time_ns()])).hexdigest()[:24]}"
+        message = {"id": mid, "type": "message", "role": "assistant", "model": body.get("model", "")}
+        if not body.get("stream"):
+            doc = {**message, "content": [{"type": "text", "text": text}], "stop_reason": stop, "usage": usage}
+            return web.Response(body=orjson.dumps(doc), content_type="application/json")
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+
+        async def event(name: str, doc: dict[str, Any]) -> None:
+            await resp.write(f"event: {name}\ndata: ".encode() + orjson.dumps({"type": name, **doc}) + b"\n\n")
+
+        start_usage = {**usage, "output_tokens": 1}
+        await event("message_start", {"message": {**message, "content": [], "stop_reason": None, "usage": start_usage}})
+        await event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+        words = text.split(" ") if text else []
+        for i in range(0, len(words), self.words_per_chunk):
+            piece = " ".join(words[i : i + self.words_per_chunk])
+            delta = {"type": "text_delta", "text": piece if i == 0 else f" {piece}"}
+            await event("content_block_delta", {"index": 0, "delta": delta})
+            if self.chunk_delay_s:
+                await asyncio.sleep(self.chunk_delay_s)
+        await event("content_block_stop", {"index": 0})
+        await event(
+            "message_delta", {"delta": {"stop_reason": stop}, "usage": {"output_tokens": usage["output_tokens"]}}
+        )
+        await event("message_stop", {})
         await resp.write_eof()
         return resp

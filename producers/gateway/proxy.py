@@ -1,12 +1,21 @@
-"""The reference gateway: OpenAI-compatible ``POST /v1/chat/completions`` in front of an upstream.
+"""The reference gateway: OpenAI's ``POST /v1/chat/completions`` and Anthropic's ``POST /v1/messages``.
 
-Per request: authenticate the bearer token (sha256 lookup) -> attribution from the key, the
-body's ``user``, the ``X-Tokenledger-Feature`` header and W3C ``traceparent`` -> count the
-prompt (tiktoken, chat overhead rule) -> ask the :class:`~tokenledger.guard.Guard` ->
-either HTTP 429 with an OpenAI-style error body and ``Retry-After``, or forward with the
-decided model and an enforced ``max_tokens`` (streams always ask upstream for usage) ->
-publish the usage event (streams: running estimates, then the provider's final figure, or
-the estimate if the client went away) -> turn the reservation into the actual cost.
+Per request: authenticate the key (sha256 lookup; ``Authorization: Bearer`` or Anthropic's
+``x-api-key``) -> check what the call claims against the key's grant (its feature, its end
+user: 403 outside it) -> attribution from the key, the granted claims and W3C ``traceparent``
+-> count the prompt (tiktoken, chat overhead rule; an estimate for Claude) -> the rate limits
+(``tokenledger.ratelimit``: requests, tokens, concurrency; in process, or shared by the fleet
+through Redis) -> the budgets (:class:`~tokenledger.guard.Guard`) -> either 429 with the
+provider's error body, ``Retry-After`` and the rate-limit headers, or forward with the decided
+model and an enforced ``max_tokens`` (streams always ask upstream for usage) -> publish the
+usage event (streams: running estimates, then the provider's final figure, or the estimate if
+the client went away) -> turn the budget reservation into the actual cost and correct the
+token buckets with the provider's figures; an upstream error gives everything back.
+
+Every answer carries the rate-limit headers its client parses (OpenAI's ``x-ratelimit-*`` or
+Anthropic's ``anthropic-ratelimit-*``) and tokenledger's metering headers: the budget left before
+the call, the price version, and (unary calls) the call's cost in nano-USD; a stream ends with
+an SSE comment carrying its cost.
 """
 
 from __future__ import annotations
@@ -16,10 +25,10 @@ import random
 import secrets
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import aiohttp
 import orjson
@@ -27,15 +36,18 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
-from producers.adapters import openai_usage
+from producers.adapters import anthropic_usage, openai_usage
 from producers.events import Attribution, EventFactory
 from producers.gateway.config import GatewayConfig, GatewayKey, provider_for
-from producers.gateway.messages import openai_error, text_messages
-from producers.streaming import OpenAIStreamTracker
+from producers.gateway.limit_headers import anthropic_headers, openai_headers
+from producers.gateway.messages import anthropic_error, anthropic_messages, openai_error, text_messages
+from producers.streaming import AnthropicStreamTracker, OpenAIStreamTracker, StreamTracker
 from tokenledger import metrics
+from tokenledger.control.state import ControlState
 from tokenledger.guard import Decision, Guard, GuardRequest
 from tokenledger.http_edge import bearer_token, json_errors
 from tokenledger.pricing import PriceTable, price
+from tokenledger.ratelimit import Charge, Plan, Verdict, plan
 from tokenledger.schema import Labels, UsageEventV1
 from tokenledger.tokens import count_chat_tokens
 
@@ -48,6 +60,24 @@ class Publisher(Protocol):
     """Where usage events go (``producers.publisher.UsagePublisher``)."""
 
     def publish(self, event: UsageEventV1) -> None: ...  # noqa: D102
+
+
+class Limits(Protocol):
+    """Where the rate-limit buckets live (``producers.gateway.redis_limits``: in process or Redis)."""
+
+    async def admit(self, p: Plan, ticket: str) -> Verdict: ...  # noqa: D102
+    async def correct(self, charges: Sequence[tuple[Charge, int]]) -> None: ...  # noqa: D102
+    async def release(self, p: Plan, ticket: str) -> None: ...  # noqa: D102
+    async def close(self) -> None: ...  # noqa: D102
+
+
+Style = Literal["openai", "anthropic"]
+LIMIT_DECISIONS = metrics.counter(
+    "tokenledger_ratelimit_decisions_total", "Rate-limit decisions per limit and outcome", ["limit", "kind", "outcome"]
+)
+CLAIMS_REFUSED = metrics.counter(
+    "tokenledger_gateway_claims_refused_total", "Calls refused for claiming outside their key's grant", ["claim"]
+)
 
 
 @dataclass
@@ -64,7 +94,7 @@ class GatewayStats:
     keep_events: bool = False
 
 
-def _refusal(d: Decision) -> web.Response:
+def _refusal(d: Decision, style: Style, extra: dict[str, str]) -> web.Response:
     kind, code = {
         "throttle": ("requests", "budget_throttled"),
         "deny": ("insufficient_quota", "budget_exceeded"),
@@ -72,11 +102,23 @@ def _refusal(d: Decision) -> web.Response:
     if "unavailable" in d.reason:
         code = "budget_unavailable"
     headers = {
+        **extra,
         "Retry-After": str(d.retry_after_s or 1),
         "X-Tokenledger-Decision": d.action,
         "X-Tokenledger-Budget": d.budget_id or "",
     }
+    if style == "anthropic":
+        return anthropic_error(429, d.reason, headers)
     return openai_error(429, d.reason, kind, code, headers)
+
+
+def _error(style: Style, status: int, message: str, code: str | None = None) -> web.Response:
+    if style == "anthropic":
+        return anthropic_error(status, message)
+    kind = {401: "invalid_request_error", 403: "permission_error", 502: "api_error"}.get(
+        status, "invalid_request_error"
+    )
+    return openai_error(status, message, kind, code)
 
 
 def _trace(header: str | None) -> tuple[str | None, str | None, str | None]:
@@ -97,15 +139,26 @@ class _Call:
     rid: str
     now: datetime
     messages: list[dict[str, str]]
+    style: Style = "openai"
+    limits: Plan = field(default_factory=Plan)
+    limit_ticket: str = ""
+    verdict: Verdict = field(default_factory=lambda: Verdict(True))
 
     @property
     def headers(self) -> dict[str, str]:
-        """What the gateway tells the caller about its decision."""
-        return {
+        """What the gateway tells the caller: its decision, the rate-limit headers, the budget left."""
+        out = {
             "X-Tokenledger-Decision": self.decision.action,
             "X-Tokenledger-Model": self.decision.model,
             "X-Tokenledger-Max-Tokens": str(self.decision.max_tokens),
         }
+        if self.decision.remaining_nanos is not None:
+            out["X-Tokenledger-Budget-Remaining-Nanos"] = str(self.decision.remaining_nanos)
+        if self.style == "anthropic":
+            out.update(anthropic_headers(self.verdict, self.now))
+        else:
+            out.update(openai_headers(self.verdict))
+        return out
 
 
 class Gateway:
@@ -122,6 +175,8 @@ class Gateway:
         rng: random.Random | None = None,
         trust_sim_time: bool = False,
         upstream_api_key: str = "",
+        limits: Limits | None = None,
+        control: ControlState | None = None,
     ) -> None:
         """Create the gateway.
 
@@ -134,11 +189,19 @@ class Gateway:
             rng: Draws for the throttle rule.
             trust_sim_time: Take the request time from ``X-Tokenledger-Sim-Time`` (demo, tests).
             upstream_api_key: Bearer token for the upstream.
+            limits: Where rate-limit buckets live (in process by default).
+            control: The control plane's state (rate limits, live); no limits without it.
         """
         self.config, self.guard, self.publisher, self.table = config, guard, publisher, table
         self._clock, self._rng, self._trust_sim = clock, rng or random.Random(), trust_sim_time
         self._upstream_key = upstream_api_key
         self._keys = {k.key_sha256: k for k in config.keys}
+        if limits is None:
+            from producers.gateway.redis_limits import LocalLimits  # noqa: PLC0415 - avoids an import cycle
+
+            limits = LocalLimits()
+        self.limits: Limits = limits
+        self.control = control
         self.stats = GatewayStats()
         self._session: aiohttp.ClientSession | None = None
 
@@ -146,6 +209,7 @@ class Gateway:
         """The aiohttp application."""
         app = web.Application(client_max_size=8 * 1024 * 1024, middlewares=[json_errors])  # every error JSON
         app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/healthz", self.health)
         app.router.add_get("/readyz", self.ready)
         app.router.add_get("/metrics", self.metrics)
@@ -159,6 +223,7 @@ class Gateway:
     async def _close(self, _app: web.Application) -> None:
         if self._session is not None:
             await self._session.close()
+        await self.limits.close()
 
     async def health(self, _request: web.Request) -> web.Response:
         """Feed status and decision counters."""
@@ -180,8 +245,8 @@ class Gateway:
         return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _key(self, request: web.Request) -> GatewayKey | None:
-        token = bearer_token(request.headers.get("Authorization"))  # the scheme in any case (RFC 7235)
-        if token is None:
+        token = bearer_token(request.headers.get("Authorization")) or request.headers.get("x-api-key")
+        if not token:
             return None
         return self._keys.get(hashlib.sha256(token.encode()).hexdigest())
 
@@ -204,7 +269,22 @@ class Gateway:
         self.stats.decisions[d.action] = self.stats.decisions.get(d.action, 0) + 1
         return d
 
-    def _attribution(self, request: web.Request, key: GatewayKey, body: dict[str, Any]) -> Attribution | str:
+    def _claims(self, request: web.Request, key: GatewayKey, body_user: str) -> tuple[str, str] | str:
+        """``(feature, user)`` the call may claim under its key's grant, or why it may not."""
+        feature = request.headers.get(FEATURE_HEADER, "default")
+        if feature != "default" and feature not in key.features:
+            CLAIMS_REFUSED.labels("feature").inc()
+            return f"key {key.name} may not claim feature {feature!r} (granted: {', '.join(key.features) or 'none'})"
+        if key.user_from == "body":
+            return feature, body_user
+        user = key.user if key.user_from == "key" else request.headers.get(key.user_header, "")
+        if body_user and body_user != user:
+            CLAIMS_REFUSED.labels("user").inc()
+            source = "is fixed by the key" if key.user_from == "key" else f"comes from {key.user_header}"
+            return f"key {key.name}: the end user {source}; the body's user {body_user!r} is not accepted"
+        return feature, user
+
+    def _attribution(self, request: web.Request, key: GatewayKey, feature: str, user: str) -> Attribution | str:
         """Who the call is billed to, or why the request's attribution is invalid."""
         given = {
             "tenant": key.tenant,
@@ -212,8 +292,8 @@ class Gateway:
             "project": key.project,
             "environment": key.environment,
             "api_key": key.name,
-            "user": str(body.get("user") or ""),
-            "feature": request.headers.get(FEATURE_HEADER, "default"),
+            "user": user,
+            "feature": feature,
         }
         labels = {k: v for k, v in given.items() if v}
         try:
@@ -224,51 +304,157 @@ class Gateway:
         trace_id, span_id, parent = _trace(request.headers.get("traceparent"))
         return Attribution(self.config.source, labels, trace_id, span_id, parent)
 
-    async def chat(self, request: web.Request) -> web.StreamResponse:
-        """``POST /v1/chat/completions``."""
+    async def _admit(
+        self,
+        request: web.Request,
+        style: Style,
+        body: dict[str, Any],
+        *,
+        messages: list[dict[str, str]],
+        body_user: str,
+        asked: Any,
+    ) -> _Call | web.Response:
+        """Key, claims, attribution, rate limits, budgets: the admitted call, or the answer refusing it."""
         key = self._key(request)
         if key is None:
-            return openai_error(401, "invalid or missing API key", "invalid_request_error", "invalid_api_key")
+            return _error(style, 401, "invalid or missing API key", "invalid_api_key")
+        claims = self._claims(request, key, body_user)
+        if isinstance(claims, str):
+            return _error(style, 403, claims, "claim_not_granted")
+        who = self._attribution(request, key, *claims)
+        if isinstance(who, str):
+            return _error(style, 400, who)
+        model = str(body["model"])
+        now = self._now(request)
+        prompt_tokens = count_chat_tokens(messages, model)
+        max_tokens = int(asked) if isinstance(asked, int) and asked > 0 else self.config.default_max_tokens
+        reserve_out = max_tokens if isinstance(asked, int) and asked > 0 else self.config.default_output_estimate
+        limits = self.control.tenant_limits(key.tenant) if self.control is not None else ()
+        p = plan(limits, who.labels, model, prompt_tokens, reserve_out)
+        ticket = f"gw-{uuid.uuid4().hex}"
+        verdict = await self.limits.admit(p, ticket)
+        self._count(p, verdict)
+        if not verdict.admitted:
+            return self._rate_refusal(verdict, style, now)
+        exempt = frozenset(key.exempt_features)
+        decision = self.decide(
+            GuardRequest(key.tenant, dict(who.labels), model, prompt_tokens, max_tokens, exempt), now
+        )
+        call = _Call(decision, decision.ticket or 0, who, ticket, now, messages, style, p, ticket, verdict)
+        if not decision.admitted or decision.ticket is None:
+            await self._give_back(call)
+            limit_headers = anthropic_headers(verdict, now) if style == "anthropic" else openai_headers(verdict)
+            return _refusal(decision, style, limit_headers)
+        return call
+
+    def _count(self, p: Plan, verdict: Verdict) -> None:
+        if p.empty:
+            return
+        if verdict.admitted:
+            for c in p.charges:
+                LIMIT_DECISIONS.labels(c.limit_id, c.kind, "admitted").inc()
+        else:
+            LIMIT_DECISIONS.labels(verdict.limited_by or "", verdict.kind or "", "limited").inc()
+
+    def _rate_refusal(self, verdict: Verdict, style: Style, now: datetime) -> web.Response:
+        headers = anthropic_headers(verdict, now) if style == "anthropic" else openai_headers(verdict)
+        headers["X-Tokenledger-Limit"] = verdict.limited_by or ""
+        status = 503 if verdict.unavailable else 429
+        if style == "anthropic":
+            return anthropic_error(status, verdict.reason, headers)
+        code = "rate_limit_unavailable" if verdict.unavailable else "rate_limit_exceeded"
+        return openai_error(
+            status, verdict.reason, "requests" if verdict.kind == "requests" else "tokens", code, headers
+        )
+
+    async def _give_back(self, call: _Call) -> None:
+        """Nothing was used: the rate-limit reservation comes back, the concurrency slot is freed."""
+        await self.limits.correct([(c, 0) for c in call.limits.charges])
+        await self.limits.release(call.limits, call.limit_ticket)
+
+    async def _upstream_failed(self, call: _Call) -> None:
+        self.guard.release(call.ticket)
+        self.stats.upstream_errors += 1
+        await self._give_back(call)
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/chat/completions``."""
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:
             body = None
         model = body.get("model") if isinstance(body, dict) else None
         if not isinstance(body, dict) or not isinstance(model, str) or not isinstance(body.get("messages"), list):
+            if self._key(request) is None:
+                return openai_error(401, "invalid or missing API key", "invalid_request_error", "invalid_api_key")
             return openai_error(
                 400, "a JSON body with 'model' and 'messages' is required", "invalid_request_error", None
             )
-        who = self._attribution(request, key, body)
-        if isinstance(who, str):
-            return openai_error(400, who, "invalid_request_error", None)
-        now = self._now(request)
-        messages = text_messages(body["messages"])
-        prompt_tokens = count_chat_tokens(messages, model)
         asked = body.get("max_completion_tokens") or body.get("max_tokens")
-        max_tokens = int(asked) if isinstance(asked, int) and asked > 0 else self.config.default_max_tokens
-        decision = self.decide(GuardRequest(key.tenant, dict(who.labels), model, prompt_tokens, max_tokens), now)
-        if not decision.admitted or decision.ticket is None:
-            return _refusal(decision)
+        admitted = await self._admit(
+            request,
+            "openai",
+            body,
+            messages=text_messages(body["messages"]),
+            body_user=str(body.get("user") or ""),
+            asked=asked,
+        )
+        if isinstance(admitted, web.Response):
+            return admitted
+        call = admitted
+        decision = call.decision
         upstream = dict(body)
         upstream["model"] = decision.model
         field_name = "max_completion_tokens" if decision.model.startswith(_REASONING_PREFIXES) else "max_tokens"
         upstream.pop("max_tokens", None)
         upstream.pop("max_completion_tokens", None)
         upstream[field_name] = decision.max_tokens
-        call = _Call(decision, decision.ticket, who, f"gw-{uuid.uuid4().hex}", now, messages)
         if body.get("stream"):
             upstream["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             wants_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             return await self._stream(request, upstream, call, wants_usage=wants_usage)
         return await self._unary(upstream, call)
 
-    async def _post(self, upstream: dict[str, Any]) -> aiohttp.ClientResponse:
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/messages`` (Anthropic Messages API, streaming too), priced and attributed like chat."""
+        try:
+            body = orjson.loads(await request.read())
+        except orjson.JSONDecodeError:
+            body = None
+        model = body.get("model") if isinstance(body, dict) else None
+        asked = body.get("max_tokens") if isinstance(body, dict) else None
+        if not isinstance(body, dict) or not isinstance(model, str) or not isinstance(body.get("messages"), list):
+            if self._key(request) is None:
+                return anthropic_error(401, "invalid x-api-key")
+            return anthropic_error(400, "a JSON body with 'model', 'messages' and 'max_tokens' is required")
+        if not isinstance(asked, int) or asked <= 0:
+            return anthropic_error(400, "max_tokens: a positive integer is required")
+        meta = body.get("metadata")
+        user = str(meta.get("user_id") or "") if isinstance(meta, dict) else ""
+        admitted = await self._admit(
+            request, "anthropic", body, messages=anthropic_messages(body), body_user=user, asked=asked
+        )
+        if isinstance(admitted, web.Response):
+            return admitted
+        call = admitted
+        upstream = {**body, "model": call.decision.model, "max_tokens": call.decision.max_tokens}
+        if body.get("stream"):
+            return await self._stream_messages(request, upstream, call)
+        return await self._unary(upstream, call)
+
+    async def _post(self, upstream: dict[str, Any], style: Style = "openai") -> aiohttp.ClientResponse:
         assert self._session is not None
         headers = {"Content-Type": "application/json"}
-        if self._upstream_key:
+        path = "/v1/chat/completions"
+        if style == "anthropic":
+            path = "/v1/messages"
+            headers["anthropic-version"] = "2023-06-01"
+            if self._upstream_key:
+                headers["x-api-key"] = self._upstream_key
+        elif self._upstream_key:
             headers["Authorization"] = f"Bearer {self._upstream_key}"
         return await self._session.post(
-            f"{self.config.upstream.rstrip('/')}/v1/chat/completions", data=orjson.dumps(upstream), headers=headers
+            f"{self.config.upstream.rstrip('/')}{path}", data=orjson.dumps(upstream), headers=headers
         )
 
     def _publish_estimate(self, event: UsageEventV1) -> None:
@@ -277,68 +463,100 @@ class Gateway:
             self.publisher.publish(event)
             self.stats.estimates += 1
 
-    def _settle(self, ticket: int, event: UsageEventV1) -> None:
-        """Publish the final event and replace the reservation by the priced cost."""
+    async def _settle(self, call: _Call, event: UsageEventV1) -> tuple[int, str]:
+        """Publish the final event, replace the budget reservation by the priced cost, correct the token buckets.
+
+        Returns the call's cost in nano-USD and its price version.
+        """
         self.publisher.publish(event)
         metrics.EVENTS.labels("gateway", "published").inc()
-        cost = price(event.data, event.time, self.table).total_nanos
-        self.guard.complete(ticket, cost, event.time, time.monotonic())
-        self.stats.cost_nanos += cost
+        cost = price(event.data, event.time, self.table)
+        self.guard.complete(call.ticket, cost.total_nanos, event.time, time.monotonic())
+        self.stats.cost_nanos += cost.total_nanos
         if self.stats.keep_events:
             self.stats.events.append(event)
+        used = {
+            "requests": 1,
+            "input_tokens": event.data.input_tokens,
+            "output_tokens": event.data.output_tokens,
+            "tokens": event.data.input_tokens + event.data.output_tokens,
+        }
+        await self.limits.correct([(c, used[c.kind]) for c in call.limits.charges])
+        await self.limits.release(call.limits, call.limit_ticket)
+        return cost.total_nanos, cost.price_version
 
     async def _unary(self, upstream: dict[str, Any], call: _Call) -> web.StreamResponse:
         try:
-            async with await self._post(upstream) as up:
+            async with await self._post(upstream, call.style) as up:
                 raw = await up.read()
                 status = up.status
         except aiohttp.ClientError as exc:
-            self.guard.release(call.ticket)
-            self.stats.upstream_errors += 1
-            return openai_error(502, f"upstream unreachable: {exc}", "api_error", None)
+            await self._upstream_failed(call)
+            return _error(call.style, 502, f"upstream unreachable: {exc}")
         if status != 200:
-            self.guard.release(call.ticket)  # the upstream refused: nothing to bill
-            self.stats.upstream_errors += 1
+            await self._upstream_failed(call)  # the upstream refused: nothing to bill
             return web.Response(status=status, body=raw, content_type="application/json")
         doc = orjson.loads(raw)
+        usage = (
+            anthropic_usage(doc.get("usage") or {})
+            if call.style == "anthropic"
+            else openai_usage(doc.get("usage") or {})
+        )
         event = EventFactory().make(
             call.who,
             provider=provider_for(call.decision.model),
             model=call.decision.model,
             request_id=call.rid,
-            usage=openai_usage(doc.get("usage") or {}),
+            usage=usage,
             at=call.now,
         )
-        self._settle(call.ticket, event)
-        return web.Response(body=raw, content_type="application/json", headers=call.headers)
+        cost, version = await self._settle(call, event)
+        headers = {**call.headers, "X-Tokenledger-Cost-Nanos": str(cost), "X-Tokenledger-Price-Version": version}
+        return web.Response(body=raw, content_type="application/json", headers=headers)
+
+    def _tracker(self, call: _Call) -> StreamTracker:
+        kind = AnthropicStreamTracker if call.style == "anthropic" else OpenAIStreamTracker
+        kwargs: dict[str, Any] = {
+            "model": call.decision.model,
+            "request_id": call.rid,
+            "who": call.who,
+            "emit": self._publish_estimate,
+            "prompt_messages": call.messages,
+            "factory": EventFactory(clock=lambda: call.now),
+        }
+        if call.style == "openai":
+            kwargs["provider"] = provider_for(call.decision.model)
+        return kind(**kwargs)
+
+    async def _open_stream(
+        self, request: web.Request, upstream: dict[str, Any], call: _Call
+    ) -> tuple[aiohttp.ClientResponse, web.StreamResponse] | web.Response:
+        try:
+            up = await self._post(upstream, call.style)
+        except aiohttp.ClientError as exc:
+            await self._upstream_failed(call)
+            return _error(call.style, 502, f"upstream unreachable: {exc}")
+        if up.status != 200:
+            body = await up.read()
+            up.release()
+            await self._upstream_failed(call)
+            return web.Response(status=up.status, body=body, content_type="application/json")
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **call.headers}
+        )
+        await resp.prepare(request)
+        return up, resp
 
     async def _stream(
         self, request: web.Request, upstream: dict[str, Any], call: _Call, *, wants_usage: bool
     ) -> web.StreamResponse:
-        tracker = OpenAIStreamTracker(
-            provider=provider_for(call.decision.model),
-            model=call.decision.model,
-            request_id=call.rid,
-            who=call.who,
-            emit=self._publish_estimate,
-            prompt_messages=call.messages,
-            factory=EventFactory(clock=lambda: call.now),
-        )
-        try:
-            up = await self._post(upstream)
-        except aiohttp.ClientError as exc:
-            self.guard.release(call.ticket)
-            self.stats.upstream_errors += 1
-            return openai_error(502, f"upstream unreachable: {exc}", "api_error", None)
+        tracker = self._tracker(call)
+        opened = await self._open_stream(request, upstream, call)
+        if isinstance(opened, web.Response):
+            return opened
+        up, resp = opened
+        settled = False
         async with up:
-            if up.status != 200:
-                self.guard.release(call.ticket)
-                self.stats.upstream_errors += 1
-                return web.Response(status=up.status, body=await up.read(), content_type="application/json")
-            resp = web.StreamResponse(
-                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", **call.headers}
-            )
-            await resp.prepare(request)
             try:
                 async for line in up.content:
                     if not line.startswith(b"data: "):
@@ -346,14 +564,52 @@ class Gateway:
                     payload = line[6:].strip()
                     if payload != b"[DONE]":
                         chunk = orjson.loads(payload)
-                        tracker.on_chunk(chunk)
+                        tracker.on_chunk(chunk)  # type: ignore[attr-defined]
                         if chunk.get("usage") is not None and not wants_usage:
                             continue
+                    elif not settled:
+                        settled = True
+                        await resp.write(
+                            _cost_comment(*await self._settle(call, tracker.final or tracker.finish(None)))
+                        )
                     await resp.write(b"data: " + payload + b"\n\n")
                 await resp.write_eof()
             except (ConnectionResetError, aiohttp.ClientError):
                 self.stats.aborted_streams += 1
             finally:
-                # Provider figures when the usage chunk arrived; else the exact estimate so far.
-                self._settle(call.ticket, tracker.final or tracker.finish(None))
+                if not settled:  # provider figures when the usage chunk arrived; else the exact estimate so far
+                    await self._settle(call, tracker.final or tracker.finish(None))
         return resp
+
+    async def _stream_messages(self, request: web.Request, upstream: dict[str, Any], call: _Call) -> web.StreamResponse:
+        tracker = self._tracker(call)
+        opened = await self._open_stream(request, upstream, call)
+        if isinstance(opened, web.Response):
+            return opened
+        up, resp = opened
+        settled: tuple[int, str] | None = None
+        async with up:
+            try:
+                event_name = b""
+                async for line in up.content:
+                    if line.startswith(b"event: "):
+                        event_name = line[7:].strip()
+                    elif line.startswith(b"data: "):
+                        tracker.on_event(orjson.loads(line[6:]))  # type: ignore[attr-defined]
+                        if event_name == b"message_stop" and settled is None:
+                            settled = await self._settle(call, tracker.final or tracker.finish(None))
+                    await resp.write(line)
+                if settled is not None:
+                    await resp.write(_cost_comment(*settled))  # after the last event, which it must not split
+                await resp.write_eof()
+            except (ConnectionResetError, aiohttp.ClientError):
+                self.stats.aborted_streams += 1
+            finally:
+                if settled is None:
+                    await self._settle(call, tracker.final or tracker.finish(None))
+        return resp
+
+
+def _cost_comment(cost: int, version: str) -> bytes:
+    """An SSE comment (clients skip it) with the stream's cost: headers left before the cost was known."""
+    return f": tokenledger cost_nanos={cost} price_version={version}\n\n".encode()

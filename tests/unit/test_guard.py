@@ -49,8 +49,11 @@ def guard_with(*docs: dict[str, Any], **kw: Any) -> Guard:
     return g
 
 
-def req(feature: str = "chat", max_tokens: int = 200, prompt: int = 100, dept: str = "research") -> GuardRequest:
-    return GuardRequest("acme", {"department": dept, "feature": feature}, "gpt-4o", prompt, max_tokens)
+def req(
+    feature: str = "chat", max_tokens: int = 200, prompt: int = 100, dept: str = "research", exempt: str = ""
+) -> GuardRequest:
+    grant = frozenset({exempt}) if exempt else frozenset()
+    return GuardRequest("acme", {"department": dept, "feature": feature}, "gpt-4o", prompt, max_tokens, grant)
 
 
 def test_normal_allows_and_reserves_worst_case() -> None:
@@ -97,9 +100,10 @@ def test_broken_denies_until_the_period_ends() -> None:
     assert g.decide(req(), END + timedelta(seconds=1), 1.0, 0.0).action == "allow"
 
 
-def test_whitelisted_feature_passes_a_broken_budget() -> None:
+def test_whitelisted_feature_passes_a_broken_budget_only_for_a_key_granted_it() -> None:
     g = guard_with(breaker("broken", LIMIT))
-    assert g.decide(req(feature="incident"), NOW, 1.0, 0.0).action == "allow"
+    assert g.decide(req(feature="incident", exempt="incident"), NOW, 1.0, 0.0).action == "allow"
+    assert g.decide(req(feature="incident"), NOW, 1.0, 0.0).action == "deny"  # the claim alone exempts nothing
 
 
 def test_reservations_bound_the_overshoot_between_breaker_updates() -> None:

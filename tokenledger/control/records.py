@@ -13,12 +13,12 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from tokenledger.budgets import Budget
 
-KINDS = ("tenant", "budget", "key", "defaults", "fx")
-Kind = Literal["tenant", "budget", "key", "defaults", "fx"]
+KINDS = ("tenant", "budget", "key", "defaults", "fx", "limit")
+Kind = Literal["tenant", "budget", "key", "defaults", "fx", "limit"]
 _FORBID = ConfigDict(extra="forbid", frozen=True)
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
@@ -94,12 +94,49 @@ class FxDay(BaseModel):
     source: str = ""
 
 
+class RateLimit(BaseModel):
+    """A gateway rate limit (``tokenledger.ratelimit``): per minute or day, for the requests its scope matches.
+
+    Scope: tenant plus any of ``api_key``, ``user_id``, ``model``, ``department``, ``project``,
+    ``environment``, ``feature``; a value ``*`` is one bucket per distinct value. ``tokens`` is
+    input + output (OpenAI's TPM); ``input_tokens`` / ``output_tokens`` are Anthropic's split.
+    ``fail_open``: admit while the shared store (Redis) does not answer, instead of refusing.
+    """
+
+    model_config = _FORBID
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,63}$")
+    tenant: str = Field(pattern=ID_PATTERN)
+    scope: dict[str, str] = Field(default_factory=dict)
+    per: Literal["minute", "day"] = "minute"
+    requests: int | None = Field(default=None, gt=0)
+    tokens: int | None = Field(default=None, gt=0)
+    input_tokens: int | None = Field(default=None, gt=0)
+    output_tokens: int | None = Field(default=None, gt=0)
+    concurrent: int | None = Field(default=None, gt=0)
+    fail_open: bool = False
+
+    @field_validator("scope")
+    @classmethod
+    def _dimensions(cls, v: dict[str, str]) -> dict[str, str]:
+        unknown = set(v) - {"api_key", "user_id", "model", "department", "project", "environment", "feature"}
+        if unknown:
+            raise ValueError(f"unknown scope dimension(s) {sorted(unknown)}")
+        return v
+
+    @model_validator(mode="after")
+    def _something(self) -> RateLimit:
+        if not any((self.requests, self.tokens, self.input_tokens, self.output_tokens, self.concurrent)):
+            raise ValueError("a limit needs requests, tokens, input_tokens, output_tokens or concurrent")
+        return self
+
+
 MODELS: dict[str, type[BaseModel]] = {
     "tenant": Tenant,
     "budget": ControlBudget,
     "key": ApiKey,
     "defaults": Defaults,
     "fx": FxDay,
+    "limit": RateLimit,
 }
 
 

@@ -21,7 +21,17 @@ import orjson
 from pydantic import BaseModel
 
 from tokenledger.budget_eval import scope_matches
-from tokenledger.control.records import ApiKey, ControlBudget, Defaults, FxDay, Tenant, encode, parse, split_key
+from tokenledger.control.records import (
+    ApiKey,
+    ControlBudget,
+    Defaults,
+    FxDay,
+    RateLimit,
+    Tenant,
+    encode,
+    parse,
+    split_key,
+)
 from tokenledger.scope_index import anchor_of, probes
 
 
@@ -74,6 +84,7 @@ class ControlState:
     budgets: dict[str, ControlBudget] = field(default_factory=dict)
     keys: dict[str, ApiKey] = field(default_factory=dict)
     fx: dict[str, FxDay] = field(default_factory=dict)
+    limits: dict[str, RateLimit] = field(default_factory=dict)
     defaults: Defaults = field(default_factory=Defaults)
     offset: int = -1
     invalid: int = 0  # records that did not validate (counted, skipped)
@@ -84,6 +95,7 @@ class ControlState:
     _by_digest: dict[str, ApiKey] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _touched: tuple[str, ...] = ()
+    _limits_by_tenant: dict[str, tuple[RateLimit, ...]] = field(default_factory=dict)
 
     def apply(self, key: str, value: bytes | None, offset: int) -> Change | None:
         """Apply one record (``value`` None: a tombstone). Returns what changed, or None."""
@@ -122,6 +134,11 @@ class ControlState:
                     self._reindex(b.tenant)
         elif kind == "fx":
             self.fx_version += 1
+        elif kind == "limit":
+            for lim in (before, after):
+                if isinstance(lim, RateLimit):
+                    mine = [x for x in self.limits.values() if x.tenant == lim.tenant]
+                    self._limits_by_tenant[lim.tenant] = tuple(sorted(mine, key=lambda x: x.id))
         elif kind == "key":
             if before is not None:
                 self._by_digest.pop(before.sha256, None)
@@ -157,8 +174,13 @@ class ControlState:
             "budget": self.budgets,
             "key": self.keys,
             "fx": self.fx,
+            "limit": self.limits,
         }
         return tables[kind]
+
+    def tenant_limits(self, tenant: str) -> tuple[RateLimit, ...]:
+        """The tenant's rate limits, in id order."""
+        return self._limits_by_tenant.get(tenant, ())
 
     def tenant_budgets(self, tenant: str) -> TenantBudgets:
         """The tenant's budget index (a whole, immutable one)."""
