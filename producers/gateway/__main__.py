@@ -64,7 +64,8 @@ def main() -> None:
     client = BreakerClient(settings, guard).start()
     control = follow(settings, hold=frozenset({"limit"}), kinds=frozenset(), actor="gateway")  # rate limits, live
     publisher = UsagePublisher(settings, spool=args.spool)
-    limits = RedisLimits(args.redis) if args.redis else LocalLimits()
+    ttl = float(os.environ.get("TOKENLEDGER_GATEWAY_SLOT_TTL_S", "600"))  # a dead gateway's slots lapse after it
+    limits = RedisLimits(args.redis, slot_ttl_s=ttl) if args.redis else LocalLimits(slot_ttl_s=ttl)
     gateway = Gateway(
         config,
         guard,
