@@ -35,8 +35,9 @@ lock: ## Re-resolve the dependencies to the newest versions pyproject.toml allow
 demo: $(STAMP) ## Run the main job on the embedded defaults (writes ./out/)
 	$(BIN)/python -m infra.demo --out out
 
-up: $(STAMP) ## Run the whole pipeline in the foreground (Kafka, workers, billing service, gateway)
-	$(BIN)/python -m infra up
+GATEWAYS ?= 1
+up: $(STAMP) ## Run the whole pipeline in the foreground (Kafka, workers, billing service, gateway); GATEWAYS=4 adds a Redis
+	$(BIN)/python -m infra up --gateways $(GATEWAYS)
 
 down: ## Stop what `make up` started (from another terminal)
 	$(BIN)/python -m infra down

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from billing.opening import opening_for
 from tokenledger.control.log import ControlLog, ControlUnavailable, ControlWriter
-from tokenledger.control.records import ApiKey, ControlBudget, Tenant, to_doc
+from tokenledger.control.records import ApiKey, ControlBudget, RateLimit, Tenant, to_doc
 from tokenledger.http_edge import bearer_token, error_response, json_response
 from tokenledger.store.base import Store, StoreRejected, StoreUnavailable
 
@@ -70,6 +70,9 @@ class AdminApi:
         r.add_get("/v1/admin/budgets", self.list_budgets)
         r.add_put("/v1/admin/budgets/{id}", self.put_budget)
         r.add_delete("/v1/admin/budgets/{id}", self.delete_budget)
+        r.add_get("/v1/admin/limits", self.list_limits)
+        r.add_put("/v1/admin/limits/{id}", self.put_limit)
+        r.add_delete("/v1/admin/limits/{id}", self.delete_limit)
         r.add_get("/v1/admin/keys", self.list_keys)
         r.add_post("/v1/admin/keys", self.create_key)
         r.add_delete("/v1/admin/keys/{id}", self.delete_key)
@@ -200,6 +203,48 @@ class AdminApi:
             if rid not in self.control.state.budgets:
                 raise Refused(404, f"no budget {rid!r}")
             self._write([("budget", rid, None)], actor, "delete")
+            return json_response(200, {"deleted": rid})
+
+        return await self._handle(request, work)
+
+    # Rate limits (enforced by gateways, live).
+
+    async def list_limits(self, request: web.Request) -> web.Response:
+        """Every rate limit, or one tenant's (``?tenant=``)."""
+        tenant = request.query.get("tenant")
+
+        def work(_actor: str) -> web.Response:
+            found = sorted(self.control.state.limits.values(), key=lambda x: x.id)
+            return json_response(200, {"limits": [to_doc(x) for x in found if tenant in (None, x.tenant)]})
+
+        return await self._handle(request, work)
+
+    async def put_limit(self, request: web.Request) -> web.Response:
+        """Create or replace a rate limit; every gateway applies it from its next request."""
+        rid = request.match_info["id"]
+        try:
+            body = await self._body(request)
+        except Refused as exc:
+            return error_response(exc.status, str(exc))
+
+        def work(actor: str) -> web.Response:
+            limit: RateLimit = self._validated(RateLimit, {**body, "id": body.get("id", rid)})
+            if limit.id != rid:
+                raise Refused(400, f"id: {limit.id!r} differs from the URL's {rid!r}")
+            created = rid not in self.control.state.limits
+            self._write([("limit", rid, limit)], actor, "create" if created else "update")
+            return json_response(201 if created else 200, to_doc(limit))
+
+        return await self._handle(request, work)
+
+    async def delete_limit(self, request: web.Request) -> web.Response:
+        """Delete a rate limit."""
+        rid = request.match_info["id"]
+
+        def work(actor: str) -> web.Response:
+            if rid not in self.control.state.limits:
+                raise Refused(404, f"no limit {rid!r}")
+            self._write([("limit", rid, None)], actor, "delete")
             return json_response(200, {"deleted": rid})
 
         return await self._handle(request, work)

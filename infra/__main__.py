@@ -93,6 +93,12 @@ def main() -> int:  # noqa: PLR0911 - one return per command
     ap = argparse.ArgumentParser(prog="infra", description=__doc__)
     ap.add_argument("command", choices=["up", "down", "broker-install", "broker-start", "broker-stop", "topics"])
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="up/down: data directory (default ./data)")
+    ap.add_argument(
+        "--gateways",
+        type=int,
+        default=1,
+        help="up: how many gateways; more than 1 also starts a Redis they share rate limits through (default 1)",
+    )
     ap.add_argument("--port", type=int, default=DEFAULT_PORT, help="client port (a free one if taken)")
     ap.add_argument("--controller-port", type=int, default=DEFAULT_PORT + 1)
     ap.add_argument("--partitions", type=int, default=3)
@@ -118,7 +124,7 @@ def main() -> int:  # noqa: PLR0911 - one return per command
     args = ap.parse_args()
     try:
         if args.command == "up":
-            return up(args.data)
+            return up(args.data, args.gateways)
         if args.command == "down":
             return down(args.data)
         if args.command == "broker-install":

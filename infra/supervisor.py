@@ -9,7 +9,9 @@
 3. the pricing worker and the spend worker (``python -m stream_jobs worker``);
 4. the billing service, which owns the embedded store: store sink + bills over HTTP +
    scheduled jobs (``python -m billing serve --sink --schedule``);
-5. the mock upstream and the reference gateway (``python -m producers.gateway``);
+5. the mock upstream and the reference gateway (``python -m producers.gateway``); with
+   ``--gateways N`` (N > 1), a Redis (Debian's ``redis-server``) and N gateways sharing their
+   rate limits through it, on consecutive ports from 8080;
 6. the HTTP and OTLP ingest (``python -m producers.ingest serve``).
 
 Each default port is used when free, else a free one (and said so). Ctrl-C, SIGTERM or
@@ -22,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import sys
 import time
 import urllib.error
@@ -77,6 +81,15 @@ def pick_port(name: str, wanted: int) -> int:
     return port
 
 
+def _redis_ready(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1) as conn:
+            conn.sendall(b"PING\r\n")
+            return conn.recv(16).startswith(b"+PONG")
+    except OSError:
+        return False
+
+
 def _ready(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - our own loopback URL
@@ -88,7 +101,8 @@ def _ready(url: str) -> bool:
 class Pipeline:
     """The processes ``up`` started, in start order."""
 
-    def __init__(self, data: Path) -> None:
+    def __init__(self, data: Path, gateways: int = 1) -> None:
+        self.gateways = gateways
         self.data = data.resolve()
         self.logs = self.data / "logs"
         self.services: list[Service] = []
@@ -159,11 +173,10 @@ class Pipeline:
             up,
             ready="/readyz",
         )
-        gw = self.ports["gateway"]
-        env = kafka_env(settings, 0)
-        self._add(
-            "gateway",
-            [
+        redis = self._redis() if self.gateways > 1 else None
+        for n in range(self.gateways):
+            gw = self.ports["gateway"] if n == 0 else pick_port(f"gateway {n + 1}", self.ports["gateway"] + n)
+            command = [
                 py,
                 "-m",
                 "producers.gateway",
@@ -172,17 +185,32 @@ class Pipeline:
                 str(gw),
                 "--upstream",
                 f"http://127.0.0.1:{up}",
-                "--spool",
-                str(self.data / "spool" / "gateway-usage-raw.jsonl"),
-            ],
-            env,
-            gw,
-            url=f"http://127.0.0.1:{gw}",
-        )
+            ]
+            command += ["--spool", str(self.data / "spool" / f"gateway-{n + 1}-usage-raw.jsonl")]
+            if redis is not None:
+                command += ["--redis", redis]
+            name = "gateway" if self.gateways == 1 else f"gateway-{n + 1}"
+            self._add(name, command, kafka_env(settings, 0), gw, url=f"http://127.0.0.1:{gw}")
         port = self.ports["ingest"]
         ingest = [py, "-m", "producers.ingest", "serve", "--port", str(port)]
         self._add("ingest", ingest, kafka_env(settings, 0), port, url=f"http://127.0.0.1:{port}")
         return settings
+
+    def _redis(self) -> str:
+        """A Redis for the gateway fleet (Debian's ``redis-server``, nothing persisted); its URL."""
+        if shutil.which("redis-server") is None:
+            raise RuntimeError("--gateways N > 1 shares rate limits through Redis: apt-get install redis-server")
+        port = pick_port("redis", 6379)
+        command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        proc = Proc(command, {}, self.logs / "redis.log", cwd=self.data).start()
+        self.services.append(Service("redis", proc, f"redis://127.0.0.1:{port}/0", f"redis://127.0.0.1:{port}/0"))
+        deadline = time.monotonic() + 30
+        while not _redis_ready(port):
+            if not proc.alive or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start (log {proc.log})")
+            time.sleep(0.1)
+        print(f"{'redis':<10} ready redis://127.0.0.1:{port}/0 (log {proc.log})", flush=True)
+        return f"redis://127.0.0.1:{port}/0"
 
     def _add(
         self, name: str, command: list[str], env: dict[str, str], port: int, *, url: str = "", ready: str = "/readyz"
@@ -217,7 +245,7 @@ class Pipeline:
             print(f"stopped kafka (exit {code}{clean})", flush=True)
 
 
-def up(data: Path = DEFAULT_DATA) -> int:
+def up(data: Path = DEFAULT_DATA, gateways: int = 1) -> int:
     """Run the pipeline until a signal or ``down``; 0 on a clean stop, 1 if a process died."""
     stopping: list[str] = []
 
@@ -226,7 +254,7 @@ def up(data: Path = DEFAULT_DATA) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    pipeline = Pipeline(data)
+    pipeline = Pipeline(data, gateways)
     record = run_file(pipeline.data)
     record.parent.mkdir(parents=True, exist_ok=True)
     status = 0

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tokenledger.control.records import ApiKey, ControlBudget, Defaults, Tenant, to_doc
+from tokenledger.control.records import ApiKey, ControlBudget, Defaults, RateLimit, Tenant, to_doc
 from tokenledger.control.state import ControlState
 from tokenledger.errors import load_yaml_model
 
@@ -32,6 +32,7 @@ class ControlFile(BaseModel):
     tenants: tuple[Tenant, ...] = ()
     budgets: tuple[ControlBudget, ...] = ()
     keys: tuple[ApiKey, ...] = Field(default=())
+    limits: tuple[RateLimit, ...] = ()
 
     @model_validator(mode="after")
     def _unique(self) -> ControlFile:
@@ -39,6 +40,7 @@ class ControlFile(BaseModel):
             ("tenants", [t.id for t in self.tenants]),
             ("budgets", [b.id for b in self.budgets]),
             ("keys", [k.id for k in self.keys]),
+            ("limits", [x.id for x in self.limits]),
         ):
             dup = sorted({i for i in ids if ids.count(i) > 1})
             if dup:
@@ -58,6 +60,7 @@ class ControlFile(BaseModel):
         out += [("tenant", t.id, t) for t in self.tenants]
         out += [("budget", b.id, b) for b in self.budgets]
         out += [("key", k.id, k) for k in self.keys]
+        out += [("limit", x.id, x) for x in self.limits]
         return out
 
     @classmethod
@@ -80,8 +83,9 @@ def plan(state: ControlState, wanted: list[Record], *, prune: bool = False) -> l
     out: list[Record] = [(k, i, r) for k, i, r in wanted if current(state, k, i) != r]
     if prune:
         listed = {(k, i) for k, i, _ in wanted}
-        kinds = {k for k, _, _ in wanted} | {"tenant", "budget", "key"}
-        for kind, table in (("tenant", state.tenants), ("budget", state.budgets), ("key", state.keys)):
+        kinds = {k for k, _, _ in wanted} | {"tenant", "budget", "key", "limit"}
+        tables = (("tenant", state.tenants), ("budget", state.budgets), ("key", state.keys), ("limit", state.limits))
+        for kind, table in tables:
             if kind in kinds:
                 out += [(kind, rid, None) for rid in sorted(table) if (kind, rid) not in listed]
     return out
@@ -119,6 +123,7 @@ def export(state: ControlState) -> str:
         "tenants": [to_doc(t) for _, t in sorted(state.tenants.items())],
         "budgets": [_budget_doc(b) for _, b in sorted(state.budgets.items())],
         "keys": [to_doc(k) for _, k in sorted(state.keys.items())],
+        "limits": [to_doc(x) for _, x in sorted(state.limits.items())],
     }
     return str(yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
 

@@ -20,8 +20,8 @@ from tokenledger.control.records import Defaults, record_key
 from tokenledger.kafka_config import KafkaSettings
 
 log = logging.getLogger("tokenledger.control")
-ALL_KINDS = frozenset({"defaults", "tenant", "budget", "key"})
-WORKER_KINDS = frozenset({"defaults", "tenant", "budget"})  # keys and FX are the edges' and billing's
+ALL_KINDS = frozenset({"defaults", "tenant", "budget", "key", "limit"})
+WORKER_KINDS = frozenset({"defaults", "tenant", "budget"})  # keys, limits and FX are the edges' and billing's
 
 
 def seed_records(path: Path | None = None) -> list[Record]:
