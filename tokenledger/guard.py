@@ -44,7 +44,7 @@ import itertools
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -120,6 +120,17 @@ class GuardRequest:
 
 
 @dataclass(frozen=True)
+class SharedCheck:
+    """One budget a request must fit, as the breaker says it now (for reservations shared by a fleet)."""
+
+    budget_id: str
+    limit_nanos: int
+    confirmed_nanos: int  # the breaker's spend (0 once its calendar period ended)
+    covered_us: int  # the breaker's event-time watermark, epoch µs: completions up to it are in its spend
+    fail_open: bool
+
+
+@dataclass(frozen=True)
 class Decision:
     """The answer for one request. ``ticket`` must be completed or released when admitted."""
 
@@ -131,6 +142,9 @@ class Decision:
     retry_after_s: int | None = None
     ticket: int | None = None
     remaining_nanos: int | None = None  # the least any matching budget had left before this request (nano-USD)
+    # With shared reservations (gateway fleets): what the shared store must still check.
+    worst_nanos: int = 0
+    budgets: tuple[SharedCheck, ...] = ()
 
     @property
     def admitted(self) -> bool:
@@ -262,6 +276,35 @@ class Guard:
                 return best
             # Pass 2: the worst case of what would actually be sent must fit every budget.
             worst = self._worst_case(model, req.prompt_tokens, max_tokens, now) if views else 0
+            if (
+                not self._reservations
+            ):  # a fleet: the shared store checks and reserves (producers.gateway.shared_budgets)
+                checks = tuple(
+                    SharedCheck(
+                        v.budget_id,
+                        v.limit_nanos,
+                        self._confirmed(v, now),
+                        (v.updated_at - _EPOCH) // _MICROSECOND,
+                        v.fail_open,
+                    )
+                    for v in views
+                    if not (feature in v.whitelist_features and feature in req.exempt)
+                )
+                lefts = [max(0, c.limit_nanos - c.confirmed_nanos) for c in checks]
+                ticket = next(self._tickets)
+                action_s: Action = "downgrade" if (model, max_tokens) != (req.model, req.max_tokens) else "allow"
+                return Decision(
+                    action_s,
+                    model,
+                    max_tokens,
+                    best.reason,
+                    best.budget_id,
+                    None,
+                    ticket,
+                    min(lefts, default=None),
+                    worst,
+                    checks,
+                )
             remaining: int | None = None
             for v in views:
                 if (feature in v.whitelist_features and feature in req.exempt) or not self._reservations:
@@ -384,6 +427,10 @@ def _candidates(filed: Mapping[Anchor, dict[str, BreakerView]], req: GuardReques
                 found.append(v)
     found.sort(key=lambda v: v.budget_id)
     return found
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
 
 
 def _retry_after(v: BreakerView, now: datetime) -> int:

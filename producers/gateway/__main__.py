@@ -19,6 +19,7 @@ from producers.gateway.mock_upstream import MockUpstream
 from producers.gateway.proxy import Gateway
 from producers.gateway.redis_limits import LocalLimits, RedisLimits
 from producers.gateway.reservations import worst_case_pricer
+from producers.gateway.shared_budgets import SharedBudgets
 from producers.publisher import UsagePublisher
 from tokenledger.control.follow import follow
 from tokenledger.guard import Guard
@@ -60,12 +61,14 @@ def main() -> None:
         stale_after_s=config.stale_after_s,
         hold_s=config.hold_s,
         headroom_share=Decimal(config.headroom_share),
+        reservations=not args.redis,  # a fleet reserves budgets in Redis, every gateway seeing every other's
     )
     client = BreakerClient(settings, guard).start()
     control = follow(settings, hold=frozenset({"limit"}), kinds=frozenset(), actor="gateway")  # rate limits, live
     publisher = UsagePublisher(settings, spool=args.spool)
     ttl = float(os.environ.get("TOKENLEDGER_GATEWAY_SLOT_TTL_S", "600"))  # a dead gateway's slots lapse after it
     limits = RedisLimits(args.redis, slot_ttl_s=ttl) if args.redis else LocalLimits(slot_ttl_s=ttl)
+    shared = SharedBudgets(args.redis, ttl_s=ttl, hold_s=config.hold_s) if args.redis else None
     gateway = Gateway(
         config,
         guard,
@@ -74,14 +77,15 @@ def main() -> None:
         upstream_api_key=os.environ.get(config.upstream_api_key_env, ""),
         limits=limits,
         control=control.state,
+        shared=shared,
     )
-    shared = f", rate limits shared through {args.redis}" if args.redis else ""
+    fleet = f", rate limits and budget reservations shared through {args.redis}" if args.redis else ""
     try:
         web.run_app(
             gateway.app(),
             host=args.host,
             port=args.port,
-            print=lambda _: print(f"gateway on http://{args.host}:{args.port}{shared}", flush=True),
+            print=lambda _: print(f"gateway on http://{args.host}:{args.port}{fleet}", flush=True),
         )
     finally:
         client.close()

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 import aiohttp
@@ -41,6 +41,7 @@ from producers.events import Attribution, EventFactory
 from producers.gateway.config import GatewayConfig, GatewayKey, provider_for
 from producers.gateway.limit_headers import anthropic_headers, openai_headers
 from producers.gateway.messages import anthropic_error, anthropic_messages, openai_error, text_messages
+from producers.gateway.shared_budgets import SharedBudgets
 from producers.streaming import AnthropicStreamTracker, OpenAIStreamTracker, StreamTracker
 from tokenledger import metrics
 from tokenledger.control.state import ControlState
@@ -52,6 +53,7 @@ from tokenledger.schema import Labels, UsageEventV1
 from tokenledger.tokens import count_chat_tokens
 
 SIM_TIME_HEADER = "X-Tokenledger-Sim-Time"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 FEATURE_HEADER = "X-Tokenledger-Feature"
 _REASONING_PREFIXES = ("o1", "o3", "o4")
 
@@ -177,6 +179,7 @@ class Gateway:
         upstream_api_key: str = "",
         limits: Limits | None = None,
         control: ControlState | None = None,
+        shared: SharedBudgets | None = None,
     ) -> None:
         """Create the gateway.
 
@@ -191,6 +194,7 @@ class Gateway:
             upstream_api_key: Bearer token for the upstream.
             limits: Where rate-limit buckets live (in process by default).
             control: The control plane's state (rate limits, live); no limits without it.
+            shared: Budget reservations shared by a fleet through Redis (the guard then reserves nothing itself).
         """
         self.config, self.guard, self.publisher, self.table = config, guard, publisher, table
         self._clock, self._rng, self._trust_sim = clock, rng or random.Random(), trust_sim_time
@@ -202,6 +206,7 @@ class Gateway:
             limits = LocalLimits()
         self.limits: Limits = limits
         self.control = control
+        self.shared = shared
         self.stats = GatewayStats()
         self._session: aiohttp.ClientSession | None = None
 
@@ -224,6 +229,8 @@ class Gateway:
         if self._session is not None:
             await self._session.close()
         await self.limits.close()
+        if self.shared is not None:
+            await self.shared.close()
 
     async def health(self, _request: web.Request) -> web.Response:
         """Feed status and decision counters."""
@@ -345,7 +352,23 @@ class Gateway:
             await self._give_back(call)
             limit_headers = anthropic_headers(verdict, now) if style == "anthropic" else openai_headers(verdict)
             return _refusal(decision, style, limit_headers)
-        return call
+        return await self._reserve_shared(call, style)
+
+    async def _reserve_shared(self, call: _Call, style: Style) -> _Call | web.Response:
+        """A fleet: the call's worst case reserved in every budget it falls in, in Redis, or refused."""
+        if self.shared is None:
+            return call
+        fits, why = await self.shared.reserve(call.decision, call.limit_ticket)
+        if fits:
+            return call
+        await self._give_back(call, shared=False)
+        self.guard.release(call.ticket)
+        d = call.decision
+        denied = Decision("deny", d.model, d.max_tokens, why, why.split(":")[0].removeprefix("budget "), 1)
+        limit_headers = (
+            anthropic_headers(call.verdict, call.now) if style == "anthropic" else openai_headers(call.verdict)
+        )
+        return _refusal(denied, style, limit_headers)
 
     def _count(self, p: Plan, verdict: Verdict) -> None:
         if p.empty:
@@ -367,10 +390,12 @@ class Gateway:
             status, verdict.reason, "requests" if verdict.kind == "requests" else "tokens", code, headers
         )
 
-    async def _give_back(self, call: _Call) -> None:
+    async def _give_back(self, call: _Call, *, shared: bool = True) -> None:
         """Nothing was used: the rate-limit reservation comes back, the concurrency slot is freed."""
         await self.limits.correct([(c, 0) for c in call.limits.charges])
         await self.limits.release(call.limits, call.limit_ticket)
+        if shared and self.shared is not None and call.decision.admitted:
+            await self.shared.settle(call.decision, call.limit_ticket, 0, 0)
 
     async def _upstream_failed(self, call: _Call) -> None:
         self.guard.release(call.ticket)
@@ -483,6 +508,9 @@ class Gateway:
         }
         await self.limits.correct([(c, used[c.kind]) for c in call.limits.charges])
         await self.limits.release(call.limits, call.limit_ticket)
+        if self.shared is not None:
+            event_us = (event.time - _EPOCH) // timedelta(microseconds=1)
+            await self.shared.settle(call.decision, call.limit_ticket, cost.total_nanos, event_us)
         return cost.total_nanos, cost.price_version
 
     async def _unary(self, upstream: dict[str, Any], call: _Call) -> web.StreamResponse:

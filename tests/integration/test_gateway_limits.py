@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,11 +31,13 @@ import pytest
 from infra.broker import free_port
 from infra.workers import Proc, kafka_env
 from producers.gateway.config import GatewayConfig, GatewayKey
+from producers.gateway.messages import text_messages
 from producers.gateway.mock_upstream import MockUpstream
 from producers.gateway.proxy import Gateway
 from producers.gateway.redis_limits import LocalLimits, RedisLimits
 from producers.gateway.reservations import worst_case_pricer
 from producers.gateway.server import ServerThread
+from producers.gateway.shared_budgets import SharedBudgets
 from producers.publisher import UsagePublisher
 from tokenledger.control.follow import follow
 from tokenledger.control.log import ControlWriter
@@ -43,6 +46,7 @@ from tokenledger.control.state import ControlState
 from tokenledger.guard import Guard
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
+from tokenledger.tokens import count_chat_tokens
 
 BREAKER_NOW = "2026-11-10T12:00:00+00:00"
 
@@ -108,7 +112,14 @@ class Rig:
 
 
 def start(
-    kafka: KafkaSettings, tmp: Path, limits: list[RateLimit], make: Any = LocalLimits, n: int = 1, delay: float = 0.0
+    kafka: KafkaSettings,
+    tmp: Path,
+    limits: list[RateLimit],
+    make: Any = LocalLimits,
+    n: int = 1,
+    delay: float = 0.0,
+    shared: Any = None,
+    breakers: tuple[bytes, ...] = (),
 ) -> Rig:
     mock = MockUpstream(chunk_delay_s=delay)
     upstream = ServerThread(mock.app()).start()
@@ -118,10 +129,14 @@ def start(
     publisher = UsagePublisher(kafka, spool=tmp / "spool.jsonl")
     gateways, servers = [], []
     for _ in range(n):
-        guard = Guard(worst_case_pricer(table), stale_after_s=3600)
-        guard.apply(orjson.loads(broken_budget()), "research-broken", time.monotonic())
+        guard = Guard(worst_case_pricer(table), stale_after_s=3600, reservations=shared is None)
+        for doc in (broken_budget(), *breakers):
+            parsed = orjson.loads(doc)
+            guard.apply(parsed, parsed["budget_id"], time.monotonic())
         guard.bootstrapped = True
-        gw = Gateway(config, guard, publisher, table, limits=make(), control=control)
+        gw = Gateway(
+            config, guard, publisher, table, limits=make(), control=control, shared=shared() if shared else None
+        )
         gateways.append(gw)
         servers.append(ServerThread(gw.app()).start())
     return Rig(upstream, mock, gateways, servers, publisher, control)
@@ -434,3 +449,41 @@ def test_a_gateway_killed_mid_stream_lets_its_slots_lapse(kafka: KafkaSettings, 
         for proc, _ in gateways:
             proc.stop()
         upstream.stop()
+
+
+def test_four_gateways_share_one_budget_without_splitting_it(
+    kafka: KafkaSettings, tmp_path: Path, redis: Redis
+) -> None:
+    """100 concurrent calls over 4 gateways against a budget with room for exactly 10 worst cases: 10 pass.
+
+    A static split (``headroom_share`` 1/4) would let 2 through per gateway (8); no split at all, 10 per
+    gateway (40, a 4x overshoot). Shared reservations in Redis admit exactly what fits.
+    """
+    table = CachedPriceTable(LayeredPriceTable.from_path())
+    worst = worst_case_pricer(table)(
+        "gpt-4o-mini", count_chat_tokens(text_messages(CHAT["messages"]), "gpt-4o-mini"), 50, datetime.now(UTC)
+    )
+    doc = orjson.loads(broken_budget())
+    limit = 10 * worst
+    doc.update(
+        budget_id="fleet-budget",
+        scope={"api_key": "open"},
+        state="normal",
+        spent_nanos=0,
+        limit_nanos=limit,
+        remaining_nanos=limit,
+        warn_nanos=limit * 9 // 10,
+        throttle_nanos=limit * 95 // 100,
+        whitelist_features=[],
+        updated_at=datetime.now(UTC).isoformat(),
+    )
+    rig = start(
+        kafka, tmp_path, [], n=4, delay=0.3, shared=lambda: SharedBudgets(redis.url), breakers=(orjson.dumps(doc),)
+    )
+    try:
+        statuses = burst([rig.url(i) for i in range(4)], OPEN_TOKEN, 100, {**CHAT, "stream": True})
+        assert statuses.count(200) == 10 and statuses.count(429) == 90
+        # Completed: each call's cost (below its worst case) stays counted until a breaker covers it.
+        assert sum(g.stats.cost_nanos for g in rig.gateways) <= limit
+    finally:
+        rig.stop()
