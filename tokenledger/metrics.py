@@ -158,3 +158,24 @@ def serve_from_env(default_port: int) -> int | None:
         log.warning("metrics port %d unavailable (%s); /metrics and health disabled in this process", port, exc)
         return None
     return port
+
+
+# Gateway rate limits and claims (producers/gateway/).
+RATELIMIT_DECISIONS = counter(
+    "tokenledger_ratelimit_decisions_total",
+    "Rate-limit decisions per limit, quantity and outcome",
+    ["limit", "kind", "outcome"],
+)
+RATELIMIT_REMAINING = gauge(
+    "tokenledger_ratelimit_remaining",
+    "Units left in a limit's tightest bucket after the last decision",
+    ["limit", "kind"],
+)
+RATELIMIT_STORE_ERRORS = counter(
+    "tokenledger_ratelimit_store_errors_total",
+    "Decisions made without the shared store (Redis), by outcome",
+    ["outcome"],
+)
+CLAIMS_REFUSED = counter(
+    "tokenledger_gateway_claims_refused_total", "Calls refused for claiming outside their key's grant", ["claim"]
+)

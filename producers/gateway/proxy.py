@@ -74,12 +74,7 @@ class Limits(Protocol):
 
 
 Style = Literal["openai", "anthropic"]
-LIMIT_DECISIONS = metrics.counter(
-    "tokenledger_ratelimit_decisions_total", "Rate-limit decisions per limit and outcome", ["limit", "kind", "outcome"]
-)
-CLAIMS_REFUSED = metrics.counter(
-    "tokenledger_gateway_claims_refused_total", "Calls refused for claiming outside their key's grant", ["claim"]
-)
+LIMIT_DECISIONS, CLAIMS_REFUSED = metrics.RATELIMIT_DECISIONS, metrics.CLAIMS_REFUSED
 
 
 @dataclass
@@ -373,6 +368,8 @@ class Gateway:
     def _count(self, p: Plan, verdict: Verdict) -> None:
         if p.empty:
             return
+        for state in verdict.states:
+            metrics.RATELIMIT_REMAINING.labels(state.charge.limit_id, state.charge.kind).set(state.remaining)
         if verdict.admitted:
             for c in p.charges:
                 LIMIT_DECISIONS.labels(c.limit_id, c.kind, "admitted").inc()
