@@ -67,8 +67,9 @@ def main() -> None:
     control = follow(settings, hold=frozenset({"limit"}), kinds=frozenset(), actor="gateway")  # rate limits, live
     publisher = UsagePublisher(settings, spool=args.spool)
     ttl = float(os.environ.get("TOKENLEDGER_GATEWAY_SLOT_TTL_S", "600"))  # a dead gateway's slots lapse after it
-    limits = RedisLimits(args.redis, slot_ttl_s=ttl) if args.redis else LocalLimits(slot_ttl_s=ttl)
-    shared = SharedBudgets(args.redis, ttl_s=ttl, hold_s=config.hold_s) if args.redis else None
+    timeout = float(os.environ.get("TOKENLEDGER_REDIS_TIMEOUT_S", "1.0"))  # then each limit fails open or closed
+    limits = RedisLimits(args.redis, timeout_s=timeout, slot_ttl_s=ttl) if args.redis else LocalLimits(slot_ttl_s=ttl)
+    shared = SharedBudgets(args.redis, timeout_s=timeout, ttl_s=ttl, hold_s=config.hold_s) if args.redis else None
     gateway = Gateway(
         config,
         guard,

@@ -69,6 +69,7 @@ class Limits(Protocol):
 
     async def admit(self, p: Plan, ticket: str) -> Verdict: ...  # noqa: D102
     async def correct(self, charges: Sequence[tuple[Charge, int]]) -> None: ...  # noqa: D102
+    async def finish(self, p: Plan, charges: Sequence[tuple[Charge, int]], ticket: str) -> None: ...  # noqa: D102
     async def release(self, p: Plan, ticket: str) -> None: ...  # noqa: D102
     async def close(self) -> None: ...  # noqa: D102
 
@@ -389,8 +390,7 @@ class Gateway:
 
     async def _give_back(self, call: _Call, *, shared: bool = True) -> None:
         """Nothing was used: the rate-limit reservation comes back, the concurrency slot is freed."""
-        await self.limits.correct([(c, 0) for c in call.limits.charges])
-        await self.limits.release(call.limits, call.limit_ticket)
+        await self.limits.finish(call.limits, [(c, 0) for c in call.limits.charges], call.limit_ticket)
         if shared and self.shared is not None and call.decision.admitted:
             await self.shared.settle(call.decision, call.limit_ticket, 0, 0)
 
@@ -503,8 +503,7 @@ class Gateway:
             "output_tokens": event.data.output_tokens,
             "tokens": event.data.input_tokens + event.data.output_tokens,
         }
-        await self.limits.correct([(c, used[c.kind]) for c in call.limits.charges])
-        await self.limits.release(call.limits, call.limit_ticket)
+        await self.limits.finish(call.limits, [(c, used[c.kind]) for c in call.limits.charges], call.limit_ticket)
         if self.shared is not None:
             event_us = (event.time - _EPOCH) // timedelta(microseconds=1)
             await self.shared.settle(call.decision, call.limit_ticket, cost.total_nanos, event_us)

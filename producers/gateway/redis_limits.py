@@ -29,11 +29,7 @@ from tokenledger.ratelimit import BucketState, Charge, Plan, Verdict, refusal
 
 log = logging.getLogger("tokenledger.gateway.limits")
 PREFIX = "tl:rl:"
-STORE_ERRORS = metrics.counter(
-    "tokenledger_ratelimit_store_errors_total",
-    "Rate-limit decisions made without the shared store, by outcome",
-    ["outcome"],
-)
+STORE_ERRORS = metrics.RATELIMIT_STORE_ERRORS
 
 ADMIT = """
 local t = redis.call('TIME')
@@ -78,10 +74,14 @@ return {1, 0, '0', 0, '0', unpack(out)}
 CORRECT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-for k = 1, #KEYS do
+local nc = tonumber(ARGV[1])
+for s = nc + 1, #KEYS do
+  redis.call('ZREM', KEYS[s], ARGV[2])
+end
+for k = 1, nc do
   local tat = redis.call('GET', KEYS[k])
   if tat then
-    local delta = tonumber(ARGV[k])
+    local delta = tonumber(ARGV[k + 2])
     local new = tonumber(tat) + delta
     if delta < 0 and new < now then new = now end
     if new > now then
@@ -98,7 +98,7 @@ return 1
 class RedisLimits:
     """The shared buckets of a gateway fleet (see the module doc)."""
 
-    def __init__(self, url: str, *, timeout_s: float = 0.25, slot_ttl_s: float = 600.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 1.0, slot_ttl_s: float = 600.0) -> None:
         self.url = url
         self._redis = aioredis.Redis.from_url(
             url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s, retry_on_timeout=False
@@ -139,13 +139,19 @@ class RedisLimits:
 
     async def correct(self, charges: Sequence[tuple[Charge, int]]) -> None:
         """Move buckets by ``(actual - reserved) * T`` (unused reservations come back)."""
+        await self.finish(Plan(), charges, "")
+
+    async def finish(self, p: Plan, charges: Sequence[tuple[Charge, int]], ticket: str) -> None:
+        """A completed request in one round trip: buckets moved by what was not used, its slots freed."""
         moved = [(c, (actual - c.cost) * c.interval) for c, actual in charges if actual != c.cost]
-        if not moved:
+        slots = [PREFIX + s.key for s in p.slots] if ticket else []
+        if not moved and not slots:
             return
+        keys = [PREFIX + c.key for c, _ in moved] + slots
         try:
-            await self._correct(keys=[PREFIX + c.key for c, _ in moved], args=[delta for _, delta in moved])
+            await self._correct(keys=keys, args=[len(moved), ticket, *(delta for _, delta in moved)])
         except (RedisError, OSError) as exc:
-            self._down(exc)
+            self._down(exc)  # buckets refill on their own; slots lapse with their TTL
 
     async def release(self, p: Plan, ticket: str) -> None:
         """Free the request's concurrency slots."""
@@ -206,6 +212,11 @@ class LocalLimits:
     async def correct(self, charges: Sequence[tuple[Charge, int]]) -> None:
         """Move buckets by what was not used."""
         self.limiter.correct(charges, time.monotonic())
+
+    async def finish(self, p: Plan, charges: Sequence[tuple[Charge, int]], ticket: str) -> None:
+        """Correct the buckets and free the slots of a completed request."""
+        self.limiter.correct(charges, time.monotonic())
+        self.limiter.release(p, ticket)
 
     async def release(self, p: Plan, ticket: str) -> None:
         """Free the concurrency slots."""

@@ -99,7 +99,7 @@ def _keys(budget_ids: list[str]) -> list[str]:
 class SharedBudgets:
     """Budget reservations of a gateway fleet in Redis (see the module doc)."""
 
-    def __init__(self, url: str, *, timeout_s: float = 0.25, ttl_s: float = 600.0, hold_s: float = 1.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 1.0, ttl_s: float = 600.0, hold_s: float = 1.0) -> None:
         self.url = url
         self._redis = aioredis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
         self._reserve = self._redis.register_script(RESERVE)
