@@ -389,6 +389,8 @@ class Ingest:
         if ctype == STRUCTURED and not isinstance(parsed, dict):
             return error_response(400, f"{STRUCTURED} must be one JSON object (send a batch as {BATCH})")
         docs = parsed if isinstance(parsed, list) else [parsed]
+        if not docs:
+            return error_response(400, "an empty batch: no event to ingest")
         if len(docs) > self.limits.max_batch:
             return error_response(413, f"batch over {self.limits.max_batch} events")
         checked = check_events(docs, tenant, self.clock())
