@@ -133,6 +133,10 @@ def test_paced_bodies_modes_and_errors(kafka: KafkaSettings, ingest: int) -> Non
     status, _, body = http(port, "/v1/events", orjson.dumps(two), auth(), piece=7, pause_s=0.02, chunked=True)
     assert (status, orjson.loads(body)) == (202, {"accepted": 1})
     sent.append(two["id"])
+    # An empty batch is refused, in either JSON media type (the hostile-input test found 202 {"accepted": 0}).
+    for ctype in ("application/cloudevents-batch+json", "application/json"):
+        status, _, body = http(port, "/v1/events", b"[]", auth(ctype))
+        assert (status, orjson.loads(body)["error"]["message"]) == (400, "an empty batch: no event to ingest")
     # 1,000 events in 8 KiB pieces 2 ms apart.
     batch = [fresh(f"b-{i}") for i in range(1000)]
     blob = orjson.dumps(batch)
