@@ -90,6 +90,37 @@ def test_up_serves_bills_and_down_stops_everything(tmp_path: Path) -> None:
         assert answers[2]["secret"].startswith("ti_") and answers[2]["tenant"] == "acme"
         assert "acme-support-month" in {b["id"] for b in answers[3]["budgets"]}
         assert answers[4] == {"deleted": "acme-support-month"}
+        # The README's rate limit, live in the gateway: its next answers carry the limit's headers.
+        limit = block("admin/limits/copilot-rpm").replace(
+            "localhost:8088", services["billing"]["url"].removeprefix("http://")
+        )
+        done_limit = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", limit], env=env, capture_output=True, text=True, timeout=60, check=False
+        )
+        assert done_limit.returncode == 0, done_limit.stderr
+
+        calls = [0]
+
+        def limited() -> bool:
+            calls[0] += 1
+            req = urllib.request.Request(
+                services["gateway"]["url"] + "/v1/chat/completions",
+                data=orjson.dumps(
+                    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 20}
+                ),
+                headers={"Authorization": "Bearer sk-demo-research-copilot", "Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return bool(resp.headers.get("x-ratelimit-limit-requests") == "600")
+
+        wait_for(limited, 30, "the README's rate limit in the gateway's headers")
+
+        def billed_all() -> bool:
+            status, body = get(bill_url)
+            return status == 200 and orjson.loads(body)["summary"]["requests"] == 4 + calls[0]
+
+        wait_for(billed_all, 60, "every call on the bill")
+        summary = orjson.loads(get(bill_url)[1])["summary"]
     finally:
         done = subprocess.run(
             [sys.executable, "-m", "infra", "down", "--data", str(data)],
@@ -114,5 +145,5 @@ def test_up_serves_bills_and_down_stops_everything(tmp_path: Path) -> None:
         ).rows[0]
     finally:
         store.close()
-    assert (rows, nanos) == (4, summary["cost_nanos"])
+    assert (rows, nanos) == (summary["requests"], summary["cost_nanos"])
     assert nanos > 0
