@@ -50,7 +50,7 @@ from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
 from tokenledger.ratelimit import plan
 
-TOKEN = "sk-bench-fleet"
+TOKEN, BUDGET_TOKEN = "sk-bench-fleet", "sk-bench-budget"
 KEY = GatewayKey(
     name="fleet",
     key_sha256=hashlib.sha256(TOKEN.encode()).hexdigest(),
@@ -58,9 +58,16 @@ KEY = GatewayKey(
     features=("chat",),
     user_from="body",
 )
+BUDGET_KEY = GatewayKey(
+    name="fleet-b",
+    key_sha256=hashlib.sha256(BUDGET_TOKEN.encode()).hexdigest(),
+    tenant="acme",
+    features=("chat",),
+    user_from="body",
+)
 RPM, TPM = 3_000, 150_000
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hello fleet"}], "max_tokens": 60}
-BUDGET_WORST_CASES = 50_000  # room for far more than the rate limit admits: the limit binds first
+BUDGET_WORST_CASES = 1_000  # the other key's budget: it binds within the run
 
 
 def pct(values: list[float], q: float) -> float:
@@ -68,18 +75,13 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
 
 
+def _tally() -> dict[str, Any]:
+    return {"ok": 0, "limited": 0, "budget": 0, "other": {}, "tokens": 0, "cost": 0, "last": 0.0}
+
+
 async def clients(urls: list[str], n: int, seconds: float) -> dict[str, Any]:
-    """``n`` concurrent clients for ``seconds``; what was admitted and charged."""
-    out: dict[str, Any] = {
-        "ok": 0,
-        "limited": 0,
-        "budget": 0,
-        "other": {},
-        "tokens": 0,
-        "cost": 0,
-        "first": None,
-        "last": 0.0,
-    }
+    """``n`` concurrent clients for ``seconds``; what was admitted and charged, per key (``b``: the budgeted one)."""
+    out: dict[str, Any] = {**_tally(), "b": _tally()}
     out["start"] = time.monotonic()  # admissions begin at once: the buckets are full at this instant
     stop = out["start"] + seconds
     conn = aiohttp.TCPConnector(limit=0)
@@ -88,31 +90,28 @@ async def clients(urls: list[str], n: int, seconds: float) -> dict[str, Any]:
         async def one(i: int) -> None:
             rng = random.Random(i)
             stream = i % 2 == 0
+            token = TOKEN if i % 4 < 2 else BUDGET_TOKEN  # half on the rate-limited key, half on the budgeted one
+            mine = out if token == TOKEN else out["b"]
             body = {**BODY, "stream": stream, "user": f"u{i}"}
             if stream:
                 body["stream_options"] = {"include_usage": True}
             k = i
+            auth = {"Authorization": f"Bearer {token}"}
             while time.monotonic() < stop:
                 k += 1
-                async with s.post(
-                    urls[k % len(urls)] + "/v1/chat/completions",
-                    json=body,
-                    headers={"Authorization": f"Bearer {TOKEN}"},
-                ) as r:
+                async with s.post(urls[k % len(urls)] + "/v1/chat/completions", json=body, headers=auth) as r:
                     raw = await r.read()
                     if r.status == 200:
-                        now = time.monotonic()
-                        out["first"] = out["first"] or now
-                        out["last"] = max(out["last"], now)
-                        out["ok"] += 1
+                        mine["last"] = max(mine["last"], time.monotonic())
+                        mine["ok"] += 1
                         usage, cost = _usage(raw, stream, r.headers)
-                        out["tokens"] += usage
-                        out["cost"] += cost
+                        mine["tokens"] += usage
+                        mine["cost"] += cost
                         continue
                     if r.status == 429:
-                        out["budget" if r.headers.get("X-Tokenledger-Budget") else "limited"] += 1
+                        mine["budget" if r.headers.get("X-Tokenledger-Budget") else "limited"] += 1
                     else:
-                        out["other"][r.status] = out["other"].get(r.status, 0) + 1
+                        mine["other"][r.status] = mine["other"].get(r.status, 0) + 1
                 await asyncio.sleep(rng.uniform(0.1, 0.3))
 
         await asyncio.gather(*(one(i) for i in range(n)))
@@ -206,10 +205,12 @@ def main(gateways: int = 8, n_clients: int = 1_000, seconds: float = 20.0) -> No
                 f"budget, {got['other']} other; allowance over {span:.1f} s {allow_requests:,.0f}: ratio {r_ratio:.4f}"
             )
             print(f"tokens charged: {got['tokens']:,}; allowance {allow_tokens:,.0f}: ratio {t_ratio:.4f}")
-            over = max(0, got["cost"] - budget_limit)
+            b = got["b"]
+            over = max(0, b["cost"] - budget_limit)
             print(
-                f"budget shared by the fleet: admitted cost {got['cost']:,} of {budget_limit:,} nano-USD "
-                f"({got['cost'] / budget_limit:.4f}); overshoot {over:,} nano-USD = {over / worst:.2f} worst cases"
+                f"the other key's budget, shared by the fleet: {b['ok']:,} admitted, {b['budget']:,} refused; cost "
+                f"{b['cost']:,} of {budget_limit:,} nano-USD ({b['cost'] / budget_limit:.4f}); overshoot {over:,} "
+                f"nano-USD = {over / worst:.2f} worst cases; other answers {b['other'] or 'none'}"
             )
             l50, l99 = pct(local, 0.5), pct(local, 0.99)
             r50, r99 = pct(remote, 0.5) / 1000, pct(remote, 0.99) / 1000
@@ -232,7 +233,7 @@ def _publish_budget(settings: KafkaSettings, limit: int) -> None:
     doc = {
         "budget_id": "fleet-budget",
         "tenant": "acme",
-        "scope": {"api_key": "fleet"},
+        "scope": {"api_key": "fleet-b"},
         "state": "normal",
         "spent_nanos": 0,
         "limit_nanos": limit,

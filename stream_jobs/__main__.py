@@ -34,9 +34,14 @@ async def _diagnostics() -> None:
 if "worker" in sys.argv:
     from stream_jobs.app import SETTINGS, start_control
     from stream_jobs.changelogs import ensure_changelogs
+    from tokenledger.errors import EXIT_TRANSIENT, TransientError
 
     ensure_changelogs(app, SETTINGS)
-    start_control()  # caught up with the control topic before any event is priced or folded
+    try:
+        start_control()  # caught up with the control topic before any event is priced or folded
+    except TransientError as exc:
+        print(f"python -m stream_jobs worker: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_TRANSIENT) from None
 
 # No embedded web server: several workers share a host, and metrics are exported separately.
 if "worker" in sys.argv and "--with-web" not in sys.argv and "--without-web" not in sys.argv:

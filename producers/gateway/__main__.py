@@ -22,12 +22,14 @@ from producers.gateway.reservations import worst_case_pricer
 from producers.gateway.shared_budgets import SharedBudgets
 from producers.publisher import UsagePublisher
 from tokenledger.control.follow import follow
+from tokenledger.errors import cli_errors
 from tokenledger.guard import Guard
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
 
 
-def main() -> None:
+@cli_errors("python -m producers.gateway")
+def main() -> int:
     """Parse the command line and serve until interrupted."""
     ap = argparse.ArgumentParser(prog="python -m producers.gateway", description=__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -50,7 +52,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.cmd == "mock-upstream":
         web.run_app(MockUpstream(chunk_delay_s=args.chunk_delay_ms / 1000).app(), host=args.host, port=args.port)
-        return
+        return 0
     config = GatewayConfig.load(args.config)
     if args.upstream:
         config = config.model_copy(update={"upstream": args.upstream})
@@ -92,7 +94,8 @@ def main() -> None:
         client.close()
         control.close()
         publisher.close()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -401,7 +401,7 @@ def test_redis_away_fails_open_or_closed_per_limit_and_comes_back(
 
 
 def test_a_gateway_killed_mid_stream_lets_its_slots_lapse(kafka: KafkaSettings, tmp_path: Path, redis: Redis) -> None:
-    """Two gateway processes on one Redis; A is killed (-9) with two streams in flight, B recovers the limit."""
+    """Four gateways on one Redis; A is killed (-9) with two streams in flight, the others recover the limit."""
     lim = RateLimit(id="conc", tenant="acme", scope={"api_key": "open"}, concurrent=2)
     seeded = follow(kafka)
     writer = ControlWriter(kafka, seeded)
@@ -416,7 +416,7 @@ def test_a_gateway_killed_mid_stream_lets_its_slots_lapse(kafka: KafkaSettings, 
     )
     env = {**kafka_env(kafka), "TOKENLEDGER_GATEWAY_SLOT_TTL_S": "3"}
     gateways = []
-    for name in ("a", "b"):
+    for name in ("a", "b", "c", "d"):
         port = free_port()
         command = [sys.executable, "-m", "producers.gateway", "serve", "--config", str(config), "--port", str(port)]
         command += ["--redis", redis.url, "--spool", str(tmp_path / f"spool-{name}.jsonl")]
@@ -424,7 +424,8 @@ def test_a_gateway_killed_mid_stream_lets_its_slots_lapse(kafka: KafkaSettings, 
     try:
         for proc, _ in gateways:
             proc.wait_log("gateway on http://")
-        (a, a_url), (_, b_url) = gateways
+        (a, a_url), *others = gateways
+        b_url = others[0][1]
         slow = {**CHAT, "stream": True, "max_tokens": 500, "metadata": {"mock_output_tokens": 400}}
 
         async def streams_then_kill() -> None:
@@ -445,6 +446,9 @@ def test_a_gateway_killed_mid_stream_lets_its_slots_lapse(kafka: KafkaSettings, 
         while post(b_url + "/v1/chat/completions", OPEN_TOKEN, CHAT)[0] != 200:
             assert time.monotonic() < deadline, "the dead gateway's slots never lapsed"
             time.sleep(0.2)
+        # The limit holds across the survivors again: two slots, whichever gateway is asked.
+        statuses = burst([url for _, url in others], OPEN_TOKEN, 12, {**CHAT, "stream": True, "max_tokens": 200})
+        assert statuses.count(200) == 2 and statuses.count(429) == 10  # streams of ~10 s: none ends meanwhile
     finally:
         for proc, _ in gateways:
             proc.stop()
