@@ -270,7 +270,8 @@ class Guard:
                 if _SEVERITY[d.action] > _SEVERITY[best.action]:
                     best = d
                 if d.action == "downgrade":
-                    model = d.model
+                    if v.downgrade_model and model == req.model:  # a budget without one keeps another's downgrade
+                        model = v.downgrade_model
                     max_tokens = min(max_tokens, d.max_tokens)
             if not best.admitted:
                 return best

@@ -160,3 +160,20 @@ def test_most_restrictive_budget_wins() -> None:
     )
     d = g.decide(req(), NOW, 1.0, 0.0)
     assert (d.action, d.budget_id) == ("deny", "feature")
+
+
+def test_a_budget_without_a_downgrade_model_keeps_another_budgets_downgrade() -> None:
+    """Two budgets at warning, one naming a cheaper model: the request is downgraded whatever their order.
+
+    (Found by the demo: a budget without a downgrade model evaluated after one with it reset the
+    request to its own model, so the outcome depended on the order breakers had arrived in.)
+    """
+    for order in ((True, False), (False, True)):
+        g = guard_with()
+        for with_model in order:
+            doc = breaker("warning", LIMIT // 2 + 1)
+            doc["budget_id"] = "with-model" if with_model else "without-model"
+            doc["downgrade_model"] = "gpt-4o-mini" if with_model else None
+            g.apply(doc, doc["budget_id"], 1.0)
+        d = g.decide(req(), NOW, 1.0, 0.5)
+        assert (d.action, d.model) == ("downgrade", "gpt-4o-mini")
