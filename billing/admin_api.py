@@ -124,6 +124,48 @@ class AdminApi:
     def _write(self, changes: list[tuple[str, str, BaseModel | None]], actor: str, action: str) -> None:
         self.writer.write(changes, actor=actor, action=action)
 
+    async def _put(self, request: web.Request, kind: str, model: type[BaseModel]) -> web.Response:
+        """Create (201) or replace (200) the record of ``kind`` named by the URL."""
+        rid = request.match_info["id"]
+        try:
+            body = await self._body(request)
+        except Refused as exc:
+            return error_response(exc.status, str(exc))
+
+        def work(actor: str) -> web.Response:
+            record = self._validated(model, {**body, "id": body.get("id", rid)})
+            if record.id != rid:
+                raise Refused(400, f"id: {record.id!r} differs from the URL's {rid!r}")
+            created = rid not in self.control.state.table(kind)
+            self._write([(kind, rid, record)], actor, "create" if created else "update")
+            return json_response(201 if created else 200, to_doc(record))
+
+        return await self._handle(request, work)
+
+    async def _list(
+        self, request: web.Request, kind: str, name: str, doc: Callable[[Any], dict[str, Any]] = to_doc
+    ) -> web.Response:
+        """Every record of ``kind`` in id order, or one tenant's (``?tenant=``), under ``name``."""
+        tenant = request.query.get("tenant")
+
+        def work(_actor: str) -> web.Response:
+            found = sorted(self.control.state.table(kind).values(), key=lambda r: r.id)
+            return json_response(200, {name: [doc(r) for r in found if tenant in (None, r.tenant)]})
+
+        return await self._handle(request, work)
+
+    async def _delete(self, request: web.Request, kind: str) -> web.Response:
+        """Delete the record of ``kind`` named by the URL (404 if there is none)."""
+        rid = request.match_info["id"]
+
+        def work(actor: str) -> web.Response:
+            if rid not in self.control.state.table(kind):
+                raise Refused(404, f"no {kind} {rid!r}")
+            self._write([(kind, rid, None)], actor, "delete")
+            return json_response(200, {"deleted": rid})
+
+        return await self._handle(request, work)
+
     # Tenants.
 
     async def list_tenants(self, request: web.Request) -> web.Response:
@@ -137,34 +179,13 @@ class AdminApi:
 
     async def put_tenant(self, request: web.Request) -> web.Response:
         """Create or replace a tenant (timezone, currency, display name)."""
-        rid = request.match_info["id"]
-        try:
-            body = await self._body(request)
-        except Refused as exc:
-            return error_response(exc.status, str(exc))
-
-        def work(actor: str) -> web.Response:
-            tenant: Tenant = self._validated(Tenant, {**body, "id": body.get("id", rid)})
-            if tenant.id != rid:
-                raise Refused(400, f"id: {tenant.id!r} differs from the URL's {rid!r}")
-            created = rid not in self.control.state.tenants
-            self._write([("tenant", rid, tenant)], actor, "create" if created else "update")
-            return json_response(201 if created else 200, to_doc(tenant))
-
-        return await self._handle(request, work)
+        return await self._put(request, "tenant", Tenant)
 
     # Budgets.
 
     async def list_budgets(self, request: web.Request) -> web.Response:
         """Every budget, or one tenant's (``?tenant=``)."""
-        tenant = request.query.get("tenant")
-
-        def work(_actor: str) -> web.Response:
-            found = self.control.state.budgets.values()
-            budgets = [_budget_doc(b) for b in sorted(found, key=lambda b: b.id) if tenant in (None, b.tenant)]
-            return json_response(200, {"budgets": budgets})
-
-        return await self._handle(request, work)
+        return await self._list(request, "budget", "budgets", _budget_doc)
 
     async def put_budget(self, request: web.Request) -> web.Response:
         """Create a budget (counting its period's spend so far) or change one (limit, levels, enforcement)."""
@@ -197,70 +218,27 @@ class AdminApi:
 
     async def delete_budget(self, request: web.Request) -> web.Response:
         """Delete a budget: its breaker is withdrawn (gateways forget it)."""
-        rid = request.match_info["id"]
-
-        def work(actor: str) -> web.Response:
-            if rid not in self.control.state.budgets:
-                raise Refused(404, f"no budget {rid!r}")
-            self._write([("budget", rid, None)], actor, "delete")
-            return json_response(200, {"deleted": rid})
-
-        return await self._handle(request, work)
+        return await self._delete(request, "budget")
 
     # Rate limits (enforced by gateways, live).
 
     async def list_limits(self, request: web.Request) -> web.Response:
         """Every rate limit, or one tenant's (``?tenant=``)."""
-        tenant = request.query.get("tenant")
-
-        def work(_actor: str) -> web.Response:
-            found = sorted(self.control.state.limits.values(), key=lambda x: x.id)
-            return json_response(200, {"limits": [to_doc(x) for x in found if tenant in (None, x.tenant)]})
-
-        return await self._handle(request, work)
+        return await self._list(request, "limit", "limits")
 
     async def put_limit(self, request: web.Request) -> web.Response:
         """Create or replace a rate limit; every gateway applies it from its next request."""
-        rid = request.match_info["id"]
-        try:
-            body = await self._body(request)
-        except Refused as exc:
-            return error_response(exc.status, str(exc))
-
-        def work(actor: str) -> web.Response:
-            limit: RateLimit = self._validated(RateLimit, {**body, "id": body.get("id", rid)})
-            if limit.id != rid:
-                raise Refused(400, f"id: {limit.id!r} differs from the URL's {rid!r}")
-            created = rid not in self.control.state.limits
-            self._write([("limit", rid, limit)], actor, "create" if created else "update")
-            return json_response(201 if created else 200, to_doc(limit))
-
-        return await self._handle(request, work)
+        return await self._put(request, "limit", RateLimit)
 
     async def delete_limit(self, request: web.Request) -> web.Response:
         """Delete a rate limit."""
-        rid = request.match_info["id"]
-
-        def work(actor: str) -> web.Response:
-            if rid not in self.control.state.limits:
-                raise Refused(404, f"no limit {rid!r}")
-            self._write([("limit", rid, None)], actor, "delete")
-            return json_response(200, {"deleted": rid})
-
-        return await self._handle(request, work)
+        return await self._delete(request, "limit")
 
     # Keys.
 
     async def list_keys(self, request: web.Request) -> web.Response:
         """Every key (never a secret; ``?tenant=`` for one tenant's)."""
-        tenant = request.query.get("tenant")
-
-        def work(_actor: str) -> web.Response:
-            found = sorted(self.control.state.keys.values(), key=lambda k: k.id)
-            keys = [_key_doc(k) for k in found if tenant in (None, k.tenant)]
-            return json_response(200, {"keys": keys})
-
-        return await self._handle(request, work)
+        return await self._list(request, "key", "keys", _key_doc)
 
     async def create_key(self, request: web.Request) -> web.Response:
         """Issue an ingest key or a billing token for one tenant; the secret is in this answer only."""
@@ -293,15 +271,7 @@ class AdminApi:
 
     async def delete_key(self, request: web.Request) -> web.Response:
         """Revoke a key: it answers 401 from then on, in every process."""
-        rid = request.match_info["id"]
-
-        def work(actor: str) -> web.Response:
-            if rid not in self.control.state.keys:
-                raise Refused(404, f"no key {rid!r}")
-            self._write([("key", rid, None)], actor, "delete")
-            return json_response(200, {"deleted": rid})
-
-        return await self._handle(request, work)
+        return await self._delete(request, "key")
 
 
 def _budget_doc(budget: ControlBudget) -> dict[str, Any]:

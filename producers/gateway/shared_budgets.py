@@ -20,12 +20,11 @@ any other refuses (fail-closed), as for the rate limits.
 from __future__ import annotations
 
 import logging
-import time
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from producers.gateway.redis_limits import STORE_ERRORS
+from producers.gateway.redis_limits import STORE_ERRORS, Outage
 from tokenledger.guard import Decision
 
 log = logging.getLogger("tokenledger.gateway.limits")
@@ -105,7 +104,7 @@ class SharedBudgets:
         self._reserve = self._redis.register_script(RESERVE)
         self._settle = self._redis.register_script(SETTLE)
         self._ttl, self._hold = ttl_s, hold_s
-        self._down_since: float | None = None
+        self._outage = Outage("budget reservation store", url, "budgets fail open or closed")
 
     async def reserve(self, d: Decision, ticket: str) -> tuple[bool, str]:
         """Reserve the decision's worst case in each of its budgets, or say which one it does not fit."""
@@ -146,11 +145,7 @@ class SharedBudgets:
         await self._redis.aclose()
 
     def _down(self, exc: BaseException) -> None:
-        if self._down_since is None:
-            self._down_since = time.monotonic()
-            log.warning("budget reservation store %s unreachable (%s): budgets fail open or closed", self.url, exc)
+        self._outage.down(exc)
 
     def _up(self) -> None:
-        if self._down_since is not None:
-            log.warning("budget reservation store %s back after %.1f s", self.url, time.monotonic() - self._down_since)
-            self._down_since = None
+        self._outage.up()

@@ -31,21 +31,6 @@ def _zone(v: str) -> str:
     return v
 
 
-class Tenant(BaseModel):
-    """A tenant's calendar and currency: its budgets' periods, bills and forecasts follow them."""
-
-    model_config = _FORBID
-    id: str = Field(pattern=ID_PATTERN)
-    display_name: str = Field(default="", max_length=200)
-    timezone: str = "UTC"
-    currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
-
-    @field_validator("timezone")
-    @classmethod
-    def _known_zone(cls, v: str) -> str:
-        return _zone(v)
-
-
 class Defaults(BaseModel):
     """Timezone and currency of tenants without a record of their own."""
 
@@ -57,6 +42,13 @@ class Defaults(BaseModel):
     @classmethod
     def _known_zone(cls, v: str) -> str:
         return _zone(v)
+
+
+class Tenant(Defaults):
+    """A tenant's calendar and currency: its budgets' periods, bills and forecasts follow them."""
+
+    id: str = Field(pattern=ID_PATTERN)
+    display_name: str = Field(default="", max_length=200)
 
 
 class ApiKey(BaseModel):
