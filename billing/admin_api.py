@@ -30,6 +30,16 @@ from tokenledger.http_edge import bearer_token, error_response, json_response
 from tokenledger.store.base import Store, StoreRejected, StoreUnavailable
 
 _FIXED = ("tenant", "scope", "period")
+_GATEWAY_FIELDS = {
+    "department",
+    "project",
+    "environment",
+    "features",
+    "exempt_features",
+    "user_from",
+    "user",
+    "user_header",
+}
 
 
 class Refused(Exception):
@@ -241,18 +251,21 @@ class AdminApi:
         return await self._list(request, "key", "keys", _key_doc)
 
     async def create_key(self, request: web.Request) -> web.Response:
-        """Issue an ingest key or a billing token for one tenant; the secret is in this answer only."""
+        """Issue an ingest key, a billing token or a gateway key (with its attribution and grant); the secret once."""
         try:
             body = await self._body(request)
         except Refused as exc:
             return error_response(exc.status, str(exc))
 
         def work(actor: str) -> web.Response:
-            unknown = sorted(set(body) - {"tenant", "kind", "name"})
+            allowed = {"tenant", "kind", "name"} | (_GATEWAY_FIELDS if body.get("kind") == "gateway" else set())
+            unknown = sorted(set(body) - allowed)
             if unknown:
-                raise Refused(400, f"{unknown[0]}: not a field of a key (tenant, kind, name)")
+                raise Refused(
+                    400, f"{unknown[0]}: not a field of a {body.get('kind', 'key')} key ({', '.join(sorted(allowed))})"
+                )
             kind = body.get("kind")
-            prefix = {"ingest": "ti", "billing": "tb"}.get(kind) if isinstance(kind, str) else None
+            prefix = {"ingest": "ti", "billing": "tb", "gateway": "sk-tl"}.get(kind) if isinstance(kind, str) else None
             secret = f"{prefix or 'tk'}_{secrets.token_urlsafe(32)}"
             rid = f"key-{secrets.token_hex(8)}"
             key: ApiKey = self._validated(

@@ -66,7 +66,9 @@ def main() -> int:
         reservations=not args.redis,  # a fleet reserves budgets in Redis, every gateway seeing every other's
     )
     client = BreakerClient(settings, guard).start()
-    control = follow(settings, hold=frozenset({"limit"}), kinds=frozenset(), actor="gateway")  # rate limits, live
+    control = follow(
+        settings, hold=frozenset({"limit", "key"}), kinds=frozenset(), actor="gateway"
+    )  # limits, keys: live
     publisher = UsagePublisher(settings, spool=args.spool)
     ttl = float(os.environ.get("TOKENLEDGER_GATEWAY_SLOT_TTL_S", "600"))  # a dead gateway's slots lapse after it
     timeout = float(os.environ.get("TOKENLEDGER_REDIS_TIMEOUT_S", "1.0"))  # then each limit fails open or closed

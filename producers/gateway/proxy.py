@@ -44,6 +44,7 @@ from producers.gateway.messages import anthropic_error, anthropic_messages, open
 from producers.gateway.shared_budgets import SharedBudgets
 from producers.streaming import AnthropicStreamTracker, OpenAIStreamTracker, StreamTracker
 from tokenledger import metrics
+from tokenledger.control.records import ApiKey
 from tokenledger.control.state import ControlState
 from tokenledger.guard import Decision, Guard, GuardRequest
 from tokenledger.http_edge import bearer_token, json_errors
@@ -248,10 +249,16 @@ class Gateway:
         return web.Response(body=generate_latest(metrics.REGISTRY), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     def _key(self, request: web.Request) -> GatewayKey | None:
+        """The caller's key: the config file's, or a live gateway key of the control plane (revoked: gone)."""
         token = bearer_token(request.headers.get("Authorization")) or request.headers.get("x-api-key")
         if not token:
             return None
-        return self._keys.get(hashlib.sha256(token.encode()).hexdigest())
+        digest = hashlib.sha256(token.encode()).hexdigest()
+        found = self._keys.get(digest)
+        if found is not None or self.control is None:
+            return found
+        live = self.control.key_for(digest, "gateway")
+        return None if live is None else _gateway_key(live)
 
     def _now(self, request: web.Request) -> datetime:
         sim = request.headers.get(SIM_TIME_HEADER) if self._trust_sim else None
@@ -632,6 +639,32 @@ class Gateway:
                 if settled is None:
                     await self._settle(call, tracker.final or tracker.finish(None))
         return resp
+
+
+_LIVE_KEYS: dict[int, tuple[ApiKey, GatewayKey]] = {}
+
+
+def _gateway_key(key: ApiKey) -> GatewayKey:
+    """A control-plane gateway key as the gateway uses it (memoised per record)."""
+    found = _LIVE_KEYS.get(id(key))
+    if found is None or found[0] is not key:
+        if len(_LIVE_KEYS) >= 100_000:
+            _LIVE_KEYS.clear()
+        gk = GatewayKey(
+            name=key.id,  # the api_key label: the id (a name may be any text)
+            key_sha256=key.sha256,
+            tenant=key.tenant,
+            department=key.department,
+            project=key.project,
+            environment=key.environment,
+            features=key.features,
+            exempt_features=key.exempt_features,
+            user_from=key.user_from,
+            user=key.user,
+            user_header=key.user_header,
+        )
+        found = _LIVE_KEYS[id(key)] = (key, gk)
+    return found[1]
 
 
 def _cost_comment(cost: int, version: str) -> bytes:

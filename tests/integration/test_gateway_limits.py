@@ -41,7 +41,7 @@ from producers.gateway.shared_budgets import SharedBudgets
 from producers.publisher import UsagePublisher
 from tokenledger.control.follow import follow
 from tokenledger.control.log import ControlWriter
-from tokenledger.control.records import RateLimit
+from tokenledger.control.records import ApiKey, RateLimit, encode
 from tokenledger.control.state import ControlState
 from tokenledger.guard import Guard
 from tokenledger.kafka_config import KafkaSettings
@@ -489,5 +489,32 @@ def test_four_gateways_share_one_budget_without_splitting_it(
         assert statuses.count(200) == 10 and statuses.count(429) == 90
         # Completed: each call's cost (below its worst case) stays counted until a breaker covers it.
         assert sum(g.stats.cost_nanos for g in rig.gateways) <= limit
+    finally:
+        rig.stop()
+
+
+def test_gateway_keys_issued_and_revoked_live(kafka: KafkaSettings, tmp_path: Path) -> None:
+    """A gateway key of the control plane works at once with its grant, and answers 401 once revoked."""
+    rig = start(kafka, tmp_path, [])
+    try:
+        secret = "sk-tl_live-key"
+        live = ApiKey(
+            id="key-live1",
+            tenant="acme",
+            kind="gateway",
+            sha256=hashlib.sha256(secret.encode()).hexdigest(),
+            department="research",
+            features=("chat",),
+            user_from="key",
+            user="svc-live",
+        )
+        url = rig.url() + "/v1/chat/completions"
+        assert post(url, secret, CHAT)[0] == 401
+        rig.control.apply("key/key-live1", encode(live), 100)
+        status, headers, _ = post(url, secret, CHAT, {"X-Tokenledger-Feature": "chat"})
+        assert status == 200 and headers["X-Tokenledger-Decision"] == "allow"
+        assert post(url, secret, {**CHAT, "user": "mallory"})[0] == 403  # its user is fixed by the key
+        rig.control.apply("key/key-live1", None, 101)  # revoked
+        assert post(url, secret, CHAT)[0] == 401
     finally:
         rig.stop()

@@ -52,15 +52,34 @@ class Tenant(Defaults):
 
 
 class ApiKey(BaseModel):
-    """An ingest key or a billing token of one tenant; only the sha256 of the secret is kept."""
+    """An ingest key, a billing token or a gateway key of one tenant; only the sha256 of the secret is kept.
+
+    A gateway key also carries the attribution of its calls and its grant (what a call may
+    claim, see ``producers.gateway.config.GatewayKey``); the other kinds leave those empty.
+    """
 
     model_config = _FORBID
     id: str = Field(pattern=ID_PATTERN)
     tenant: str = Field(pattern=ID_PATTERN)
-    kind: Literal["ingest", "billing"]
+    kind: Literal["ingest", "billing", "gateway"]
     name: str = Field(default="", max_length=200)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     created_at: AwareDatetime | None = None
+    department: str = Field(default="", max_length=128)
+    project: str = Field(default="", max_length=128)
+    environment: str = Field(default="", max_length=128)
+    features: tuple[str, ...] = ()
+    exempt_features: tuple[str, ...] = ()
+    user_from: Literal["key", "header", "body"] = "key"
+    user: str = Field(default="", max_length=128)
+    user_header: str = Field(default="X-Tokenledger-User", max_length=128)
+
+    @model_validator(mode="after")
+    def _grant(self) -> ApiKey:
+        outside = sorted(set(self.exempt_features) - set(self.features))
+        if outside:
+            raise ValueError(f"exempt_features {outside} are not in features")
+        return self
 
 
 class ControlBudget(Budget):
