@@ -51,6 +51,13 @@ class Tenant(Defaults):
     display_name: str = Field(default="", max_length=200)
 
 
+def check_grant(features: tuple[str, ...], exempt_features: tuple[str, ...]) -> None:
+    """A key may be exempted only for features it may claim (ValueError naming the others)."""
+    outside = sorted(set(exempt_features) - set(features))
+    if outside:
+        raise ValueError(f"exempt_features {outside} are not in features")
+
+
 class ApiKey(BaseModel):
     """An ingest key, a billing token or a gateway key of one tenant; only the sha256 of the secret is kept.
 
@@ -76,9 +83,7 @@ class ApiKey(BaseModel):
 
     @model_validator(mode="after")
     def _grant(self) -> ApiKey:
-        outside = sorted(set(self.exempt_features) - set(self.features))
-        if outside:
-            raise ValueError(f"exempt_features {outside} are not in features")
+        check_grant(self.features, self.exempt_features)
         return self
 
 
