@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 
 import orjson
@@ -30,6 +30,9 @@ from aiohttp import web
 from billing.admin_api import AdminApi
 from billing.allocation import METHODS
 from billing.bill import AS_BILLED, DIMENSIONS, build_bill
+from billing.console.data import ConsoleData
+from billing.console.pages import ConsolePages
+from billing.console.session import COOKIE, Sessions
 from billing.context import BillingContext, live_fx
 from billing.forecast_job import forecast_budgets
 from billing.jobs import allocation_csv, allocation_for_month, file_part
@@ -39,12 +42,14 @@ from billing.render import render_csv, render_json, render_pdf, to_plain
 from tokenledger.budgets import BudgetFile
 from tokenledger.control.records import ApiKey
 from tokenledger.control.state import ControlState
+from tokenledger.guard import BreakerView
 from tokenledger.health import answer
 from tokenledger.http_edge import bearer_token, error_response, json_errors
 from tokenledger.store.base import Store, StoreRejected, StoreUnavailable
 
 PARTIES = ("project", "department", "source")
 _MONTH = re.compile(r"^\d{4}-(?:0[1-9]|1[0-2])$")
+CONSOLE: web.AppKey[ConsoleData] = web.AppKey("console", ConsoleData)
 _TYPES = {"json": "application/json", "csv": "text/csv; charset=utf-8", "pdf": "application/pdf"}
 
 
@@ -100,8 +105,8 @@ def _split_file(name: str, formats: tuple[str, ...]) -> tuple[str, str]:
 class Routes:
     """The API's handlers over one store; blocking work runs on worker threads."""
 
-    def __init__(self, store: Store, ctx: BillingContext, control: ControlState) -> None:
-        self.store, self.base_ctx, self.control = store, ctx, control
+    def __init__(self, store: Store, ctx: BillingContext, control: ControlState, sessions: Sessions) -> None:
+        self.store, self.base_ctx, self.control, self.sessions = store, ctx, control, sessions
 
     def ctx_of(self, tenant: str) -> BillingContext:
         """The billing context in the tenant's timezone and currency, with the imported FX rates."""
@@ -110,8 +115,12 @@ class Routes:
 
     async def _run(self, request: web.Request, work: Callable[[str], web.Response]) -> web.Response:
         tenant = request.match_info["tenant"]
+        signed_in = self.sessions.tenant(request.cookies.get(COOKIE))  # the console's downloads
         try:
-            authorize(request.headers.get("Authorization"), tenant, self.control)
+            if signed_in is None or "Authorization" in request.headers:
+                authorize(request.headers.get("Authorization"), tenant, self.control)
+            elif signed_in != tenant:
+                raise AccessDenied(HTTPStatus.FORBIDDEN)
         except AccessDenied as exc:
             headers = {"WWW-Authenticate": "Bearer"} if exc.status == HTTPStatus.UNAUTHORIZED else None
             return error_response(exc.status.value, exc.status.phrase, headers)
@@ -208,13 +217,22 @@ def _file(body: bytes, fmt: str, filename: str | None = None) -> web.Response:
 
 
 def make_app(
-    store: Store, ctx: BillingContext, control: ControlState | None = None, admin: AdminApi | None = None
+    store: Store,
+    ctx: BillingContext,
+    control: ControlState | None = None,
+    admin: AdminApi | None = None,
+    breakers: Callable[[], Mapping[str, BreakerView]] = dict,
 ) -> web.Application:
-    """The billing API's aiohttp application (tokens from ``control``, else from the billing file)."""
-    routes = Routes(store, ctx, control if control is not None else access_state(ctx))
+    """The billing API and console (tokens from ``control``, else from the billing file)."""
+    state = control if control is not None else access_state(ctx)
+    sessions = Sessions(state)
+    routes = Routes(store, ctx, state, sessions)
     app = web.Application(middlewares=[json_errors])
     if admin is not None:
         admin.routes(app)
+    console = ConsoleData(store, routes.ctx_of, state, breakers)
+    app[CONSOLE] = console
+    ConsolePages(console, sessions).routes(app)
     app.router.add_get("/v1/tenants/{tenant}/bills/{month}/{dimension}/{file}", routes.bill)
     app.router.add_get("/v1/tenants/{tenant}/allocations/{file}", routes.allocation)
     app.router.add_get("/v1/tenants/{tenant}/forecasts.json", routes.forecast)
@@ -235,13 +253,19 @@ class BillingServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
+        breakers: Callable[[], Mapping[str, BreakerView]] = dict,
     ) -> None:
-        self._app = make_app(store, ctx, control, admin)
+        self._app = make_app(store, ctx, control, admin, breakers)
         self._host, self._port = host, port
         self._loop = asyncio.new_event_loop()
         self._runner = web.AppRunner(self._app, access_log=None, handle_signals=False)
         self._thread: threading.Thread | None = None
         self._bound: tuple[str, int] | None = None
+
+    @property
+    def console(self) -> ConsoleData:
+        """The console's data (the rollup refresher warms it)."""
+        return self._app[CONSOLE]
 
     @property
     def url(self) -> str:

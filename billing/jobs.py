@@ -127,11 +127,18 @@ def allocation_for_month(
     Returns:
         ``(amount_nanos, {party value: nanos})``; the values sum exactly to the amount.
     """
+    spans = month_spans(store, ctx, tenant, month, party)
+    amount = sum(s.cost_nanos for s in spans)
+    return amount, allocate(amount, spans, method) if spans else {}
+
+
+def month_spans(store: Store, ctx: BillingContext, tenant: str, month: str, party: str) -> list[Span]:
+    """The traced spans of ``tenant``'s month (in its timezone), each owned by its ``party`` value."""
     if party not in ("project", "department", "source"):
         raise ValueError("party must be project, department or source")
     period = month_period(month, ctx.config.tz)
     rows = scoped_query(store, "trace_spans", AS_BILLED, {"tenant": tenant, "start": period.start, "end": period.end})
-    spans = [
+    return [
         Span(
             str(r["trace_id"]),
             str(r["span_id"]),
@@ -141,8 +148,6 @@ def allocation_for_month(
         )
         for r in rows
     ]
-    amount = sum(s.cost_nanos for s in spans)
-    return amount, allocate(amount, spans, method) if spans else {}
 
 
 def allocation_csv(amount: int, split: dict[str, int], method: str, party: str) -> bytes:

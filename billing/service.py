@@ -29,12 +29,15 @@ from types import FrameType
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from billing.admin_api import AdminApi
+from billing.console.data import ConsoleData
 from billing.context import BillingContext
 from billing.http_api import BillingServer
 from billing.scheduler import configure
+from producers.breaker_client import BreakerClient
 from stream_jobs.sink_main import SinkRun, watch_stages
 from tokenledger.control.log import ControlLog, ControlWriter
 from tokenledger.errors import EXIT_PERMANENT
+from tokenledger.guard import Guard
 from tokenledger.health import HEALTH
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.store.base import Store, StoreFailed
@@ -92,7 +95,11 @@ def run_service(
         scheduler.start()
     writer = ControlWriter(control.settings, control)
     admin = AdminApi(control, writer, store, ctx.config.admin_digests(os.environ.get("TOKENLEDGER_ADMIN_TOKEN_SHA256")))
-    server = BillingServer(store, ctx, control.state, admin, host=host, port=port).start()
+    guard = Guard(lambda *_: 0)  # only its breaker snapshot: the console's budget states
+    breakers = BreakerClient(control.settings, guard)
+    breakers.start(wait_s=0)
+    server = BillingServer(store, ctx, control.state, admin, host=host, port=port, breakers=guard.breakers).start()
+    threading.Thread(target=refresh_rollups, args=(server.console, control, stop), name="rollups", daemon=True).start()
     advertise = getattr(store, "advertise", None)  # the embedded store: name this service to one-shot commands
     if advertise is not None:
         advertise(server.url)
@@ -102,6 +109,7 @@ def run_service(
         stop.wait()
     finally:
         server.stop()
+        breakers.close()
         writer.close()
         control.close()
         if run is not None and thread is not None:
@@ -113,6 +121,30 @@ def run_service(
         print(f"python -m billing serve: error: {run.failure}", file=sys.stderr)
         return EXIT_PERMANENT
     return 0
+
+
+def refresh_rollups(console: ConsoleData, control: ControlLog, stop: threading.Event, every_s: float = 30.0) -> None:
+    """Build the console's stale closed days and warm its month caches, every ``every_s``.
+
+    Figures never wait for this (a day without a fresh rollup is read raw); it keeps pages fast.
+    """
+    failing, delay = False, 1.0
+    while not stop.wait(delay):
+        delay = every_s
+        try:
+            for tenant in console.rollups.tenants_with_data():
+                ctx = console.ctx_of(tenant)
+                console.rollups.refresh(tenant, ctx.config.tz, ctx.clock())
+                console.warm(tenant)
+            if failing:
+                log.info("console rollups: building again")
+            failing = False
+        except StoreFailed as exc:
+            store_failed(exc)
+        except Exception as exc:  # the store is away: pages read raw meanwhile; say it once
+            if not failing:
+                log.warning("console rollups: not built (%s); pages read the raw table until the store answers", exc)
+            failing = True
 
 
 def watch_store(store: Store, stop: threading.Event, every_s: float = 2.0) -> None:

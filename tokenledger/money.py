@@ -53,4 +53,23 @@ def format_money(nanos: int, currency: str = "USD", places: int = 2) -> str:
         Text like ``"1,234.57 USD"``.
     """
     value = nanos_to_units(nanos).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
-    return f"{value:,} {currency}"
+    return f"{value:,f} {currency}"
+
+
+def display_money(nanos: int, currency: str = "USD") -> str:
+    """Money for people: thousands separators, and never a non-zero amount shown as zero.
+
+    Two decimals from one cent up; below a cent, three significant digits (at most nine
+    decimals), so a 0.000313 USD month does not read ``0.00 USD``.
+
+    Example:
+        >>> display_money(313_000)
+        '0.000313 USD'
+        >>> display_money(1_234_567_890_000)
+        '1,234.57 USD'
+    """
+    places = 2
+    if nanos and abs(nanos) < 10_000_000:
+        places = min(9, 9 - len(str(abs(nanos))) + 3)
+    value = nanos_to_units(nanos).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
+    return f"{value:,f} {currency}"
