@@ -9,7 +9,7 @@ from typing import Any
 
 from billing.config import AdviceConfig
 from billing.model import ModelLine, Suggestion
-from tokenledger.money import format_money, to_nanos
+from tokenledger.money import display_money, to_nanos
 from tokenledger.pricing import PriceTable, UsageRecord, price_with_spec
 
 _PER_TOKEN = Decimal(1000)  # USD per 1M tokens -> nano-USD per token
@@ -42,9 +42,9 @@ def cache_suggestions(
                 kind="low_cache_ratio",
                 title=f"Cache prompt prefixes on {m.model}",
                 detail=(
-                    f"{m.requests} requests average {m.input_tokens // m.requests} input tokens but only "
+                    f"{m.requests:,} requests average {m.input_tokens // m.requests:,} input tokens but only "
                     f"{ratio:.1%} were cache reads. Keeping system prompts and tools in a stable prefix "
-                    f"to reach {c.target_ratio:.0%} saves about {format_money(saving, 'USD')} "
+                    f"to reach {c.target_ratio:.0%} saves about {display_money(saving, 'USD')} "
                     f"(before any cache-write premium)."
                 ),
                 affected_requests=m.requests,
@@ -87,9 +87,9 @@ def downgrade_suggestions(
                 kind="cheaper_model",
                 title=f"Route short answers from {r['model']} to {target[1]}",
                 detail=(
-                    f"{r['requests']} requests on {r['model']} produced under {cfg.short_output_tokens} "
-                    f"output tokens and cost {format_money(int(r['cost_nanos']), 'USD')}; on {target[1]} "
-                    f"the same tokens cost {format_money(cheaper, 'USD')}."
+                    f"{int(r['requests']):,} requests on {r['model']} produced under {cfg.short_output_tokens:,} "
+                    f"output tokens and cost {display_money(int(r['cost_nanos']), 'USD')}; on {target[1]} "
+                    f"the same tokens cost {display_money(cheaper, 'USD')}."
                 ),
                 affected_requests=int(r["requests"]),
                 saving_nanos=saving,
@@ -115,8 +115,8 @@ def batch_suggestions(
                 kind="batch_eligible",
                 title=f"Run '{r['feature']}' on the {r['provider']} batch API",
                 detail=(
-                    f"{r['requests']} synchronous {r['model']} requests of the offline feature "
-                    f"'{r['feature']}' cost {format_money(int(r['cost_nanos']), 'USD')}; the batch API "
+                    f"{int(r['requests']):,} synchronous {r['model']} requests of the offline feature "
+                    f"'{r['feature']}' cost {display_money(int(r['cost_nanos']), 'USD')}; the batch API "
                     f"bills {discount:.0%} less."
                 ),
                 affected_requests=int(r["requests"]),

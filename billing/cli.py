@@ -17,6 +17,8 @@ from billing.control_cli import add_commands
 from billing.control_cli import run as run_control
 from billing.forecast_job import forecast_budgets
 from billing.jobs import (
+    BillsIncomplete,
+    WrittenBill,
     allocation_csv,
     allocation_for_month,
     generate_monthly_bills,
@@ -128,12 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - 
             for raw, reason in st.invalid[:10]:
                 print(f"  invalid: {reason}: {raw[:120]}")
         elif args.cmd == "bills":
-            for w in generate_monthly_bills(store, ctx, args.month, args.out, args.tenant):
-                print(
-                    f"{w.bill.scope.tenant} {w.bill.scope.dimension}={w.bill.scope.value}: "
-                    f"{format_money(w.bill.summary.cost_nanos, 'USD')} "
-                    f"(exact {format_money(w.bill.summary.cost_nanos, 'USD', 9)}) -> {w.paths[0].parent}"
-                )
+            try:
+                written = generate_monthly_bills(store, ctx, args.month, args.out, args.tenant)
+            except BillsIncomplete as exc:  # print what was written, then fail with the reason
+                _print_bills(exc.written)
+                raise
+            _print_bills(written)
         elif args.cmd == "bill":
             scope = Scope(args.tenant, args.dimension, args.value)
             bill = build_bill(store, scope, month_period(args.month, ctx.config.tz), ctx, args.rating)
@@ -198,3 +200,12 @@ def _forecast(store: Store, budgets: BudgetFile, ctx: BillingContext, as_of: dat
     if out is not None:
         print(f"written: {out / 'forecasts.json'}")
     return 0
+
+
+def _print_bills(written: Sequence[WrittenBill]) -> None:
+    for w in written:
+        print(
+            f"{w.bill.scope.tenant} {w.bill.scope.dimension}={w.bill.scope.value}: "
+            f"{format_money(w.bill.summary.cost_nanos, 'USD')} "
+            f"(exact {format_money(w.bill.summary.cost_nanos, 'USD', 9)}) -> {w.paths[0].parent}"
+        )

@@ -22,6 +22,7 @@ from billing.periods import Period, month_period
 from billing.render import render_csv, render_json, render_pdf, to_plain
 from tokenledger.budgets import BudgetFile
 from tokenledger.control.state import ControlState
+from tokenledger.errors import ConfigError
 from tokenledger.money import nanos_to_units
 from tokenledger.store.base import Store, load_query
 
@@ -91,13 +92,27 @@ def generate_monthly_bills(
     wide = month_period(month, ctx.config.tz)
     search = replace(wide, start=wide.start - timedelta(days=1), end=wide.end + timedelta(days=1))
     written = []
+    failed: list[str] = []
     for dimension in BILL_DIMENSIONS:
         for scope in bill_scopes(store, search if ctx_of else wide, dimension, tenant):
             own = ctx_of(scope.tenant) if ctx_of is not None else ctx
             bill = build_bill(store, scope, month_period(month, own.config.tz), own)
             if bill.summary.requests or ctx_of is None:
-                written.append(write_bill(bill, out_dir))
+                try:
+                    written.append(write_bill(bill, out_dir))
+                except (ConfigError, LookupError) as exc:  # one bill's problem never stops the others
+                    failed.append(f"{scope.tenant} {scope.dimension}={scope.value}: {exc}")
+    if failed:
+        raise BillsIncomplete(written, failed)
     return written
+
+
+class BillsIncomplete(ConfigError):
+    """Some bills could not be written; ``written`` holds the others, all on disk."""
+
+    def __init__(self, written: list[WrittenBill], failed: list[str]) -> None:
+        super().__init__(f"{len(failed)} bill(s) not written ({len(written)} written): " + "; ".join(failed))
+        self.written, self.failed = written, failed
 
 
 def run_forecasts(

@@ -10,25 +10,31 @@ import os
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from zoneinfo import ZoneInfo
 
+import noto_cjk_sans_jp_regular  # type: ignore[import-untyped]  # a font file and its path, no stubs
 import orjson
 from fpdf import FPDF
 from fpdf.fonts import FontFace
 
 from billing.model import Bill
 from tokenledger.errors import ConfigError
-from tokenledger.money import format_money, units_text
+from tokenledger.money import display_money, units_text
 
 # fpdf2 subsets each PDF's fonts through fontTools, which logs ~75 INFO lines per document.
 logging.getLogger("fontTools").setLevel(logging.WARNING)
 
 _FONT_DIR = Path("/usr/share/fonts/truetype/dejavu")
+_MAX_BAR_MM = 8.0
 # Glyphs DejaVu lacks (Chinese, Japanese, Korean names) come from a fallback font: the
-# ``TOKENLEDGER_PDF_CJK_FONT`` file, else Debian's fonts-droid-fallback (one TTF, 1.8 MB).
-_CJK_FONTS = (Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),)
-_CJK_HINT = "install Debian's fonts-droid-fallback or set TOKENLEDGER_PDF_CJK_FONT to a TTF that covers them"
+# ``TOKENLEDGER_PDF_CJK_FONT`` file, else Noto Sans CJK, a Python dependency (SIL OFL 1.1; its
+# JP cut holds every Pan-CJK glyph, Simplified Chinese included), else Debian's fonts-droid-fallback.
+_CJK_FONTS = (
+    Path(str(noto_cjk_sans_jp_regular.FONT_PATH)),
+    Path("/usr/share/fonts/truetype/droid/DroidSansFallbackFull.ttf"),
+)
+_CJK_HINT = "reinstall the noto-cjk-sans-jp-regular package or set TOKENLEDGER_PDF_CJK_FONT to a font that covers them"
 _INK = (33, 37, 41)
 _ACCENT = (13, 71, 161)
 _MUTED = (108, 117, 125)
@@ -269,7 +275,7 @@ class _BillPdf(FPDF):
 
 
 def _usd(nanos: int) -> str:
-    return format_money(nanos, "USD")
+    return display_money(nanos, "USD")
 
 
 def cjk_font() -> Path | None:
@@ -369,13 +375,15 @@ def bill_pdf(bill: Bill) -> FPDF:
                 t.feature[:14],
                 f"{t.input_tokens:,}",
                 f"{t.output_tokens:,}",
-                format_money(t.cost_nanos, "USD", 4),
+                display_money(t.cost_nanos, "USD"),
             ]
             for t in bill.top_requests
         ],
         (20, 30, 18, 34, 22, 18, 14, 24),
         5,
     )
+    if pdf.get_y() + _suggestions_height(pdf, bill) > pdf.page_break_trigger and bill.suggestions:
+        pdf.add_page()  # the section starts on a page that holds it, never one suggestion alone on the next
     pdf.heading(f"Optimisation suggestions — the best saves ~{_usd(bill.best_saving_nanos)} / month")
     if not bill.suggestions:
         pdf.set_font(pdf.body_font, "", 9)
@@ -396,14 +404,28 @@ def bill_pdf(bill: Bill) -> FPDF:
     return pdf
 
 
+def _suggestions_height(pdf: _BillPdf, bill: Bill) -> float:
+    """Height (mm) of the suggestions section as ``bill_pdf`` lays it out (capped at one page)."""
+    total = 3.0 + 7 + 2 + 4
+    for g in bill.suggestions:
+        pdf.set_font(pdf.body_font, "B", 9)
+        title = pdf.multi_cell(
+            0, 5, pdf.txt(f"{g.title} — saves ~{_usd(g.saving_nanos)}"), dry_run=True, output="LINES"
+        )
+        pdf.set_font(pdf.body_font, "", 8)
+        detail = pdf.multi_cell(0, 4, pdf.txt(g.detail), dry_run=True, output="LINES")
+        total += 5 * len(cast("list[str]", title)) + 4 * len(cast("list[str]", detail)) + 1
+    return min(total, 297 - 33)
+
+
 def _summary_cards(pdf: _BillPdf, bill: Bill) -> None:
     """Five key figures in tinted boxes, then the token breakdown."""
     s, cur = bill.summary, bill.currency
     cards = [
         ("Total (USD)", _usd(s.cost_nanos)),
-        (f"Total ({cur})", format_money(s.cost_nanos_local, cur)),
+        (f"Total ({cur})", display_money(s.cost_nanos_local, cur)),
         ("Requests", f"{s.requests:,}"),
-        ("Avg per request", format_money(s.avg_cost_nanos_per_request, "USD", 6)),
+        ("Avg per request", display_money(s.avg_cost_nanos_per_request, "USD")),
         ("Cached input", f"{s.cached_ratio:.1%}"),
     ]
     x0, y0, w = pdf.l_margin, pdf.get_y(), (210 - 30 - 4 * 3) / 5
@@ -448,18 +470,19 @@ def _daily_chart(pdf: _BillPdf, bill: Bill) -> None:
     x0, y0, width, height = pdf.l_margin + 14, pdf.get_y() + 2, 210 - 30 - 14, 36
     peak = max(d.cost_nanos for d in bill.daily) or 1
     n = len(bill.daily)
-    bar = width / n
+    slot = width / n
+    bar = min(slot - 0.6, _MAX_BAR_MM)  # one day is one ordinary bar, not a block over its label
     pdf.set_font(pdf.body_font, "", 6)
     pdf.set_text_color(*_MUTED)
     pdf.set_xy(pdf.l_margin, y0 - 1)
-    pdf.cell(12, 3, pdf.txt(f"max {format_money(peak, 'USD')}"))
+    pdf.cell(12, 3, pdf.txt(f"max {display_money(peak, 'USD')}"))
     pdf.set_fill_color(*_ACCENT)
     for i, d in enumerate(bill.daily):
         h = height * d.cost_nanos / peak
-        pdf.rect(x0 + i * bar + 0.3, y0 + height - h, max(bar - 0.6, 0.2), h, style="F")
+        pdf.rect(x0 + i * slot + (slot - bar) / 2, y0 + height - h, max(bar, 0.2), h, style="F")
         if n <= 31 and (i % max(1, n // 10) == 0):
-            pdf.set_xy(x0 + i * bar - 2, y0 + height + 0.5)
-            pdf.cell(bar + 4, 3, pdf.txt(f"{d.day:%d}"), align="C")
+            pdf.set_xy(x0 + i * slot, y0 + height + 0.5)
+            pdf.cell(slot, 3, pdf.txt(f"{d.day:%d}" if n > 1 else f"{d.day:%Y-%m-%d}"), align="C")
     pdf.set_draw_color(*_MUTED)
     pdf.line(x0, y0 + height, x0 + width, y0 + height)
     pdf.set_fill_color(*_BAND)

@@ -11,7 +11,7 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from apscheduler.triggers.cron import CronTrigger
 
 from billing.context import BillingContext, live_fx
-from billing.jobs import generate_monthly_bills, run_forecasts
+from billing.jobs import BillsIncomplete, generate_monthly_bills, run_forecasts
 from billing.periods import previous_month
 from tokenledger.budgets import BudgetFile
 from tokenledger.control.state import ControlState
@@ -27,7 +27,11 @@ def monthly_bills_job(
 
     def run() -> None:
         month = previous_month(ctx.clock(), ctx.config.tz)
-        written = generate_monthly_bills(store, ctx, month, out_dir / "bills", ctx_of=tenant_contexts(ctx, control))
+        try:
+            written = generate_monthly_bills(store, ctx, month, out_dir / "bills", ctx_of=tenant_contexts(ctx, control))
+        except BillsIncomplete as exc:
+            log.error("monthly bills for %s: %s", month, exc)
+            written = exc.written
         log.info("monthly bills for %s: %d scopes", month, len(written))
 
     return run
