@@ -10,7 +10,7 @@ only moves days from the slow path to the fast one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -22,6 +22,7 @@ from tokenledger.store.base import Store, load_query
 log = logging.getLogger("tokenledger.rollups")
 
 TOP_PER_DAY = 10
+DIMS = ("department", "project", "provider", "model", "feature", "environment", "api_key")
 SPEND_COLUMNS = (
     "tenant", "tz", "day", "department", "project", "provider", "model", "feature", "environment",
     "api_key", "traced", "requests", "input_tokens", "output_tokens", "cached_read_tokens", "cost_nanos",
@@ -80,6 +81,22 @@ def runs(days: Iterable[date]) -> list[tuple[date, date]]:
     return out
 
 
+def merge_rows(parts: Sequence[Sequence[Mapping[str, Any]]], keys: Sequence[str]) -> list[dict[str, Any]]:
+    """Pure: add up rows of several sources that share the same key values."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for rows in parts:
+        for r in rows:
+            k = tuple(r[c] for c in keys)
+            found = out.get(k)
+            if found is None:
+                out[k] = dict(r)
+            else:
+                for col, v in r.items():
+                    if col not in keys:
+                        found[col] = int(found[col]) + int(v)
+    return list(out.values())
+
+
 class Rollups:
     """Reads and builds the rollups of one store (``clock`` gives the build stamp)."""
 
@@ -119,15 +136,60 @@ class Rollups:
         }
         return list(self.store.query(load_query(name), params).dicts())
 
-    def spend(self, tenant: str, tz: ZoneInfo, days: Sequence[date], today: date) -> list[dict[str, Any]]:
-        """Spend rows (one per local day and attribution) of ``days``, exact as of now."""
+    def spend(
+        self,
+        tenant: str,
+        tz: ZoneInfo,
+        days: Sequence[date],
+        today: date,
+        keys: Sequence[str] = ("day",),
+        *,
+        series: Sequence[Mapping[str, str]] = (),
+    ) -> list[dict[str, Any]]:
+        """Spend of ``days`` grouped by ``keys`` (``day`` and/or dimensions), exact as of now.
+
+        Each row has the keys, ``requests``, token sums, ``cost_nanos``, ``traced_nanos`` and,
+        per scope in ``series``, ``s<i>``: the cost inside that scope (its dimensions all in
+        :data:`DIMS`). Clean days are summed from the rollup, others from ``usage_events FINAL``,
+        in the store; rows of the two paths for the same key are added here.
+        """
+        for k in keys:
+            if k != "day" and k not in DIMS:
+                raise ValueError(f"unknown rollup key {k!r}")
         plan = self.plan(tenant, tz, days, today)
-        rows: list[dict[str, Any]] = []
+        params: dict[str, Any] = {"tenant": tenant, "tz": tz.key}
+        series_sql = ""
+        for i, scope in enumerate(series):
+            conds = []
+            for j, (dim, value) in enumerate(sorted(scope.items())):
+                if dim not in DIMS:
+                    raise ValueError(f"scope dimension {dim!r} is not in the rollup")
+                conds.append(f"src.{dim} = {{s{i}_{j}:String}}")
+                params[f"s{i}_{j}"] = value
+            series_sql += f",\n    sumIf(src.cost_nanos, {' AND '.join(conds) or '1'}) AS s{i}"
+        key_sql = ", ".join(keys) or "tenant"
+        text = load_query("rollup_read").replace("__KEYS__", key_sql).replace("__SERIES__", series_sql)
+        parts: list[list[dict[str, Any]]] = []
         if plan.clean:
-            rows += self._built("rollup_spend", tenant, tz, plan.clean)
-        for first, last in runs(plan.raw):
-            rows += self._raw("spend_by_local_day", tenant, tz, first, last)
-        return rows
+            ranges = runs(plan.clean)
+            where = " OR ".join(f"day BETWEEN {{f{i}:Date}} AND {{l{i}:Date}}" for i in range(len(ranges)))
+            bound = {**params, **{f"f{i}": a for i, (a, _) in enumerate(ranges)}}
+            bound |= {f"l{i}": b for i, (_, b) in enumerate(ranges)}
+            source = load_query("rollup_days").replace("__RANGES__", where)
+            parts.append(list(self.store.query(text.replace("__SOURCE__", f"({source})"), bound).dicts()))
+        raw = runs(plan.raw)
+        if raw:
+            where = " OR ".join(
+                f"(event_time >= {{a{i}:DateTime64(6, 'UTC')}} AND event_time < {{b{i}:DateTime64(6, 'UTC')}})"
+                for i in range(len(raw))
+            )
+            bound = {**params, **{f"a{i}": day_start(a, tz) for i, (a, _) in enumerate(raw)}}
+            bound |= {f"b{i}": day_start(b + timedelta(days=1), tz) for i, (_, b) in enumerate(raw)}
+            source = load_query("raw_as_rollup").replace("__RANGES__", where)
+            parts.append(list(self.store.query(text.replace("__SOURCE__", f"({source})"), bound).dicts()))
+        if len(parts) == 1:
+            return parts[0]
+        return merge_rows(parts, list(keys) or ["tenant"])
 
     def top_requests(
         self, tenant: str, tz: ZoneInfo, days: Sequence[date], today: date, limit: int = TOP_PER_DAY

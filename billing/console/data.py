@@ -33,6 +33,7 @@ from tokenledger.store.base import Store
 
 ROLLUP_DIMS = ("department", "project", "provider", "model", "feature", "environment", "api_key")
 STACK_DIMS = ("department", "project", "model", "feature")
+BILL_DIMS = ("department", "project", "model", "feature", "environment", "api_key")
 STACK_TOP = 7  # stacked series shown by name; the rest are summed as "(other)"
 PARTIES = ("project", "department", "source")
 
@@ -109,6 +110,7 @@ class Overview:
     timezone: str
     total: Money
     requests: int
+    daily: Mapping[date, int]
     previous: Money
     forecast: Forecast | None  # the current month only
     budgets: tuple[BudgetLine, ...]
@@ -174,9 +176,9 @@ class ConsoleData:
         """A month in the tenant's timezone."""
         return month_period(month, self.tz(tenant))
 
-    def spend(self, tenant: str, month: str) -> list[dict[str, Any]]:
-        """Rollup rows of a month."""
-        return self.rollups.spend(tenant, self.tz(tenant), self.period(tenant, month).days, self.today(tenant))
+    def spend(self, tenant: str, month: str, keys: Sequence[str] = ("day",)) -> list[dict[str, Any]]:
+        """A month's spend grouped by ``keys``."""
+        return self.rollups.spend(tenant, self.tz(tenant), self.period(tenant, month).days, self.today(tenant), keys)
 
     def money(self, tenant: str, rows: Sequence[Mapping[str, Any]]) -> Money:
         """Total of rows in USD and in the tenant's currency, converted per day at that day's rate."""
@@ -222,29 +224,28 @@ class ConsoleData:
             self.ctx_of(tenant).config.timezone,
             self.money(tenant, rows),
             sum(int(r["requests"]) for r in rows),
+            daily_totals(rows),
             self.money(tenant, prev),
             forecast,
             tuple(self._budget_lines(tenant, budget_series, period, today)),
         )
 
-    def _history(self, tenant: str, today: date) -> list[dict[str, Any]]:
-        days = [today - timedelta(days=i) for i in range(HISTORY_DAYS, 0, -1)]
-        return self.rollups.spend(tenant, self.tz(tenant), days, today)
-
     def _forecasts(
         self, tenant: str, period: Period, today: date
     ) -> tuple[Forecast, dict[str, list[tuple[date, int]]]]:
         as_of = today - timedelta(days=1)
-        history = self._history(tenant, today)
-        forecast = forecast_month(sorted(daily_totals(history).items()), as_of, period.days[-1], period.days[0])
-        out: dict[str, list[tuple[date, int]]] = {}
         tz = self.tz(tenant)
-        for b in self._budgets(tenant):
-            if b.period != "month":
-                continue
-            if set(b.scope) <= set(ROLLUP_DIMS):
-                out[b.id] = sorted(daily_totals([r for r in history if matches(r, b.scope)]).items())
-            else:  # a user's budget: its rows are only in usage_events
+        monthly = [b for b in self._budgets(tenant) if b.period == "month"]
+        in_rollup = [b for b in monthly if set(b.scope) <= set(ROLLUP_DIMS)]
+        days = [today - timedelta(days=i) for i in range(HISTORY_DAYS, 0, -1)]
+        rows = self.rollups.spend(tenant, tz, days, today, ("day",), series=[b.scope for b in in_rollup])
+        rows.sort(key=lambda r: r["day"])
+        forecast = forecast_month(
+            [(r["day"], int(r["cost_nanos"])) for r in rows], as_of, period.days[-1], period.days[0]
+        )
+        out = {b.id: [(r["day"], int(r[f"s{i}"])) for r in rows] for i, b in enumerate(in_rollup)}
+        for b in monthly:
+            if b.id not in out:  # a user's budget: its rows are only in usage_events
                 start, end = day_start(as_of - timedelta(days=HISTORY_DAYS), tz), day_start(today, tz)
                 out[b.id] = daily_series(self.store, b, tz.key, start, end)
         return forecast, out
@@ -292,14 +293,14 @@ class ConsoleData:
         if by not in STACK_DIMS:
             raise ValueError(f"by {by!r} must be one of {', '.join(STACK_DIMS)}")
         period = self.period(tenant, month)
-        rows = self.spend(tenant, month)
+        rows = self.spend(tenant, month, ("day", by))
         keys, grid = stacked(rows, by, period.days)
         top = self.rollups.top_requests(tenant, self.tz(tenant), period.days, self.today(tenant))
         return keys, grid, top, self.money(tenant, rows)
 
     def bills(self, tenant: str, month: str) -> list[ScopeLine]:
         """Every bill scope of a month (tenant, departments, projects, models, features, environments, keys)."""
-        rows = self.spend(tenant, month)
+        rows = self.spend(tenant, month, BILL_DIMS)
         acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         for r in rows:
             for dim in ("tenant", "department", "project", "model", "feature", "environment", "api_key"):
@@ -359,7 +360,7 @@ class ConsoleData:
             spans = month_spans(self.store, ctx, tenant, month, party)
             amount = sum(s.cost_nanos for s in spans)
             splits: dict[str, Mapping[str, int]] = {m: (allocate(amount, spans, m) if spans else {}) for m in METHODS}
-            total = sum(int(r["cost_nanos"]) for r in self.spend(tenant, month))
+            total = sum(int(r["cost_nanos"]) for r in self.spend(tenant, month, ()))
             return AllocationView(month, party, total, amount, splits)
 
         return self._cached(("allocation", tenant, month, party), tenant, month, compute)  # type: ignore[no-any-return]
@@ -375,7 +376,7 @@ class ConsoleData:
 
     def break_even(self, tenant: str, month: str) -> list[BreakEven]:
         """Self-hosting break-even per model family over the month."""
-        return break_even(self.spend(tenant, month), self.selfhost)
+        return break_even(self.spend(tenant, month, ("model",)), self.selfhost)
 
     def warm(self, tenant: str) -> None:
         """Compute the cached figures of the current and the last month (the background refresher calls it)."""

@@ -251,10 +251,8 @@ class ConsolePages:
             _card(f"Versus {previous_month(month)}", f'<span id="vs-last">{prev_usd}</span>', change),
         ]
         chart_days = self.data.period(tenant, month).days
-        grid = {d: {"spend": 0} for d in chart_days}
+        grid = {d: {"spend": o.daily.get(d, 0)} for d in chart_days}
         faded: frozenset[date] = frozenset()
-        for r in self.data.spend(tenant, month):
-            grid[r["day"]]["spend"] += int(r["cost_nanos"])
         if o.forecast is not None:
             f = o.forecast
             cards.append(
