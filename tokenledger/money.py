@@ -69,7 +69,7 @@ def display_money(nanos: int, currency: str = "USD") -> str:
         '1,234.57 USD'
     """
     places = 2
-    if nanos and abs(nanos) < 10_000_000:
+    if nanos and abs(nanos) < 9_995_000:  # from here on two decimals say at least 0.01
         places = min(9, 9 - len(str(abs(nanos))) + 3)
     value = nanos_to_units(nanos).quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_EVEN)
     return f"{value:,f} {currency}"

@@ -25,6 +25,7 @@ from infra.workers import Proc, kafka_env
 from tests.factories import event_dict
 from tests.integration.test_stream_pipeline import wait_for
 from tokenledger.kafka_config import KafkaSettings
+from tokenledger.money import display_money
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema.fastdecode import decode_usage_event
 from tokenledger.schema.priced import encode_priced
@@ -131,6 +132,38 @@ def test_bills_while_the_sink_writes_the_embedded_store(kafka: KafkaSettings, tm
         assert any(0 < k < N for k, _ in snapshots), f"no bill was downloaded mid-stream: {snapshots[:5]}"
         assert snapshots[-1] == (N, prefix[N])
         assert get(base + "/metrics", None)[1].count(b"tokenledger_events_total") > 0
+        # The console of the running service: the month's total equals the bill (rollups built in
+        # the background or not), and a budget's state comes live from the breakers topic.
+        status, page = get(base + "/console/t/acme/overview?month=2026-03")
+        assert status == 200 and f'<span id="total-usd">{display_money(prefix[N])}</span>'.encode() in page
+        put = urllib.request.Request(  # a budget created live through the admin API
+            base + "/v1/admin/budgets/acme-research-month",
+            data=orjson.dumps({"tenant": "acme", "scope": {"department": "research"}, "limit_usd": "60"}),
+            method="PUT",
+            headers={"Authorization": "Bearer demo-admin-token", "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(put, timeout=30) as resp:
+            assert resp.status in (200, 201)
+        breaker = {
+            "budget_id": "acme-research-month",
+            "tenant": "acme",
+            "scope": {"department": "research"},
+            "state": "throttled",
+            "spent_nanos": 55_000_000_000,
+            "limit_nanos": 60_000_000_000,
+            "period_end": "2099-01-01T00:00:00+00:00",
+            "updated_at": "2026-03-20T00:00:00+00:00",
+        }
+        producer = Producer(kafka.client_config())
+        producer.produce(kafka.topics.breakers, orjson.dumps(breaker), key=b"acme-research-month")
+        assert producer.flush(30) == 0
+
+        def research_row() -> bytes:
+            page = get(base + "/console/t/acme/budgets")[1]
+            return next((r for r in page.split(b"<tr>") if b"acme-research-month" in r), b"")
+
+        wait_for(lambda: b"state-throttled" in research_row(), 20, "the breaker on the budgets page")
+        assert b"55.00 USD" in research_row()
     finally:
         assert svc.stop() == 0
     store = ChdbStore(tmp_path / "chdb")  # released on SIGTERM: read it directly
