@@ -375,7 +375,8 @@ def print_summary(
     print(
         f"download over HTTP: .venv/bin/python -m billing --store chdb://{out.resolve()}/chdb serve, then\n"
         "  curl -f -H 'Authorization: Bearer demo-acme-token' -o /tmp/research.pdf "
-        "localhost:8088/v1/tenants/acme/bills/2026-10/department/research.pdf"
+        "localhost:8088/v1/tenants/acme/bills/2026-10/department/research.pdf\n"
+        "  or open http://localhost:8088/console and sign in with demo-acme-token"
     )
 
 

@@ -165,6 +165,10 @@ class Pipeline:
             str(self.data / "out"),
         ]
         self._add("billing", billing, kafka_env(settings, 0), port, url=f"http://127.0.0.1:{port}")
+        print(
+            f"{'console':<10} http://127.0.0.1:{port}/console (sign in with a billing token: demo-acme-token)",
+            flush=True,
+        )
         up = self.ports["upstream"]
         self._add(
             "upstream",

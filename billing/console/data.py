@@ -8,6 +8,7 @@ the month (a late event, a duplicate) changes the key, so a cached figure is nev
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,8 @@ from tokenledger.budgets import Budget
 from tokenledger.control.state import ControlState
 from tokenledger.guard import BreakerView
 from tokenledger.store.base import Store
+
+log = logging.getLogger("tokenledger.console")
 
 ROLLUP_DIMS = ("department", "project", "provider", "model", "feature", "environment", "api_key")
 STACK_DIMS = ("department", "project", "model", "feature")
@@ -138,6 +141,15 @@ class AllocationView:
     splits: Mapping[str, Mapping[str, int]]  # method -> party value -> nano-USD
 
 
+@dataclass(frozen=True)
+class Cached:
+    """A month figure too costly to recompute on every page (the tenant bill, the allocation)."""
+
+    value: Any
+    computed_at: datetime
+    fresh: bool  # False: rows arrived since it was computed; a newer one is being computed
+
+
 class ConsoleData:
     """The pages' figures for any tenant (authorisation is the caller's)."""
 
@@ -152,7 +164,8 @@ class ConsoleData:
         self.store, self.ctx_of, self.control, self.breakers = store, ctx_of, control, breakers
         self.rollups = Rollups(store)
         self.selfhost = selfhost or SelfHostTable.load()
-        self._cache: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+        self._cache: dict[tuple[Any, ...], tuple[Any, Any, datetime]] = {}
+        self._running: set[tuple[Any, ...]] = set()
         self._lock = threading.Lock()
 
     # -- calendar ----------------------------------------------------------------------------
@@ -339,18 +352,45 @@ class ConsoleData:
         plan = self.rollups.plan(tenant, self.tz(tenant), period.days, self.today(tenant))
         return (tuple(sorted(plan.seen.items())), self.tz(tenant).key, self.ctx_of(tenant).config.currency)
 
-    def _cached(self, key: tuple[Any, ...], tenant: str, month: str, compute: Callable[[], Any]) -> Any:
+    def _cached(self, key: tuple[Any, ...], tenant: str, month: str, compute: Callable[[], Any]) -> Cached:
+        """``compute()`` under the month's insert counts.
+
+        A value computed under other counts (rows arrived since) is answered at once, marked
+        with the time it was computed, while one background thread recomputes it; with no
+        value at all the caller waits for the computation.
+        """
         fp = self._fingerprint(tenant, month)
         with self._lock:
             found = self._cache.get(key)
-        if found is not None and found[0] == fp:
-            return found[1]
+            stale = found is not None and found[0] != fp
+            start = stale and key not in self._running
+            if start:
+                self._running.add(key)
+        if found is not None and not stale:
+            return Cached(found[1], found[2], fresh=True)
+        if found is not None:
+            if start:
+                threading.Thread(target=self._recompute, args=(key, fp, compute), daemon=True).start()
+            return Cached(found[1], found[2], fresh=False)
+        at = datetime.now(UTC)
         value = compute()
         with self._lock:
-            self._cache[key] = (fp, value)
-        return value
+            self._cache[key] = (fp, value, at)
+        return Cached(value, at, fresh=True)
 
-    def allocation(self, tenant: str, month: str, party: str) -> AllocationView:
+    def _recompute(self, key: tuple[Any, ...], fp: tuple[Any, ...], compute: Callable[[], Any]) -> None:
+        try:
+            at = datetime.now(UTC)
+            value = compute()
+            with self._lock:
+                self._cache[key] = (fp, value, at)
+        except Exception:  # the next page load tries again; it answers the last value meanwhile
+            log.exception("console: recomputing %s failed", key)
+        finally:
+            with self._lock:
+                self._running.discard(key)
+
+    def allocation(self, tenant: str, month: str, party: str) -> Cached:
         """The four methods over the month's traced spend, and the share of spend they cover."""
         if party not in PARTIES:
             raise ValueError(f"party {party!r} must be one of {', '.join(PARTIES)}")
@@ -363,16 +403,16 @@ class ConsoleData:
             total = sum(int(r["cost_nanos"]) for r in self.spend(tenant, month, ()))
             return AllocationView(month, party, total, amount, splits)
 
-        return self._cached(("allocation", tenant, month, party), tenant, month, compute)  # type: ignore[no-any-return]
+        return self._cached(("allocation", tenant, month, party), tenant, month, compute)
 
-    def tenant_bill(self, tenant: str, month: str) -> Bill:
+    def tenant_bill(self, tenant: str, month: str) -> Cached:
         """The tenant's bill of the month (its advice and figures), cached under the month's inserts."""
 
         def compute() -> Bill:
             ctx = self.ctx_of(tenant)
             return build_bill(self.store, Scope(tenant, "tenant", tenant), self.period(tenant, month), ctx, AS_BILLED)
 
-        return self._cached(("bill", tenant, month), tenant, month, compute)  # type: ignore[no-any-return]
+        return self._cached(("bill", tenant, month), tenant, month, compute)
 
     def break_even(self, tenant: str, month: str) -> list[BreakEven]:
         """Self-hosting break-even per model family over the month."""

@@ -22,10 +22,11 @@ from urllib.parse import quote, urlencode
 from aiohttp import web
 
 from billing.allocation import METHODS
-from billing.console.data import PARTIES, STACK_DIMS, ConsoleData, Money, previous_month
+from billing.console.data import PARTIES, STACK_DIMS, AllocationView, Cached, ConsoleData, Money, previous_month
 from billing.console.session import COOKIE, TTL_S, Sessions
 from billing.console.svg import legend, meter, stacked_bars
 from billing.jobs import file_part
+from billing.model import Bill
 from billing.selfhost import share
 from tokenledger.http_edge import bearer_token, error_response
 from tokenledger.money import display_money
@@ -112,6 +113,13 @@ def _tabs(base: str, name: str, values: Sequence[str], on: str, extra: dict[str,
 
 def _money(m: Money) -> tuple[str, str]:
     return usd(m.usd_nanos), display_money(m.local_nanos, m.currency)
+
+
+def _as_of(cached: Cached) -> str:
+    at = cached.computed_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+    if cached.fresh:
+        return f"Computed {at} over every stored request of the month."
+    return f"As of {at}: requests stored since then are being added (reload in a moment)."
 
 
 class ConsolePages:
@@ -235,11 +243,15 @@ class ConsolePages:
         o = self.data.overview(tenant, month)
         total_usd, total_local = _money(o.total)
         prev_usd, _ = _money(o.previous)
-        delta = o.total.usd_nanos - o.previous.usd_nanos
+        # Mid-month, compare where the month is heading (the forecast), not the days so far.
+        heading = o.forecast.projected_nanos if o.forecast is not None else o.total.usd_nanos
+        delta = heading - o.previous.usd_nanos
+        sign = "+" if delta >= 0 else "−"
+        what = "forecast " if o.forecast is not None else ""
         change = (
-            f"{'+' if delta >= 0 else '−'}{usd(abs(delta))} ({pct(delta, o.previous.usd_nanos)})"
+            f"{what}{sign}{usd(abs(delta))} ({sign}{pct(abs(delta), o.previous.usd_nanos)})"
             if o.previous.usd_nanos
-            else "no spend last month"
+            else "no spend that month"
         )
         cards = [
             _card(f"Spend {month} (USD)", f'<span id="total-usd">{total_usd}</span>', f"{o.requests:,} requests"),
@@ -361,8 +373,8 @@ class ConsolePages:
                 ]
             )
         body = (
-            "<h1>Budgets</h1><p class=muted>Live from the breakers topic: the state and spend each budget last "
-            "published (a budget publishes when it crosses a level).</p>"
+            "<h1>Budgets</h1><p class=muted>Live from the breakers topic: each budget's state and spend as "
+            "its spend worker last published them.</p>"
             + _table(
                 ["Budget", "Scope", "Period", "State", "Spent", "Limit", "Used", "Period ends in"],
                 rows,
@@ -412,7 +424,8 @@ class ConsolePages:
     def _allocation(self, tenant: str, request: web.Request) -> str:
         month = self._month(tenant, request)
         party = self._choice(request, "party", PARTIES)
-        a = self.data.allocation(tenant, month, party)
+        cached = self.data.allocation(tenant, month, party)
+        a: AllocationView = cached.value
         names = sorted({n for s in a.splits.values() for n in s}, key=lambda n: (-a.splits["hybrid"].get(n, 0), n))
         rows = [[escape(n), *(usd(a.splits[m].get(n, 0)) for m in METHODS)] for n in names]
         rows.append(["<b>Total</b>", *(f"<b>{usd(sum(a.splits[m].values()))}</b>" for m in METHODS)])
@@ -429,7 +442,7 @@ class ConsolePages:
             f"({pct(a.traced_nanos, a.total_nanos)}). Spend without a trace stays with its own attribution "
             "and is not in these columns.</p>"
             + _table([party, *METHODS], rows, frozenset(range(1, 1 + len(METHODS))), "allocation")
-            + f'<p class="muted">CSV: {csv_links}.</p>',
+            + f'<p class="muted">CSV: {csv_links}. {_as_of(cached)}</p>',
             tenant,
             "allocation",
             month,
@@ -437,7 +450,8 @@ class ConsolePages:
 
     def _advice(self, tenant: str, request: web.Request) -> str:
         month = self._month(tenant, request)
-        bill = self.data.tenant_bill(tenant, month)
+        cached = self.data.tenant_bill(tenant, month)
+        bill: Bill = cached.value
         sugg = [[escape(s.kind), escape(s.title), usd(s.saving_nanos)] for s in bill.suggestions]
         table = self.data.selfhost
         be_rows = []
@@ -466,7 +480,7 @@ class ConsolePages:
             )
         body = (
             f"<h1>Advice · {month}</h1>{self._months_nav(tenant, 'advice', month)}"
-            "<h2>Savings</h2>"
+            f"<h2>Savings</h2><p class=muted>{_as_of(cached)}</p>"
             + (
                 _table(["Kind", "Suggestion", "Saving (USD/month)"], sugg, frozenset({2}), "suggestions")
                 if sugg

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from playwright.sync_api import sync_playwright
 
 from billing.context import BillingContext
 from billing.http_api import BillingServer
@@ -39,7 +40,10 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def console(store: ChdbStore) -> Iterator[str]:
-    events = [*EVENTS, _ev("z1", "2026-10-12T05:00:00Z", dept=CJK, feature="摘要", input_tokens=5000, output_tokens=700)]
+    events = [
+        *EVENTS,
+        _ev("z1", "2026-10-12T05:00:00Z", dept=CJK, feature="摘要", input_tokens=5000, output_tokens=700),
+    ]
     ingest_raw(store, events, LayeredPriceTable.from_path())
     ctx = BillingContext.default(clock=lambda: datetime(2026, 10, 21, 1, tzinfo=UTC))
     srv = BillingServer(store, ctx, ControlState.from_records(ControlFile.load(DEFAULT_CONTROL).records())).start()
@@ -54,8 +58,6 @@ def api(url: str, token: str = "demo-acme-token") -> dict:  # type: ignore[type-
 
 
 def test_sign_in_every_page_figures_download_and_isolation(console: str, tmp_path: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     bill = api(f"{console}/v1/tenants/acme/bills/2026-10/tenant/acme.json")
     research = api(f"{console}/v1/tenants/acme/bills/2026-10/department/research.json")
@@ -167,7 +169,10 @@ def test_pages_answer_bearer_clients_and_refuse_without_a_token(console: str) ->
     req.add_header("Authorization", "Bearer demo-acme-token")
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.status == 200 and "研发中心" in resp.read().decode()
-    for bad, message in (("month=2026-13", "month '2026-13' is not YYYY-MM (01-12)"), ("by=secret", "by 'secret' must be one of department, project, model, feature")):
+    for bad, message in (
+        ("month=2026-13", "month '2026-13' is not YYYY-MM (01-12)"),
+        ("by=secret", "by 'secret' must be one of department, project, model, feature"),
+    ):
         page = "spend" if bad.startswith("by") else "overview"
         req = urllib.request.Request(f"{console}/console/t/acme/{page}?{bad}")
         req.add_header("Authorization", "Bearer demo-acme-token")

@@ -68,7 +68,9 @@ def test_one_bill_that_cannot_be_drawn_does_not_stop_the_others(
         generate_monthly_bills(store, ctx, "2026-10", tmp_path)
     written = sorted(f"{w.bill.scope.dimension}={w.bill.scope.value}" for w in caught.value.written)
     assert written == ["department=research", "project=copilot", "tenant=acme"]
-    assert caught.value.failed == [f"acme department={DEPT}: no font for '{''.join(sorted(set(DEPT)))}' in the bill of "
-                                   f"'{DEPT}': reinstall the noto-cjk-sans-jp-regular package or set "
-                                   "TOKENLEDGER_PDF_CJK_FONT to a font that covers them"]
+    assert caught.value.failed == [
+        f"acme department={DEPT}: no font for '{''.join(sorted(set(DEPT)))}' in the bill of "
+        f"'{DEPT}': reinstall the noto-cjk-sans-jp-regular package or set "
+        "TOKENLEDGER_PDF_CJK_FONT to a font that covers them"
+    ]
     assert len(list(tmp_path.rglob("*.pdf"))) == 3

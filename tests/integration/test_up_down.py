@@ -15,6 +15,7 @@ import orjson
 from tests.integration.test_billing_service import get
 from tests.integration.test_stream_pipeline import wait_for
 from tests.readme import block
+from tokenledger.money import display_money
 from tokenledger.store.chdb_store import ChdbStore
 
 
@@ -121,6 +122,17 @@ def test_up_serves_bills_and_down_stops_everything(tmp_path: Path) -> None:
 
         wait_for(billed_all, 60, "every call on the bill")
         summary = orjson.loads(get(bill_url)[1])["summary"]
+        # The console URL `up` prints answers, and its month total is the bill's tenant total.
+        console = f"{services['billing']['url']}/console"
+        assert (
+            f"console    {console} (sign in with a billing token: demo-acme-token)" in (tmp_path / "up.log").read_text()
+        )
+        tenant_bill = orjson.loads(
+            get(f"{services['billing']['url']}/v1/tenants/acme/bills/{month}/tenant/acme.json")[1]
+        )
+        status, page = get(f"{console}/t/acme/overview")
+        total = display_money(tenant_bill["summary"]["cost_nanos"])
+        assert status == 200 and f'<span id="total-usd">{total}</span>'.encode() in page
     finally:
         done = subprocess.run(
             [sys.executable, "-m", "infra", "down", "--data", str(data)],

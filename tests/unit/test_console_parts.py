@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from billing.console.data import stacked
@@ -56,11 +57,11 @@ def test_display_money_never_shows_a_non_zero_amount_as_zero() -> None:
 
 
 def test_stacked_keeps_the_largest_values_and_sums_the_rest() -> None:
-    rows = [{"day": D, "model": f"m{i}", "cost_nanos": 100 - i} for i in range(9)]
+    rows: list[dict[str, Any]] = [{"day": D, "model": f"m{i}", "cost_nanos": 100 - i} for i in range(9)]
     keys, grid = stacked(rows, "model", [D])
     assert keys == ["m0", "m1", "m2", "m3", "m4", "m5", "m6", "(other)"]
     assert grid[D]["(other)"] == (100 - 7) + (100 - 8)
-    assert sum(grid[D].values()) == sum(r["cost_nanos"] for r in rows)
+    assert sum(grid[D].values()) == sum(int(r["cost_nanos"]) for r in rows)
 
 
 def test_a_one_day_chart_draws_one_ordinary_bar() -> None:
@@ -73,7 +74,12 @@ def test_break_even_per_family() -> None:
     assert table.gpu_hour_nanos == 2_990_000_000 and table.utilisation == Decimal("0.5")
     rows = [
         # 2e9 output tokens of gpt-4o-mini a month cost 2,400 USD: 1.20 USD per 1M output tokens.
-        {"model": "gpt-4o-mini", "input_tokens": 8_000_000_000, "output_tokens": 2_000_000_000, "cost_nanos": 2_400 * 10**9},
+        {
+            "model": "gpt-4o-mini",
+            "input_tokens": 8_000_000_000,
+            "output_tokens": 2_000_000_000,
+            "cost_nanos": 2_400 * 10**9,
+        },
         {"model": "deepseek-chat", "input_tokens": 10, "output_tokens": 1_000_000, "cost_nanos": 700_000_000},
         {"model": "my-finetune", "input_tokens": 1, "output_tokens": 1, "cost_nanos": 1},
     ]
