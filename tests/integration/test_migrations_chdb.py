@@ -15,10 +15,15 @@ from tokenledger.store.records import USAGE_COLUMNS
 def test_migrations_apply_once_and_record(tmp_path: Path) -> None:
     store = ChdbStore(tmp_path / "db")
     try:
-        assert migrate(store) == [m.version for m in discover()] == [1, 2, 3]
+        assert migrate(store) == [m.version for m in discover()] == [1, 2, 3, 4]
         assert migrate(store) == []
         rows = store.query("SELECT version, name, checksum FROM schema_migrations FINAL ORDER BY version").rows
-        assert [(r[0], r[1]) for r in rows] == [(1, "usage_events"), (2, "daily_spend"), (3, "usage_rerated")]
+        assert [(r[0], r[1]) for r in rows] == [
+            (1, "usage_events"),
+            (2, "daily_spend"),
+            (3, "usage_rerated"),
+            (4, "console_rollups"),
+        ]
         assert rows[0][2] == discover()[0].checksum
         edited = [Migration(1, "usage_events", discover()[0].sql + "\n-- edited")]
         with pytest.raises(MigrationDrift):
@@ -47,3 +52,19 @@ def test_daily_spend_view_counts_duplicates_once(store: ChdbStore) -> None:
     assert raw_count >= 9  # the duplicate block is physically there until a merge
     total = store.query("SELECT sum(requests), sum(cost_nanos) FROM daily_spend WHERE tenant = 'acme'").rows[0]
     assert total == (8, 1_337_972_500 + 7_500_000 + 7_500_000)
+
+
+def test_console_rollups_count_the_rows_stored_before_them(tmp_path: Path) -> None:
+    """0004 on a store with data: its insert counts start from the rows already there, then follow inserts."""
+    store = ChdbStore(tmp_path / "db")
+    try:
+        migrate(store, discover()[:3])
+        ingest_raw(store, EVENTS, LayeredPriceTable.from_path())
+        assert migrate(store) == [4]
+        counted = "SELECT sum(rows) FROM usage_day_inserts"
+        stored = "SELECT count() FROM usage_events"
+        assert store.query(counted).scalar() == store.query(stored).scalar() == len(EVENTS)
+        ingest_raw(store, [DUPLICATE], LayeredPriceTable.from_path())  # a redelivery is an insert too
+        assert store.query(counted).scalar() == store.query(stored).scalar()
+    finally:
+        store.close()
