@@ -30,6 +30,7 @@ from billing.periods import month_period
 from billing.rerate import rerate_period
 from billing.scheduler import run_blocking
 from billing.service import SinkOptions, run_service
+from tokenledger import quiet
 from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
 from tokenledger.control.follow import follow, load_seed
 from tokenledger.errors import cli_errors
@@ -161,6 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - 
             logging.basicConfig(
                 level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
             )
+            quiet.install(KafkaSettings.from_env().bootstrap_servers, "billing")
             sink = SinkOptions(args.group, args.batch_size, args.batch_wait_s) if args.sink else None
             control = follow(KafkaSettings.from_env(), seed=load_seed(KEYS), kinds=KEYS, actor="billing-serve")
             return run_service(

@@ -52,7 +52,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from pydantic import BaseModel, ConfigDict, Field
 
 from producers.otlp import DEFAULT_MAPPING, map_spans, spans_from_json, spans_from_protobuf
-from tokenledger import metrics
+from tokenledger import metrics, quiet
 from tokenledger.control.follow import follow, load_seed
 from tokenledger.control.state import ControlState
 from tokenledger.errors import ConfigError, cli_errors, load_yaml_model
@@ -461,6 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     settings = KafkaSettings.from_env()
+    quiet.install(settings.bootstrap_servers, "ingest")
     control = None
     if args.keys is not None:
         keys: TenantOfKey = load_yaml_model(IngestKeys, args.keys)

@@ -21,12 +21,15 @@ if ROLE in ("all", "spend"):
 
 @app.task  # type: ignore[untyped-decorator]
 async def _diagnostics() -> None:
+    from stream_jobs.app import SETTINGS  # noqa: PLC0415
     from stream_jobs.diagnostics import install, watch_health  # noqa: PLC0415 - only in the worker process
     from stream_jobs.log_levels import drop_spinner_debug  # noqa: PLC0415
+    from tokenledger import quiet  # noqa: PLC0415
     from tokenledger.metrics import serve_from_env  # noqa: PLC0415
 
     install(app)
     drop_spinner_debug()  # the worker has started: no debug records in the hot path
+    quiet.install(SETTINGS.bootstrap_servers, ROLE)  # a broker outage: one line each way, not one per retry
     serve_from_env({"all": 9100, "pricing": 9101, "spend": 9102}[ROLE])
     await watch_health(app)
 

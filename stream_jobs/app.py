@@ -4,8 +4,17 @@ Configuration comes from the environment (see ``tokenledger.kafka_config``):
 ``TOKENLEDGER_KAFKA_BOOTSTRAP``, ``TOKENLEDGER_CONTROL_SEED`` (the control file that seeds an empty
 control plane; ``TOKENLEDGER_BUDGETS``, an older budgets file, still works), ``TOKENLEDGER_APP_ID``,
 ``TOKENLEDGER_PARTITIONS``, ``TOKENLEDGER_AGENTS`` (``all``, or ``pricing`` / ``spend`` to run
-the two agents as separate processes) and ``TOKENLEDGER_SESSION_TIMEOUT_S`` (consumer group
-session; Faust's default 60 s unless set: the time before a killed worker's partitions move).
+the two agents as separate processes), ``TOKENLEDGER_SESSION_TIMEOUT_S`` (consumer group
+session, 6 s by default: how long a killed worker's partitions wait before they move) and
+``TOKENLEDGER_INSTANCE_ID`` (optional static group membership, see below).
+
+Recovery after a crash: with the 6 s session (the broker's minimum by default) a worker killed
+with -9 loses its partitions within 6 s, to the survivors or to its own restart, which joins at
+once; a clean SIGTERM leaves the group, so its partitions move at once. With
+``TOKENLEDGER_INSTANCE_ID`` set (unique per worker, stable across its restarts: a supervisor's
+slot name) the worker is a static member: restarted, it takes its partitions back with no
+rebalance at all, but a static member never leaves the group, so a worker stopped for good
+keeps its partitions idle for one session. ``bench/bench_recovery.py`` measures both.
 """
 
 from __future__ import annotations
@@ -30,7 +39,8 @@ SETTINGS = KafkaSettings.from_env()
 SEED: list[Record] = load_seed()  # validated at import: a bad file stops the worker before it starts
 PARTITIONS = int(os.environ.get("TOKENLEDGER_PARTITIONS", "3"))
 DEDUP_HORIZON_S = 35 * 86_400
-SESSION_TIMEOUT_S = float(os.environ.get("TOKENLEDGER_SESSION_TIMEOUT_S", "60"))
+SESSION_TIMEOUT_S = float(os.environ.get("TOKENLEDGER_SESSION_TIMEOUT_S", "6"))
+INSTANCE_ID = os.environ.get("TOKENLEDGER_INSTANCE_ID") or None
 # The agents take up to BATCH_MAX events at a time (waiting at most BATCH_WITHIN_S to fill a
 # batch) and write each touched table key once per batch and partition. The window is paid once
 # per hop on the way to a breaker: 0.05 s kept crossing -> deny under 250 ms at p99 in the demo
@@ -66,6 +76,7 @@ app = faust.App(
     consumer_auto_offset_reset="earliest",
     broker_session_timeout=SESSION_TIMEOUT_S,
     broker_heartbeat_interval=min(3.0, SESSION_TIMEOUT_S / 3),
+    consumer_group_instance_id=INSTANCE_ID,
     broker_commit_every=500,
     broker_commit_interval=1.0,
     producer_linger_ms=5,

@@ -13,10 +13,10 @@
   partitioner, a retry that went elsewhere) is forwarded there unpriced, with its record's
   timestamp, and priced when it arrives: every copy of a request meets in one partition, so
   dedup does not depend on the producer's partitioner;
-* each batch (one source partition's share) becomes: one priced event per request on
-  ``usage-priced`` (for the store), one delta per touched key on ``spend-deltas`` (for the
-  spend stage: every dimension value and every matching budget, see
-  ``tokenledger.schema.deltas``), and one identity record in the ``priced-batches`` table.
+* each batch (one source partition's share) becomes: its priced events on ``usage-priced``
+  (for the store), ~1,000 to a message (``tokenledger.schema.priced``), one delta per touched
+  key on ``spend-deltas`` (for the spend stage: every dimension value and every matching
+  budget, see ``tokenledger.schema.deltas``), and one identity record in the ``priced-batches`` table.
 
 Exactly once through crashes: the batch's priced events and deltas are acknowledged by the
 broker first, then its identity record, and only then are its raw events acknowledged. A crash
@@ -60,7 +60,7 @@ from tokenledger.event_time import epoch_us, outside_window
 from tokenledger.identity import legacy_identity, placement_key, request_identity
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
-from tokenledger.schema.priced import encode_priced
+from tokenledger.schema.priced import encode_priced, encode_priced_batches
 from tokenledger.schema.raw_batch import encode_batch, partition_for, position
 
 TABLE = CachedPriceTable(LayeredPriceTable.from_path())
@@ -78,6 +78,7 @@ counters = durable_table(app, "pricing-counters", PARTITIONS)
 identities = BatchIdentities(priced_batches)
 outputs = AsyncProducer(SETTINGS)
 _IN = metrics.EVENTS.labels("pricing", "in")
+_MESSAGES_IN = metrics.MESSAGES.labels("pricing", "in")
 _PRICED = metrics.EVENTS.labels("pricing", "priced")
 _FORWARDED = metrics.EVENTS.labels("pricing", "forwarded")
 
@@ -95,7 +96,7 @@ class Batch:
         self.partition = partition
         self.group = group
         self.staged = Staged()
-        self.priced: list[tuple[bytes | None, bytes]] = []
+        self.priced: list[bytes] = []
         self.deltas = deltas  # shared by the partitions of one batch
         self.ids: dict[str, Identity] = {}
         self.usage: dict[tuple[str, str], list[int]] = {}  # (model, department) -> token kinds + cost, for metrics
@@ -135,7 +136,9 @@ async def _price_chunk(groups: dict[int, list[Any]], seen: dict[int, int], newes
             for event in batch.group:
                 await _price(event, batch, known)
     await asyncio.gather(  # priced events, deltas and forwards first: then the identities may say "done"
-        outputs.send_all(t.usage_priced, [m for b in batches for m in b.priced]),
+        outputs.send_all(
+            t.usage_priced, [(None, m) for m in encode_priced_batches([v for b in batches for v in b.priced])]
+        ),
         outputs.send_all(t.spend_deltas, deltas.messages()),
         outputs.send_placed(t.usage_raw, [m for b in batches for m in b.forwards()]),
     )
@@ -161,15 +164,17 @@ async def _price(event: Any, batch: Batch, known: PartitionIndex) -> None:
     """Validate, de-duplicate and price the event(s) of one raw message into ``batch``."""
     raw: bytes = event.value or b""
     offset = event.message.offset
-    _IN.inc()
+    _MESSAGES_IN.inc()
     if TRACE:
         log.info("raw %s:%s key=%r", event.message.partition, offset, event.key)
     record_ms = _record_ms(event)
     batch.newest_ms = max(batch.newest_ms, record_ms)
     parts, broken = events_of(raw)
     if broken is not None:
+        _IN.inc()
         await _dead_letter(batch, event, None, position(offset, 0), reason=broken, raw=raw)
         return
+    _IN.inc(len(parts))
     single = len(parts) == 1 and parts[0] is raw
     for index, part in enumerate(parts):
         await _price_one(
@@ -234,8 +239,8 @@ async def _price_one(
         return  # this very event, replayed after a crash: priced and delivered before its identity was stored
     d = ev.data
     cost = price(d, ev.time, TABLE)
-    # Keyed by request (not tenant): one tenant's rows spread over every sink partition.
-    batch.priced.append((request.encode(), encode_priced(ev, cost)))
+    # Sent keyless in batch messages: one tenant's rows spread over every sink partition.
+    batch.priced.append(encode_priced(ev, cost))
     nanos = cost.total_nanos
     batch.deltas.add_event(partition, pos, at_us, nanos, ev)
     batch.ids[request] = (at_us // 1_000_000, partition, pos)

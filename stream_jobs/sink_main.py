@@ -28,7 +28,7 @@ from types import FrameType
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.stage_watch import StageWatch, pipeline_stages
 from stream_jobs.store_sink import SinkStopped, StoreSink
-from tokenledger import metrics
+from tokenledger import metrics, quiet
 from tokenledger.errors import EXIT_PERMANENT, PermanentError, cli_errors, one_line
 from tokenledger.health import HEALTH
 from tokenledger.kafka_config import KafkaSettings
@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <pid>`: every thread's stack to stderr
     logging.basicConfig(level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     settings = KafkaSettings.from_env()
+    quiet.install(settings.bootstrap_servers, "sink")
     store = open_store(args.store)
     try:
         run = SinkRun.open(store, settings, args.group, args.batch_size, args.batch_wait_s)

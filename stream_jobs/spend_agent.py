@@ -84,6 +84,9 @@ counters = durable_table(app, "spend-counters", PARTITIONS)
 SPIKE_DIMENSIONS = ("tenant", "department")
 
 
+_MESSAGES_IN = metrics.MESSAGES.labels("spend", "in")
+
+
 @app.agent(deltas_topic)
 async def track_spend(stream: Any) -> AsyncIterator[None]:
     """Fold spend deltas into the spend tables and evaluate budgets, a batch at a time."""
@@ -91,6 +94,7 @@ async def track_spend(stream: Any) -> AsyncIterator[None]:
         try:
             async with _batch_lock:  # repeat_breakers must not read a status older than a breaker just sent
                 staged = Staged()
+                _MESSAGES_IN.inc(len(group))
                 for event in group:
                     await _apply(event, staged)
                 await staged.commit()  # outputs, then state, acknowledged by the broker: then the deltas
@@ -134,8 +138,10 @@ async def _apply_spend(staged: Staged, delta: SpendDeltaV1) -> None:
     fold = SpendFold(record)
     latest = fold.add_entries(entries, control_state().zone(delta.key.partition("|")[0]))  # hour -> latest µs
     staged.set(spend, delta.key, fold.state(), applied=last)
-    metrics.EVENTS.labels("spend", "in").inc(len(entries))
+    metrics.ENTRIES.labels("spend", "in").inc(len(entries))
     dim = delta.key.partition("|")[2].partition("=")[0]
+    if dim == "tenant":  # every priced request has exactly one entry on its tenant's own key
+        metrics.EVENTS.labels("spend", "in").inc(len(entries))
     if dim in SPIKE_DIMENSIONS:
         instants = [EPOCH + timedelta(microseconds=at_us) for at_us in sorted(latest.values())]
         _progress.seen(instants[-1])
@@ -151,6 +157,7 @@ async def _apply_budget(staged: Staged, delta: SpendDeltaV1) -> None:
     """
     key = delta.key
     budget_id = key.removeprefix(BUDGET_PREFIX)
+    metrics.ENTRIES.labels("spend", "in").inc(len(delta.entries))
     control = control_state()
     budget = control.budgets.get(budget_id)
     tenant = control.tenant(budget.tenant if budget is not None else "")

@@ -9,8 +9,9 @@ Guarantees:
   membership alive and retries with capped exponential backoff (counted in
   ``tokenledger_transient_errors_total``): nothing is dropped, nothing is skipped;
 * a permanent error (schema missing, credentials refused) is raised, never retried;
-* a message that is not a priced event goes to the dead-letter topic with the reason, and its
-  offset is committed with the batch.
+* a message (or a line of a batch message) that is not a priced event goes to the dead-letter
+  topic with the reason, and its offset is committed with the batch;
+* an outage of the store or the broker is logged once when it starts and once when it ends.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ import msgspec
 
 from tokenledger import metrics
 from tokenledger.errors import TransientError
-from tokenledger.schema.priced import decode_priced
+from tokenledger.outage import Outage
+from tokenledger.schema.priced import decode_priced, priced_items
 from tokenledger.store.base import Store
 from tokenledger.store.records import USAGE_COLUMNS, usage_row
 
@@ -132,40 +134,56 @@ class StoreSink:
         self._backoff = backoff or Backoff()
         self._should_stop = should_stop
         self.stats = SinkStats()
+        self._per_message = 1.0  # priced events per message, as seen lately (batches hold ~1,000)
+        self._outages = {
+            "store": Outage("store", "", "the sink pauses and retries with backoff", logger=log),
+            "broker": Outage("broker", "", "the sink pauses and retries with backoff", logger=log),
+        }
 
     def run_once(self) -> int:
         """Process one batch end to end. Returns the number of messages consumed.
+
+        A message holds one priced event or a batch of them (``tokenledger.schema.priced``);
+        the poll asks for about ``batch_size`` events' worth of messages.
 
         Raises:
             SinkStopped: Asked to stop while the store or broker was away (nothing committed).
             PermanentError: The store or broker refused for a reason retrying cannot fix.
         """
-        messages = self._consumer.poll_batch(self._batch_size, self._batch_wait_s)
+        want = max(1, min(self._batch_size, round(self._batch_size / self._per_message)))
+        messages = self._consumer.poll_batch(want, self._batch_wait_s)
         if not messages:
             return 0
         rows: list[tuple[Any, ...]] = []
         seen: set[tuple[str, str, str]] = set()
+        events = 0
         for msg in messages:
-            try:
-                if msg.value is None:
-                    raise msgspec.ValidationError("empty message value")
-                priced = decode_priced(msg.value)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                reason = f"not a priced event: {exc}"
-                self._until_done("broker", lambda m=msg, r=reason: self._dlq.send(m.value, r, m))  # type: ignore[misc]
-                self.stats.dead_lettered += 1
-                metrics.EVENTS.labels("sink", "dead_letter").inc()
-                continue
-            if priced.event.identity in seen:
-                continue  # duplicate inside the batch; the store would collapse it anyway
-            seen.add(priced.event.identity)
-            rows.append(usage_row(priced.event, priced.cost.to_cost()))
+            items = priced_items(msg.value) if msg.value else [b""]
+            events += len(items)
+            for i, item in enumerate(items):
+                try:
+                    if not item:
+                        raise msgspec.ValidationError("empty message value")
+                    priced = decode_priced(item)
+                except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                    where = f" (line {i + 1} of a batch of {len(items)})" if len(items) > 1 else ""
+                    reason = f"not a priced event{where}: {exc}"
+                    self._until_done("broker", lambda v=item or msg.value, r=reason, m=msg: self._dlq.send(v, r, m))  # type: ignore[misc]
+                    self.stats.dead_lettered += 1
+                    metrics.EVENTS.labels("sink", "dead_letter").inc()
+                    continue
+                if priced.event.identity in seen:
+                    continue  # duplicate inside the batch; the store would collapse it anyway
+                seen.add(priced.event.identity)
+                rows.append(usage_row(priced.event, priced.cost.to_cost()))
+        self._per_message = max(1.0, 0.8 * self._per_message + 0.2 * events / len(messages))
         started = time.monotonic()
         self._until_done("store", lambda: self._store.insert("usage_events", USAGE_COLUMNS, rows))
         offsets = _next_offsets(messages)
         self._until_done("broker", lambda: self._consumer.commit(offsets))
         metrics.SINK_BATCH.observe(time.monotonic() - started)
-        metrics.EVENTS.labels("sink", "in").inc(len(messages))
+        metrics.MESSAGES.labels("sink", "in").inc(len(messages))
+        metrics.EVENTS.labels("sink", "in").inc(events)
         metrics.EVENTS.labels("sink", "stored").inc(len(rows))
         self.stats.batches += 1
         self.stats.rows += len(rows)
@@ -174,9 +192,11 @@ class StoreSink:
     def _until_done(self, kind: str, action: Callable[[], None]) -> None:
         """Run ``action`` until it succeeds, backing off while ``kind`` (store/broker) is away.
 
-        Fetching pauses meanwhile (group membership is kept). Permanent errors propagate.
+        Fetching pauses meanwhile (group membership is kept). Permanent errors propagate. The
+        outage is logged when it starts and when it ends; retries in between only count.
         """
         paused = False
+        outage = self._outages[kind]
         while True:
             try:
                 action()
@@ -189,11 +209,12 @@ class StoreSink:
                 delay = self._backoff.next_delay()
                 self.stats.retries += 1
                 metrics.TRANSIENT.labels("sink", kind).inc()
-                log.warning("%s unavailable (%s); retry %d in %.2fs", kind, exc, self._backoff.attempt, delay)
+                outage.down(exc)
                 self._sleep(delay)
                 self._consumer.keepalive()
                 continue
             break
+        outage.up()
         self._backoff.reset()
         if paused:
             self._consumer.resume()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Any
+
+from tokenledger.kafka_logs import RDKAFKA
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:19092"
 
@@ -78,12 +81,17 @@ class KafkaSettings:
             min_insync_replicas=_int_or_none(env("TOKENLEDGER_MIN_INSYNC_REPLICAS")),
         )
 
-    def client_config(self) -> dict[str, str | int | float | bool]:
-        """Common librdkafka config (bootstrap plus SASL/TLS where given)."""
-        conf: dict[str, str | int | float | bool] = {
+    def client_config(self) -> dict[str, Any]:
+        """Common librdkafka config (bootstrap plus SASL/TLS where given).
+
+        librdkafka logs through Python logging (logger ``rdkafka``), so a process's filters
+        (``tokenledger.quiet``) see its lines instead of them going to stderr unfiltered.
+        """
+        conf: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             # An idle connection closed by the broker is routine, not worth a log line.
             "log.connection.close": False,
+            "logger": RDKAFKA,
         }
         if self.security_protocol:
             conf["security.protocol"] = self.security_protocol

@@ -83,7 +83,17 @@ LABEL_OVERFLOW = counter(
 )
 GUARD = LabelGuard(int(os.environ.get("TOKENLEDGER_METRICS_MAX_LABEL_VALUES", DEFAULT_MAX_VALUES)))
 
-EVENTS = counter("tokenledger_events_total", "Events by pipeline stage and outcome", ["stage", "outcome"])
+EVENTS = counter(
+    "tokenledger_events_total",
+    "Usage events (requests) by pipeline stage and outcome; a batch message counts its events",
+    ["stage", "outcome"],
+)
+MESSAGES = counter("tokenledger_messages_total", "Kafka messages by pipeline stage and outcome", ["stage", "outcome"])
+ENTRIES = counter(
+    "tokenledger_delta_entries_total",
+    "Spend-delta entries (one per request and key it counts in) by stage and outcome",
+    ["stage", "outcome"],
+)
 TOKENS = counter("tokenledger_tokens_total", "Tokens billed, by model and token type", ["model", "type"])
 COST = counter(
     "tokenledger_cost_nanousd_total", "Cost billed in nano-USD, by model and department", ["model", "department"]

@@ -7,6 +7,7 @@ environment, as for every other component (see ``tokenledger.kafka_config``).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 from decimal import Decimal
 from pathlib import Path
@@ -21,6 +22,7 @@ from producers.gateway.redis_limits import LocalLimits, RedisLimits
 from producers.gateway.reservations import worst_case_pricer
 from producers.gateway.shared_budgets import SharedBudgets
 from producers.publisher import UsagePublisher
+from tokenledger import quiet
 from tokenledger.control.follow import follow
 from tokenledger.errors import cli_errors
 from tokenledger.guard import Guard
@@ -57,6 +59,9 @@ def main() -> int:
     if args.upstream:
         config = config.model_copy(update={"upstream": args.upstream})
     settings = KafkaSettings.from_env()
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    quiet.install(settings.bootstrap_servers, "gateway")
     table = CachedPriceTable(LayeredPriceTable.from_path())
     guard = Guard(
         worst_case_pricer(table),

@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tokenledger import metrics
+from tokenledger.outage import Outage
 from tokenledger.ratelimit import BucketState, Charge, Plan, Verdict, refusal
 
 log = logging.getLogger("tokenledger.gateway.limits")
@@ -95,26 +96,6 @@ return 1
 """
 
 
-class Outage:
-    """An outage of a shared store, said once when it starts and once when it ends (with its length)."""
-
-    def __init__(self, what: str, url: str, consequence: str) -> None:
-        self.what, self.url, self.consequence = what, url, consequence
-        self.since: float | None = None
-
-    def down(self, exc: BaseException) -> None:
-        """The store did not answer."""
-        if self.since is None:
-            self.since = time.monotonic()
-            log.warning("%s %s unreachable (%s): %s", self.what, self.url, exc, self.consequence)
-
-    def up(self) -> None:
-        """The store answered."""
-        if self.since is not None:
-            log.warning("%s %s back after %.1f s", self.what, self.url, time.monotonic() - self.since)
-            self.since = None
-
-
 class RedisLimits:
     """The shared buckets of a gateway fleet (see the module doc)."""
 
@@ -126,7 +107,7 @@ class RedisLimits:
         self._admit = self._redis.register_script(ADMIT)
         self._correct = self._redis.register_script(CORRECT)
         self._ttl = slot_ttl_s
-        self._outage = Outage("rate-limit store", url, "limits fail open or closed as configured")
+        self._outage = Outage("rate-limit store", url, "limits fail open or closed as configured", logger=log)
 
     async def admit(self, p: Plan, ticket: str) -> Verdict:
         """Check and charge every bucket of ``p`` in one script (fail open or closed when Redis is away)."""

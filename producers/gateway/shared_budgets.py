@@ -24,8 +24,10 @@ import logging
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from producers.gateway.redis_limits import STORE_ERRORS, Outage
+from producers.gateway.redis_limits import STORE_ERRORS
+from producers.gateway.redis_limits import log as limits_log
 from tokenledger.guard import Decision
+from tokenledger.outage import Outage
 
 log = logging.getLogger("tokenledger.gateway.limits")
 PREFIX = "tl:bud:"
@@ -104,7 +106,7 @@ class SharedBudgets:
         self._reserve = self._redis.register_script(RESERVE)
         self._settle = self._redis.register_script(SETTLE)
         self._ttl, self._hold = ttl_s, hold_s
-        self._outage = Outage("budget reservation store", url, "budgets fail open or closed")
+        self._outage = Outage("budget reservation store", url, "budgets fail open or closed", logger=limits_log)
 
     async def reserve(self, d: Decision, ticket: str) -> tuple[bool, str]:
         """Reserve the decision's worst case in each of its budgets, or say which one it does not fit."""

@@ -326,11 +326,11 @@ class Rig:
         } == {k: v for k, v in expected_spend.items() if v}  # a budget without traffic has no status
 
 
-def spend_events_in(port: int) -> float:
-    """``tokenledger_events_total{outcome="in",stage="spend"}`` of the worker serving metrics on ``port``."""
+def spend_entries_in(port: int) -> float:
+    """``tokenledger_delta_entries_total{outcome="in",stage="spend"}`` of the worker serving metrics on ``port``."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
     for line in text.splitlines():
-        if line.startswith('tokenledger_events_total{outcome="in",stage="spend"}'):
+        if line.startswith('tokenledger_delta_entries_total{outcome="in",stage="spend"}'):
             return float(line.split()[-1])
     return 0.0
 
@@ -408,7 +408,7 @@ def test_one_tenant_spreads_over_two_spend_workers(broker: KafkaBroker, tmp_path
     try:
         rig.publish(events, lambda i: None, rng)
         rig.wait_drained()
-        folded_here = [spend_events_in(port) for port in ports]
+        folded_here = [spend_entries_in(port) for port in ports]
         assert all(n > 0 for n in folded_here), folded_here  # both spend workers folded entries
         t = rig.settings.topics
         folded = committed_offsets(rig.settings, f"{rig.app_id}-spend", t.spend_deltas)

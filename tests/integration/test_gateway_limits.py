@@ -394,7 +394,7 @@ def test_redis_away_fails_open_or_closed_per_limit_and_comes_back(
         assert burst(urls, OPEN_TOKEN, 10) == [200] * 10
         said = [r.getMessage() for r in caplog.records if r.name == "tokenledger.gateway.limits"]
         assert (
-            len([m for m in said if "unreachable" in m]) <= 2 and len([m for m in said if "back after" in m]) <= 2
+            len([m for m in said if "unavailable" in m]) <= 2 and len([m for m in said if "back after" in m]) <= 2
         )  # once per gateway
     finally:
         rig.stop()

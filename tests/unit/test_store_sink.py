@@ -10,7 +10,7 @@ from tests.factories import event_dict
 from tests.fakes import FakeConsumer, FlakyStore, ListDeadLetter
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema.fastdecode import decode_usage_event
-from tokenledger.schema.priced import encode_priced
+from tokenledger.schema.priced import PRICED_BATCH_PREFIX, encode_priced, encode_priced_batches, priced_items
 from tokenledger.store.records import USAGE_COLUMNS, usage_row
 
 TABLE = LayeredPriceTable.from_path()
@@ -70,3 +70,26 @@ def test_stop_while_the_store_is_down_leaves_the_batch_uncommitted() -> None:
         sink.run_once()
     assert store.attempts == 3 and store.rows == []
     assert consumer.events == ["pause"] and consumer.committed == {}  # replayed by the next sink
+
+
+def test_batch_messages_count_events_dead_letter_a_bad_line_and_log_an_outage_twice(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A batch message's lines are rows; a broken line alone goes to the dead letters."""
+    items = [priced(i) for i in range(5)]
+    batches = encode_priced_batches([*items[:3], b"garbage", *items[3:]], limit=2 * len(items[0]) + 20)
+    assert len(batches) == 3 and all(b.startswith(PRICED_BATCH_PREFIX) for b in batches)
+    assert [x for b in batches for x in priced_items(b)] == [*items[:3], b"garbage", *items[3:]]
+    msgs = [Message("usage-priced", 0, 7 + i, v) for i, v in enumerate([*batches, priced(5)])]
+    consumer, store, dlq = FakeConsumer(msgs), FlakyStore(failures=3), ListDeadLetter()
+    sink = StoreSink(store, consumer, dlq, batch_size=100, sleep=lambda s: None)
+    with caplog.at_level("WARNING", logger="stream_jobs.store_sink"):
+        assert sink.run_once() == 4
+    assert [r[USAGE_COLUMNS.index("event_id")] for r in store.rows] == ["e0", "e1", "e2", "e3", "e4", "e5"]
+    assert len(dlq.sent) == 1 and dlq.sent[0][0] == b"garbage"
+    assert dlq.sent[0][1].startswith("not a priced event (line 2 of a batch of 3):")
+    assert consumer.committed == {("usage-priced", 0): 11}
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said  # three failed inserts: one line when the store went, one when it came back
+    assert said[0].startswith("store unavailable (") and said[1].startswith("store back after ")
+    assert said[1].endswith("(3 failed attempts)")

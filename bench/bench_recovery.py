@@ -1,0 +1,170 @@
+"""Recovery after ``kill -9`` of a stream worker under load, on Apache Kafka 3.9.
+
+Starts the broker, the pricing worker, the spend worker and the store sink (separate processes,
+as ``make up`` runs them), publishes simulated requests at a steady rate, and every ``gap``
+seconds kills one worker with SIGKILL at a random moment (pricing and spend in turn) and
+restarts it at once. For each kill it measures, from the kill:
+
+* **back**: until the killed stage's consumer group commits past where it stood (it consumes again);
+* **caught up**: until every request published before the kill is priced, folded into the
+  budgets and stored (each stage's committed offsets reach the ends they had to reach).
+
+At the end the store is checked against the ground truth (count and nano-USD sum): exact.
+``--static`` runs the workers as static group members (``TOKENLEDGER_INSTANCE_ID``).
+
+Run: ``.venv/bin/python bench/bench_recovery.py [kills] [rate/s] [--static]``. Last line:
+``recovery: worker back in N s (p50 over K kills)``. Not a timed test.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+from bench.bench_pipeline import events, truth_of
+from infra.broker import start_broker
+from infra.topics import SIMULATION_RETENTION_MS, create_topics
+from infra.workers import Proc, committed_and_end, kafka_env, sink_command, worker_command, worker_env
+from producers.publisher import UsagePublisher
+from tokenledger.kafka_config import KafkaSettings
+from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
+from tokenledger.store.chdb_store import ChdbStore
+from tokenledger.store.migrations import migrate
+
+APP = "tl-recovery"
+SINK = "recovery-sink"
+
+
+def committed(settings: KafkaSettings, group: str, topic: str) -> tuple[int, int]:
+    """(committed, end) offsets summed over the topic's partitions."""
+    return committed_and_end(settings, group, topic)
+
+
+def wait_until(check: object, limit_s: float = 300.0) -> float:
+    """Poll ``check`` every 0.1 s; the monotonic time it first held."""
+    deadline = time.monotonic() + limit_s
+    while not check():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise SystemExit("a stage did not recover within 300 s")
+        time.sleep(0.1)
+    return time.monotonic()
+
+
+def main() -> None:  # noqa: PLR0915 - one scripted run
+    """Publish, kill, measure, verify."""
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    static = "--static" in sys.argv
+    kills = int(args[0]) if args else 6
+    rate = int(args[1]) if len(args) > 1 else 1000
+    gap = 25.0
+    total = int(rate * (gap * kills + 20))
+    table = CachedPriceTable(LayeredPriceTable.from_path())
+    docs = events(total)
+    raws = [json.dumps(d).encode() for d in docs]
+    truth_total, _ = truth_of(raws, table)
+    rng = random.Random(7)
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = start_broker(Path(tmp) / "kafka")
+        store = ChdbStore(Path(tmp) / "chdb")
+        migrate(store)
+        store.close()
+        settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        create_topics(settings, retention_ms=SIMULATION_RETENTION_MS)
+        t = settings.topics
+        workers: dict[str, Proc] = {}
+        for role in ("pricing", "spend"):
+            env = worker_env(settings, app_id=APP, datadir=Path(tmp) / f"faust-{role}", role=role, metrics_port=0)
+            if static:
+                env["TOKENLEDGER_INSTANCE_ID"] = f"{role}-0"
+            workers[role] = Proc(worker_command("warn"), env, Path(tmp) / f"{role}.log").start()
+        sink = Proc(
+            sink_command(f"chdb://{tmp}/chdb", SINK, batch_size=5_000, batch_wait_s=0.2),
+            kafka_env(settings),
+            Path(tmp) / "sink.log",
+        ).start()
+        time.sleep(15)
+        stages = {
+            "pricing": (f"{APP}-pricing", t.usage_raw),
+            "spend": (f"{APP}-spend", t.spend_deltas),
+            "sink": (SINK, t.usage_priced),
+        }
+        publisher = UsagePublisher(settings, spool=None, record_time="event")
+        done = threading.Event()
+
+        def publish() -> None:
+            t0 = time.monotonic()
+            for i, (raw, doc) in enumerate(zip(raws, docs, strict=True)):
+                publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), raw)
+                if i % 100 == 99:
+                    publisher.flush()
+                    ahead = (i + 1) / rate - (time.monotonic() - t0)
+                    if ahead > 0:
+                        time.sleep(ahead)
+            publisher.flush()
+            done.set()
+
+        thread = threading.Thread(target=publish, daemon=True)
+        thread.start()
+        print(f"publishing {total:,} requests at {rate:,}/s; {'static' if static else 'dynamic'} membership")
+        results: list[tuple[str, float, float]] = []
+        for k in range(kills):
+            time.sleep(gap * 0.4 + rng.random() * gap * 0.4)
+            role = ("pricing", "spend")[k % 2]
+            group, topic = stages[role]
+            raw_end = committed(settings, *stages["pricing"])[1]
+            before = committed(settings, group, topic)[0]
+            killed_at = time.monotonic()
+            workers[role].kill9()
+            workers[role].start()
+            back = wait_until(lambda g=group, tp=topic, b=before: committed(settings, g, tp)[0] > b) - killed_at
+            wait_until(lambda r=raw_end: committed(settings, *stages["pricing"])[0] >= r)
+            ends = {s: committed(settings, *stages[s])[1] for s in ("spend", "sink")}
+            caught = (
+                wait_until(lambda e=ends: all(committed(settings, *stages[s])[0] >= e[s] for s in ("spend", "sink")))
+                - killed_at
+            )
+            results.append((role, back, caught))
+            print(f"kill -9 {role}: consuming again after {back:.1f} s, caught up after {caught:.1f} s", flush=True)
+            time.sleep(gap * 0.2)
+        thread.join()
+
+        def drained(stage: tuple[str, str]) -> bool:
+            done_, end = committed(settings, *stage)
+            return done_ == end
+
+        for s in stages.values():
+            wait_until(lambda s=s: drained(s), 600)
+        for p in (*workers.values(), sink):
+            p.stop()
+        store = ChdbStore(Path(tmp) / "chdb")
+        rows, nanos = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
+        store.close()
+        publisher.close()
+        broker.stop()
+    exact = (int(rows), int(nanos)) == (total, truth_total)
+    print(
+        f"store: {int(rows):,} requests, {int(nanos):,} nano-USD; truth {total:,}, {truth_total:,}: "
+        f"{'exact' if exact else 'DIFFERENT'}"
+    )
+    for role in ("pricing", "spend"):
+        mine = [r for r in results if r[0] == role]
+        if mine:
+            backs, caughts = [b for _, b, _ in mine], [c for _, _, c in mine]
+            print(
+                f"{role}: back p50 {statistics.median(backs):.1f} s (max {max(backs):.1f}), "
+                f"caught up p50 {statistics.median(caughts):.1f} s over {len(mine)} kills"
+            )
+    if not exact:
+        raise SystemExit("the store is not exact")
+    p50 = statistics.median(b for _, b, _ in results)
+    print(f"recovery: worker back in {p50:.1f} s (p50 over {len(results)} kills)")
+
+
+if __name__ == "__main__":
+    main()
