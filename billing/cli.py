@@ -162,7 +162,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - 
             logging.basicConfig(
                 level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s"
             )
-            quiet.install(KafkaSettings.from_env().bootstrap_servers, "billing")
+            quiet.install(KafkaSettings.from_env(), "billing")
             sink = SinkOptions(args.group, args.batch_size, args.batch_wait_s) if args.sink else None
             control = follow(KafkaSettings.from_env(), seed=load_seed(KEYS), kinds=KEYS, actor="billing-serve")
             return run_service(

@@ -461,7 +461,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     settings = KafkaSettings.from_env()
-    quiet.install(settings.bootstrap_servers, "ingest")
+    quiet.install(settings, "ingest")
     control = None
     if args.keys is not None:
         keys: TenantOfKey = load_yaml_model(IngestKeys, args.keys)

@@ -29,7 +29,7 @@ async def _diagnostics() -> None:
 
     install(app)
     drop_spinner_debug()  # the worker has started: no debug records in the hot path
-    quiet.install(SETTINGS.bootstrap_servers, ROLE)  # a broker outage: one line each way, not one per retry
+    quiet.install(SETTINGS, ROLE)  # a broker outage: one line each way, not one per retry
     serve_from_env({"all": 9100, "pricing": 9101, "spend": 9102}[ROLE])
     await watch_health(app)
 

@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <pid>`: every thread's stack to stderr
     logging.basicConfig(level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     settings = KafkaSettings.from_env()
-    quiet.install(settings.bootstrap_servers, "sink")
+    quiet.install(settings, "sink")
     store = open_store(args.store)
     try:
         run = SinkRun.open(store, settings, args.group, args.batch_size, args.batch_wait_s)

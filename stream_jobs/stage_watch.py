@@ -3,7 +3,8 @@
 A dead pricing or spend worker does not stop the sink (it simply receives nothing new), so
 the process that stays up (the billing service with its sink, or the standalone sink) asks
 the cluster every ``every_s`` whether each stage's consumer group still has members. A stage
-with no member while events wait for it is logged once (and again when it recovers) and
+with no member while events wait for it, on two checks in a row (one empty look is a
+rebalance or a broker restart in progress), is logged once (and again when it recovers) and
 exported as ``tokenledger_stage_unconsumed_events{stage}`` (alert
 ``TokenledgerStageUnconsumed``).
 """
@@ -47,6 +48,7 @@ class StageWatch:
 
     def __init__(self, settings: KafkaSettings, stages: list[Stage], every_s: float = 15.0) -> None:
         self._settings, self._stages, self._every_s = settings, stages, every_s
+        self._empty_checks: dict[str, int] = {}
         self._admin = AdminClient(settings.client_config())
         self.unconsumed: dict[str, int] = {}
 
@@ -90,6 +92,9 @@ class StageWatch:
                 waiting = self.backlog(stage)
             metrics.STAGE_UNCONSUMED.labels(stage.name).set(waiting)
             was = self.unconsumed.get(stage.name, 0)
+            seen = self._empty_checks[stage.name] = self._empty_checks.get(stage.name, 0) + 1 if waiting else 0
+            if waiting and seen < 2:
+                continue  # one empty look is a rebalance or a broker restart in progress: said if it lasts
             if waiting and not was:
                 log.warning(
                     "no %s worker is consuming %s (groups %s have no members) and %d events wait: "

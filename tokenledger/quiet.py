@@ -5,20 +5,25 @@ confluent-kafka clients: the control reader, producers, the sink's consumer), ai
 (the workers). One 18 s broker restart wrote thousands of lines. :class:`BrokerOutage`, a filter
 on the process's log handlers, takes the connection errors of those libraries out of the log,
 counts them (``tokenledger_transient_errors_total{component, kind="broker"}``) and says the
-outage once; a probe thread then connects to the bootstrap servers every half second and says
-when the broker answers again, with the outage's length and the number of errors it absorbed.
+outage once; a probe thread then asks the cluster for its metadata every half second and says
+when it answers again (and the clients have been quiet for 5 s), with the outage's length and
+the number of errors it absorbed.
 Anything else those libraries log (a refused authentication, a missing topic) passes unchanged.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from tokenledger import metrics
+from tokenledger.kafka_config import KafkaSettings
 from tokenledger.outage import Outage
 
 # Lines of the Kafka client libraries that mean "the broker (or the connection to it) is away".
@@ -66,28 +71,34 @@ CONNECTION_ERRORS = (
     "LeaderNotAvailableError",
     "NotLeaderForPartitionError",
     "UnknownTopicOrPartitionError",
+    "not found in cache",  # librdkafka: a partition's leader (the broker) is gone
 )
+# A periodic task that waited out the outage says so when it returns: part of the same outage.
+AFTERMATH = ("is overlapping",)
+AFTERMATH_S = 60.0
 LIBRARIES = ("rdkafka", "aiokafka", "faust", "mode", "kafka")
 
 
-def _bootstrap_addresses(bootstrap: str) -> list[tuple[str, int]]:
-    out = []
-    for item in bootstrap.split(","):
-        host, _, port = item.strip().rpartition(":")
-        if host and port.isdigit():
-            out.append((host.strip("[]"), int(port)))
-    return out
+_PROBE_LOG = logging.getLogger("tokenledger.broker.probe")  # the probe's own client: never printed
+_PROBE_LOG.propagate = False
+_PROBE_LOG.addHandler(logging.NullHandler())
 
 
-def broker_answers(bootstrap: str, timeout_s: float = 0.5) -> bool:
-    """Whether one of the bootstrap servers accepts a TCP connection."""
-    for host, port in _bootstrap_addresses(bootstrap):
+def metadata_probe(config: dict[str, Any]) -> Callable[[], bool]:
+    """A check that the cluster answers a metadata request.
+
+    A listening port is not enough: a broker that is starting accepts connections before it serves.
+    """
+    conf: dict[str, Any] = {**config, "logger": _PROBE_LOG}
+    admin = AdminClient(conf)
+
+    def answers() -> bool:
         try:
-            with socket.create_connection((host, port), timeout=timeout_s):
-                return True
-        except OSError:
-            continue
-    return False
+            return bool(admin.list_topics(timeout=1.0).brokers)
+        except KafkaException:
+            return False
+
+    return answers
 
 
 class BrokerOutage(logging.Filter):
@@ -100,7 +111,7 @@ class BrokerOutage(logging.Filter):
         *,
         probe: Callable[[], bool] | None = None,
         probe_every_s: float = 0.5,
-        quiet_for_s: float = 2.0,
+        quiet_for_s: float = 5.0,
     ) -> None:
         super().__init__()
         self.component = component
@@ -110,9 +121,10 @@ class BrokerOutage(logging.Filter):
             "clients retry by themselves; their connection errors are counted, not logged",
             logger=logging.getLogger("tokenledger.broker"),
         )
-        self._probe = probe or (lambda: broker_answers(bootstrap))
+        self._probe = probe or metadata_probe({"bootstrap.servers": bootstrap})
         self._every, self._quiet_for = probe_every_s, quiet_for_s
         self._last_error = 0.0
+        self._ended = float("-inf")
         self._lock = threading.Lock()
         self._prober: threading.Thread | None = None
         self._errors = metrics.TRANSIENT.labels(component, "broker")
@@ -122,6 +134,9 @@ class BrokerOutage(logging.Filter):
         if record.name.partition(".")[0] not in LIBRARIES or record.levelno < logging.INFO:
             return True
         text = record.getMessage()
+        if any(p in text for p in AFTERMATH) and self._recent():
+            self._errors.inc()
+            return False
         if not any(p in text for p in CONNECTION_ERRORS):
             return True
         self._errors.inc()
@@ -134,6 +149,11 @@ class BrokerOutage(logging.Filter):
                 self._prober.start()
         return False
 
+    def _recent(self) -> bool:
+        """In an outage, or within ``AFTERMATH_S`` of one."""
+        with self._lock:
+            return self.outage.since is not None or time.monotonic() - self._ended < AFTERMATH_S
+
     def _watch(self) -> None:
         while True:
             time.sleep(self._every)
@@ -142,17 +162,18 @@ class BrokerOutage(logging.Filter):
             with self._lock:
                 if time.monotonic() - self._last_error >= self._quiet_for:  # answering, and the clients agree
                     self.outage.up()
+                    self._ended = time.monotonic()
                     return
 
 
-def install(bootstrap: str, component: str, root: logging.Logger | None = None) -> BrokerOutage:
+def install(settings: KafkaSettings, component: str, root: logging.Logger | None = None) -> BrokerOutage:
     """Put one :class:`BrokerOutage` on every handler of the root logger (idempotent per handler)."""
     root = root or logging.getLogger()
     found = next(
         (f for h in root.handlers for f in h.filters if isinstance(f, BrokerOutage)),
         None,
     )
-    quiet = found or BrokerOutage(bootstrap, component)
+    quiet = found or BrokerOutage(settings.bootstrap_servers, component, probe=metadata_probe(settings.client_config()))
     for handler in root.handlers:
         if quiet not in handler.filters:
             handler.addFilter(quiet)

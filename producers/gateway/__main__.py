@@ -61,7 +61,7 @@ def main() -> int:
     settings = KafkaSettings.from_env()
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
-    quiet.install(settings.bootstrap_servers, "gateway")
+    quiet.install(settings, "gateway")
     table = CachedPriceTable(LayeredPriceTable.from_path())
     guard = Guard(
         worst_case_pricer(table),
