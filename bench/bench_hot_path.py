@@ -48,7 +48,7 @@ from tokenledger.guard import Guard, GuardRequest
 from tokenledger.identity import placement_key
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.sample import simulate
-from tokenledger.schema.deltas import BUDGET_PREFIX, decode_delta
+from tokenledger.schema.deltas import BUDGET_PREFIX, decode_deltas
 from tokenledger.schema.fastdecode import decode_usage_event
 from tokenledger.schema.priced import encode_priced
 from tokenledger.schema.raw_batch import partition_for
@@ -123,19 +123,19 @@ def hot_path(raws: list[bytes], control: ControlState, batch: int = BATCH) -> tu
             priced.append(encode_priced(ev, cost))
             total += cost.total_nanos
             deltas.add_event(0, offset, at_us, cost.total_nanos, ev)
-        messages = deltas.messages()
+        messages = deltas.partition_messages(3)
         pricing_s += time.perf_counter() - t0
         for _, wire in messages:  # spend stage
-            delta = decode_delta(wire)
-            if not delta.key.startswith(BUDGET_PREFIX):
-                fold = SpendFold(spend.get(delta.key))
-                fold.add_entries(delta.entries, tz)
-                spend[delta.key] = fold.state()  # packed, as the spend agent's table keeps it
-                continue
-            budget = by_id[delta.key.removeprefix(BUDGET_PREFIX)]
-            state[delta.key], statuses[budget.id], _ = fold_budget(
-                budget, state.get(delta.key), statuses.get(budget.id), delta.entries, tz=tz, tz_name=tz_name
-            )
+            for delta in decode_deltas(wire):
+                if not delta.key.startswith(BUDGET_PREFIX):
+                    fold = SpendFold(spend.get(delta.key))
+                    fold.add_entries(delta.entries, tz)
+                    spend[delta.key] = fold.state()  # packed, as the spend agent's table keeps it
+                    continue
+                budget = by_id[delta.key.removeprefix(BUDGET_PREFIX)]
+                state[delta.key], statuses[budget.id], _ = fold_budget(
+                    budget, state.get(delta.key), statuses.get(budget.id), delta.entries, tz=tz, tz_name=tz_name
+                )
     return total, state, pricing_s
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -69,85 +70,88 @@ def main() -> None:  # noqa: PLR0915 - one scripted run
     raws = [json.dumps(d).encode() for d in docs]
     truth_total, _ = truth_of(raws, table)
     rng = random.Random(7)
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = start_broker(Path(tmp) / "kafka")
-        store = ChdbStore(Path(tmp) / "chdb")
-        migrate(store)
-        store.close()
-        settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
-        create_topics(settings, retention_ms=SIMULATION_RETENTION_MS)
-        t = settings.topics
-        workers: dict[str, Proc] = {}
-        for role in ("pricing", "spend"):
-            env = worker_env(settings, app_id=APP, datadir=Path(tmp) / f"faust-{role}", role=role, metrics_port=0)
-            if static:
-                env["TOKENLEDGER_INSTANCE_ID"] = f"{role}-0"
-            workers[role] = Proc(worker_command("warn"), env, Path(tmp) / f"{role}.log").start()
-        sink = Proc(
-            sink_command(f"chdb://{tmp}/chdb", SINK, batch_size=5_000, batch_wait_s=0.2),
-            kafka_env(settings),
-            Path(tmp) / "sink.log",
-        ).start()
-        time.sleep(15)
-        stages = {
-            "pricing": (f"{APP}-pricing", t.usage_raw),
-            "spend": (f"{APP}-spend", t.spend_deltas),
-            "sink": (SINK, t.usage_priced),
-        }
-        publisher = UsagePublisher(settings, spool=None, record_time="event")
-        done = threading.Event()
+    tmp = tempfile.mkdtemp(prefix="bench-recovery-")
+    print(f"logs in {tmp} (removed after an exact run)")
+    broker = start_broker(Path(tmp) / "kafka")
+    store = ChdbStore(Path(tmp) / "chdb")
+    migrate(store)
+    store.close()
+    settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    create_topics(settings, retention_ms=SIMULATION_RETENTION_MS)
+    t = settings.topics
+    workers: dict[str, Proc] = {}
+    for role in ("pricing", "spend"):
+        env = worker_env(settings, app_id=APP, datadir=Path(tmp) / f"faust-{role}", role=role, metrics_port=0)
+        if static:
+            env["TOKENLEDGER_INSTANCE_ID"] = f"{role}-0"
+        workers[role] = Proc(worker_command("warn"), env, Path(tmp) / f"{role}.log").start()
+    sink = Proc(
+        sink_command(f"chdb://{tmp}/chdb", SINK, batch_size=5_000, batch_wait_s=0.2),
+        kafka_env(settings),
+        Path(tmp) / "sink.log",
+    ).start()
+    time.sleep(15)
+    stages = {
+        "pricing": (f"{APP}-pricing", t.usage_raw),
+        "spend": (f"{APP}-spend", t.spend_deltas),
+        "sink": (SINK, t.usage_priced),
+    }
+    publisher = UsagePublisher(settings, spool=None, record_time="event")
+    done = threading.Event()
 
-        def publish() -> None:
-            t0 = time.monotonic()
-            for i, (raw, doc) in enumerate(zip(raws, docs, strict=True)):
-                publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), raw)
-                if i % 100 == 99:
-                    publisher.flush()
-                    ahead = (i + 1) / rate - (time.monotonic() - t0)
-                    if ahead > 0:
-                        time.sleep(ahead)
-            publisher.flush()
-            done.set()
+    def publish() -> None:
+        t0 = time.monotonic()
+        for i, (raw, doc) in enumerate(zip(raws, docs, strict=True)):
+            publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), raw)
+            if i % 100 == 99:
+                publisher.flush()
+                ahead = (i + 1) / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+        publisher.flush()
+        done.set()
 
-        thread = threading.Thread(target=publish, daemon=True)
-        thread.start()
-        print(f"publishing {total:,} requests at {rate:,}/s; {'static' if static else 'dynamic'} membership")
-        results: list[tuple[str, float, float]] = []
-        for k in range(kills):
-            time.sleep(gap * 0.4 + rng.random() * gap * 0.4)
-            role = ("pricing", "spend")[k % 2]
-            group, topic = stages[role]
-            raw_end = committed(settings, *stages["pricing"])[1]
-            before = committed(settings, group, topic)[0]
-            killed_at = time.monotonic()
-            workers[role].kill9()
-            workers[role].start()
-            back = wait_until(lambda g=group, tp=topic, b=before: committed(settings, g, tp)[0] > b) - killed_at
-            wait_until(lambda r=raw_end: committed(settings, *stages["pricing"])[0] >= r)
-            ends = {s: committed(settings, *stages[s])[1] for s in ("spend", "sink")}
-            caught = (
-                wait_until(lambda e=ends: all(committed(settings, *stages[s])[0] >= e[s] for s in ("spend", "sink")))
-                - killed_at
-            )
-            results.append((role, back, caught))
-            print(f"kill -9 {role}: consuming again after {back:.1f} s, caught up after {caught:.1f} s", flush=True)
-            time.sleep(gap * 0.2)
-        thread.join()
+    thread = threading.Thread(target=publish, daemon=True)
+    thread.start()
+    print(f"publishing {total:,} requests at {rate:,}/s; {'static' if static else 'dynamic'} membership")
+    results: list[tuple[str, float, float]] = []
+    for k in range(kills):
+        time.sleep(gap * 0.4 + rng.random() * gap * 0.4)
+        role = ("pricing", "spend")[k % 2]
+        group, topic = stages[role]
+        raw_end = committed(settings, *stages["pricing"])[1]
+        before = committed(settings, group, topic)[0]
+        killed_at = time.monotonic()
+        workers[role].kill9()
+        workers[role].start()
+        back = wait_until(lambda g=group, tp=topic, b=before: committed(settings, g, tp)[0] > b) - killed_at
+        wait_until(lambda r=raw_end: committed(settings, *stages["pricing"])[0] >= r)
+        ends = {s: committed(settings, *stages[s])[1] for s in ("spend", "sink")}
+        caught = (
+            wait_until(lambda e=ends: all(committed(settings, *stages[s])[0] >= e[s] for s in ("spend", "sink")))
+            - killed_at
+        )
+        results.append((role, back, caught))
+        print(f"kill -9 {role}: consuming again after {back:.1f} s, caught up after {caught:.1f} s", flush=True)
+        time.sleep(gap * 0.2)
+    thread.join()
 
-        def drained(stage: tuple[str, str]) -> bool:
-            done_, end = committed(settings, *stage)
-            return done_ == end
+    def drained(stage: tuple[str, str]) -> bool:
+        done_, end = committed(settings, *stage)
+        return done_ == end
 
-        for s in stages.values():
-            wait_until(lambda s=s: drained(s), 600)
-        for p in (*workers.values(), sink):
-            p.stop()
-        store = ChdbStore(Path(tmp) / "chdb")
-        rows, nanos = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
-        store.close()
-        publisher.close()
-        broker.stop()
+    for s in stages.values():
+        wait_until(lambda s=s: drained(s), 600)
+    for p in (*workers.values(), sink):
+        p.stop()
+    store = ChdbStore(Path(tmp) / "chdb")
+    rows, nanos = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
+    store.close()
+    publisher.close()
+    broker.stop()
     exact = (int(rows), int(nanos)) == (total, truth_total)
+    if exact:
+        shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"store: {int(rows):,} requests, {int(nanos):,} nano-USD; truth {total:,}, {truth_total:,}: "
         f"{'exact' if exact else 'DIFFERENT'}"

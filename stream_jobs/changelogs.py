@@ -21,6 +21,12 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.replication import resolve
 
+# A restarted worker replays its tables' changelogs from the start; compaction only ever cleans
+# closed segments, and Kafka's defaults (1 GiB, 7 days) keep a busy table's whole history in the
+# open one. Rolling segments every 5 min or 64 MiB bounds a replay to the live keys plus a few
+# minutes of updates.
+COMPACTION = {"segment.ms": "300000", "segment.bytes": str(64 << 20), "min.cleanable.dirty.ratio": "0.2"}
+
 
 def ensure_changelogs(app: Any, settings: KafkaSettings, timeout_s: float = 60.0) -> list[str]:
     """Create each registered table's changelog topic if missing; return the names, all visible.
@@ -34,7 +40,7 @@ def ensure_changelogs(app: Any, settings: KafkaSettings, timeout_s: float = 60.0
     app.conf.topic_replication_factor = replication.factor
     wanted = {t.changelog_topic_name: int(t.partitions or app.conf.topic_partitions) for t in app.tables.values()}
     wanted[f"{app.conf.id}-__assignor-__leader"] = 1
-    compact = {"cleanup.policy": "compact", **replication.topic_config()}
+    compact = {"cleanup.policy": "compact", **COMPACTION, **replication.topic_config()}
     specs = [
         NewTopic(
             name,

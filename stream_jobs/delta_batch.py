@@ -8,7 +8,8 @@ from typing import Any
 
 from stream_jobs.spend_state import DIMENSIONS, labels_of_event, state_key
 from tokenledger.control.state import ControlState, TenantBudgets
-from tokenledger.schema.deltas import BUDGET_PREFIX, encode_delta
+from tokenledger.schema.deltas import BUDGET_PREFIX, encode_delta, encode_deltas
+from tokenledger.schema.raw_batch import partition_for
 
 MAX_ENTRIES = 5_000  # per delta message: ~250 KB, well under the broker's 1 MB default message limit
 _LABEL_ORDER = ("tenant", "user", "department", "project", "feature", "environment", "api_key", "model")
@@ -54,12 +55,33 @@ class DeltaBatch:
                 found.append(entry)
 
     def messages(self, max_entries: int = MAX_ENTRIES) -> list[tuple[bytes, bytes]]:
-        """``(key, value)`` of each touched key's delta; a long one in consecutive parts (same key, in order)."""
+        """``(key, value)`` of each touched key's v1 delta; a long one in consecutive parts (same key, in order)."""
         return [
             (key.encode(), encode_delta(key, e[i : i + max_entries]))
             for key, e in self._entries.items()
             for i in range(0, len(e), max_entries)
         ]
+
+    def partition_messages(self, partitions: int, max_entries: int = MAX_ENTRIES) -> list[tuple[int, bytes]]:
+        """``(partition, value)``: per partition of ``spend-deltas``, its keys' deltas in v2 messages.
+
+        A message holds at most about ``max_entries`` entries; a key with more is split into
+        consecutive parts, in order, on its one partition.
+        """
+        open_: dict[int, list[tuple[str, list[Entry]]]] = {}
+        sizes: dict[int, int] = {}
+        out: list[tuple[int, bytes]] = []
+        for key, entries in self._entries.items():
+            p = partition_for(key.encode(), partitions)
+            for i in range(0, len(entries), max_entries):
+                part = entries[i : i + max_entries]
+                if sizes.get(p, 0) + len(part) > max_entries and open_.get(p):
+                    out.append((p, encode_deltas(open_.pop(p))))
+                    sizes[p] = 0
+                open_.setdefault(p, []).append((key, part))
+                sizes[p] = sizes.get(p, 0) + len(part)
+        out += [(p, encode_deltas(parts)) for p, parts in open_.items()]
+        return out
 
     def __len__(self) -> int:
         return len(self._entries)

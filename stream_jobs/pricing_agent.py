@@ -139,7 +139,7 @@ async def _price_chunk(groups: dict[int, list[Any]], seen: dict[int, int], newes
         outputs.send_all(
             t.usage_priced, [(None, m) for m in encode_priced_batches([v for b in batches for v in b.priced])]
         ),
-        outputs.send_all(t.spend_deltas, deltas.messages()),
+        outputs.send_placed(t.spend_deltas, [(None, v, p, None) for p, v in deltas.partition_messages(PARTITIONS)]),
         outputs.send_placed(t.usage_raw, [m for b in batches for m in b.forwards()]),
     )
     for batch in batches:

@@ -66,7 +66,7 @@ from tokenledger.budget_eval import (
 )
 from tokenledger.control.records import digest
 from tokenledger.control.state import Change
-from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_delta, encode_delta
+from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_deltas, encode_delta
 from tokenledger.schema.raw_batch import partition_for
 from tokenledger.spikes import check_spike
 
@@ -104,9 +104,9 @@ async def track_spend(stream: Any) -> AsyncIterator[None]:
 
 
 async def _apply(event: Any, staged: Staged) -> None:
-    """Fold one delta into ``staged``: only its entries the key's record does not hold yet."""
+    """Fold one delta message into ``staged``: each key's entries its record does not hold yet."""
     try:
-        delta = decode_delta(event.value or b"")
+        deltas = decode_deltas(event.value or b"")
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         staged.at(event.message.partition, event.message.offset)
         staged.output(
@@ -118,10 +118,11 @@ async def _apply(event: Any, staged: Staged) -> None:
         staged.add(counters, "dead-letter:spend")
         metrics.EVENTS.labels("spend", "dead_letter").inc()
         return
-    if delta.key.startswith(BUDGET_PREFIX):
-        await _apply_budget(staged, delta)
-    else:
-        await _apply_spend(staged, delta)
+    for delta in deltas:
+        if delta.key.startswith(BUDGET_PREFIX):
+            await _apply_budget(staged, delta)
+        else:
+            await _apply_spend(staged, delta)
 
 
 def _fresh(record: Any, delta: SpendDeltaV1) -> tuple[list[Entry], dict[str, int]]:

@@ -46,7 +46,7 @@ from tokenledger.budget_eval import level_thresholds, matches
 from tokenledger.budgets import BudgetFile
 from tokenledger.kafka_config import KafkaSettings, Topics
 from tokenledger.pricing import LayeredPriceTable, price
-from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_delta
+from tokenledger.schema.deltas import BUDGET_PREFIX, SpendDeltaV1, decode_deltas
 from tokenledger.schema.raw_batch import encode_batch, event_time_ms, is_batch, partition_for, split_batch
 from tokenledger.schema.v1 import UsageEventV1
 from tokenledger.store.chdb_store import ChdbStore
@@ -291,9 +291,9 @@ class Rig:
         # a replay and counts once.
         deltas: dict[str, list[SpendDeltaV1]] = defaultdict(list)
         for m in read_messages(self.settings, self.settings.topics.spend_deltas):
-            delta = decode_delta(m.value())
-            if delta.key.startswith(BUDGET_PREFIX):
-                deltas[delta.key.removeprefix(BUDGET_PREFIX)].append(delta)
+            for delta in decode_deltas(m.value()):  # one partition's keys of a batch in a message
+                if delta.key.startswith(BUDGET_PREFIX):
+                    deltas[delta.key.removeprefix(BUDGET_PREFIX)].append(delta)
         expected_crossings: dict[str, int] = {}
         for b in budgets:
             running, applied = 0, defaultdict[int, int](lambda: -1)

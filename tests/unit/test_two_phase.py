@@ -22,9 +22,9 @@ from stream_jobs.spend_state import labels_of_event
 from tests.factories import event_dict
 from tokenledger.control.files import DEFAULT_CONTROL, ControlFile
 from tokenledger.control.state import ControlState
-from tokenledger.schema.deltas import decode_delta
+from tokenledger.schema.deltas import decode_deltas
 from tokenledger.schema.fastdecode import decode_usage_event
-from tokenledger.schema.raw_batch import position
+from tokenledger.schema.raw_batch import partition_for, position
 
 USERS = ["u0", "u1", "u2"]
 
@@ -71,7 +71,7 @@ def test_sums_exact_through_pricing_and_spend_replays(events: list[tuple[int, in
             batch = DeltaBatch(ControlState())
             for pos, user, nanos in stream[done:end]:
                 batch.add(partition, pos, 0, nanos, labels(user))
-            sent.extend(value for _, value in batch.messages(max_entries=rnd.randint(1, 4)))
+            sent.extend(value for _, value in batch.partition_messages(3, max_entries=rnd.randint(1, 4)))
             if rnd.random() < 0.3:
                 continue  # crashed before the identity record: replay from `done`
             done = end
@@ -82,10 +82,10 @@ def test_sums_exact_through_pricing_and_spend_replays(events: list[tuple[int, in
         chunk = sent[i : i + rnd.randint(1, 5)]
         before = dict(state)
         for value in chunk:
-            delta = decode_delta(value)
-            total, applied = state.get(delta.key, (0, {}))
-            fresh, last = fresh_entries(applied, delta.entries)
-            state[delta.key] = (total + sum(e[3] for e in fresh), {**applied, **last})
+            for delta in decode_deltas(value):
+                total, applied = state.get(delta.key, (0, {}))
+                fresh, last = fresh_entries(applied, delta.entries)
+                state[delta.key] = (total + sum(e[3] for e in fresh), {**applied, **last})
         if rnd.random() < 0.3:  # crash: some of the chunk's records never became durable
             for key in list(state):
                 if state[key] != before.get(key) and rnd.random() < 0.5:
@@ -127,3 +127,20 @@ def test_deltas_of_decoded_events_equal_those_of_their_labels(
         by_event.add_event(0, i, 1_000 + i, 7 * i, ev)
         by_labels.add(0, i, 1_000 + i, 7 * i, labels_of_event(ev))
     assert by_event.messages() == by_labels.messages()
+
+
+def test_partition_messages_hold_each_key_on_its_own_partition_in_order() -> None:
+    """v2 messages: one partition's keys per message; a key's entries in order, never over the size."""
+    batch = DeltaBatch(ControlState())
+    for pos in range(40):
+        batch.add(pos % 3, pos, 0, 1_000 + pos, labels(f"u{pos % 7}"))
+    v1 = {delta.key: delta.entries for _, value in batch.messages() for delta in decode_deltas(value)}
+    got: dict[str, list[tuple[int, int, int, int]]] = {}
+    for partition, value in batch.partition_messages(3, max_entries=10):
+        deltas = decode_deltas(value)
+        assert sum(len(d.entries) for d in deltas) <= 10 or len(deltas) == 1
+        for d in deltas:
+            assert partition_for(d.key.encode(), 3) == partition  # where its v1 message (keyed) would go
+            got.setdefault(d.key, []).extend(d.entries)
+    assert got == v1  # every key's entries, once, in order
+    assert len(batch.partition_messages(3)) == 3 < len(batch.messages())
