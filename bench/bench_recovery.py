@@ -84,7 +84,8 @@ def main() -> None:  # noqa: PLR0915 - one scripted run
         env = worker_env(settings, app_id=APP, datadir=Path(tmp) / f"faust-{role}", role=role, metrics_port=0)
         if static:
             env["TOKENLEDGER_INSTANCE_ID"] = f"{role}-0"
-        workers[role] = Proc(worker_command("warn"), env, Path(tmp) / f"{role}.log").start()
+        level = "info" if "--info" in sys.argv else "warn"
+        workers[role] = Proc(worker_command(level), env, Path(tmp) / f"{role}.log").start()
     sink = Proc(
         sink_command(f"chdb://{tmp}/chdb", SINK, batch_size=5_000, batch_wait_s=0.2),
         kafka_env(settings),
@@ -117,7 +118,7 @@ def main() -> None:  # noqa: PLR0915 - one scripted run
     results: list[tuple[str, float, float]] = []
     for k in range(kills):
         time.sleep(gap * 0.4 + rng.random() * gap * 0.4)
-        role = ("pricing", "spend")[k % 2]
+        role = "spend" if "--spend" in sys.argv else ("pricing", "spend")[k % 2]
         group, topic = stages[role]
         raw_end = committed(settings, *stages["pricing"])[1]
         before = committed(settings, group, topic)[0]
@@ -150,7 +151,7 @@ def main() -> None:  # noqa: PLR0915 - one scripted run
     publisher.close()
     broker.stop()
     exact = (int(rows), int(nanos)) == (total, truth_total)
-    if exact:
+    if exact and "--keep" not in sys.argv:
         shutil.rmtree(tmp, ignore_errors=True)
     print(
         f"store: {int(rows):,} requests, {int(nanos):,} nano-USD; truth {total:,}, {truth_total:,}: "
