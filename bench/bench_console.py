@@ -23,6 +23,7 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
+from bench.synthetic_usage import fill_sql
 from billing.context import BillingContext
 from billing.http_api import BillingServer
 from tokenledger.control.files import DEFAULT_CONTROL, ControlFile
@@ -31,34 +32,7 @@ from tokenledger.money import display_money
 from tokenledger.store.chdb_store import ChdbStore
 from tokenledger.store.migrations import migrate
 
-FILL = """
-INSERT INTO usage_events (source, event_id, request_id, event_time, tenant, user_id, department, project,
-    feature, environment, api_key, provider, model, trace_id, span_id, parent_span_id, usage_source, batch,
-    input_tokens, output_tokens, cached_read_tokens, cache_write_tokens, reasoning_tokens,
-    input_nanos, cached_read_nanos, cache_write_nanos, output_nanos, reasoning_nanos, cost_nanos,
-    price_version, flags)
-SELECT
-    concat('//svc/', ['copilot','helpdesk','review','contracts','crm','search'][number % 6 + 1]) AS source,
-    concat('evt-', toString(number)), concat('req-', toString(number)),
-    toDateTime64('2026-09-30 16:00:00', 6, 'UTC') + toIntervalSecond(intDiv(number * 2678399, {rows:UInt64})),
-    'acme', concat('u-', toString(number % 5000)),
-    ['research','support','engineering','legal','sales','研发中心'][number % 6 + 1],
-    concat('p', toString(number % 12)),
-    ['chat','triage','review','summarize','email-draft','embed'][number % 6 + 1],
-    if(number % 7 = 0, 'staging', 'prod'), concat('key-', toString(number % 40)),
-    ['openai','openai','anthropic','deepseek','google','dashscope','openai','openai'][number % 8 + 1],
-    ['gpt-4o','gpt-4o-mini','claude-sonnet-4-20250514','deepseek-chat',
-     'gemini-2.5-pro','qwen-plus','o3-mini','gpt-4.1'][number % 8 + 1],
-    if(number % 10 < 1, concat('t-', toString(intDiv(number, 40))), '') AS trace_id,
-    if(trace_id != '', concat('s-', toString(number)), ''),
-    if(trace_id != '' AND number % 40 != 0, concat('s-', toString(intDiv(number, 40) * 40)), ''),
-    'provider', false,
-    1000 + number % 3000 AS inp, 100 + number % 700 AS outp, (number % 5) * 200 AS cached, 0, 0,
-    (inp - cached) * 2500, cached * 1250, 0, outp * 10000, 0,
-    (inp - cached) * 2500 + cached * 1250 + outp * 10000,
-    'bench', []
-FROM numbers({rows:UInt64})
-"""
+FILL = fill_sql(sixth_department="研发中心", traced=True)
 PAGES = (
     "overview?month=2026-10",
     "spend?month=2026-10&by=department",
