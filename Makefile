@@ -60,7 +60,7 @@ lint: $(STAMP) ## ruff + mypy strict
 	$(BIN)/mypy
 
 bench: $(STAMP) ## Benchmarks (print ratios measured in one run)
-	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done
+	@for f in bench/bench_*.py; do echo "== $$f"; $(BIN)/python -m bench.$$(basename $$f .py) || exit 1; done
 
 clean: ## Remove the virtualenv and outputs
 	rm -rf $(VENV) out .mypy_cache .ruff_cache .pytest_cache

@@ -6,7 +6,7 @@ the billing job: one department bill, one project bill, and all 18 department + 
 bills (each bill: summary, breakdowns by project/model/user/feature/day/trace, advice
 queries, FX per day). Also times the same month's total as one plain SQL ``sum`` for scale.
 
-Run: ``.venv/bin/python bench/bench_bill_10m.py [rows]``. Not a timed test.
+Run: ``.venv/bin/python -m bench.bench_bill_10m [rows]``. Not a timed test.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ so October 1-30 are closed days and the 31st is live. Then, in one run:
 3. every page ``K`` times over HTTP with a bearer token: p50 / p95 per page;
 4. exactness: the overview's month total against a plain ``sum`` over FINAL.
 
-Run: ``.venv/bin/python bench/bench_console.py [rows] [K]``. Last line:
+Run: ``.venv/bin/python -m bench.bench_console [rows] [K]``. Last line:
 ``console: p95 N ms over K pages at 10 M events``. Not a timed test.
 """
 

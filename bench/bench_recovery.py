@@ -12,7 +12,7 @@ restarts it at once. For each kill it measures, from the kill:
 At the end the store is checked against the ground truth (count and nano-USD sum): exact.
 ``--static`` runs the workers as static group members (``TOKENLEDGER_INSTANCE_ID``).
 
-Run: ``.venv/bin/python bench/bench_recovery.py [kills] [rate/s] [--static]``. Last line:
+Run: ``.venv/bin/python -m bench.bench_recovery [kills] [rate/s] [--static]``. Last line:
 ``recovery: worker back in N s (p50 over K kills)``. Not a timed test.
 """
 
