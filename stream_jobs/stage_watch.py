@@ -49,6 +49,7 @@ class StageWatch:
     def __init__(self, settings: KafkaSettings, stages: list[Stage], every_s: float = 15.0) -> None:
         self._settings, self._stages, self._every_s = settings, stages, every_s
         self._empty_checks: dict[str, int] = {}
+        self._warned: set[str] = set()
         self._admin = AdminClient(settings.client_config())
         self.unconsumed: dict[str, int] = {}
 
@@ -91,11 +92,9 @@ class StageWatch:
             if not active.intersection(stage.groups):
                 waiting = self.backlog(stage)
             metrics.STAGE_UNCONSUMED.labels(stage.name).set(waiting)
-            was = self.unconsumed.get(stage.name, 0)
-            seen = self._empty_checks[stage.name] = self._empty_checks.get(stage.name, 0) + 1 if waiting else 0
-            if waiting and seen < 2:
-                continue  # one empty look is a rebalance or a broker restart in progress: said if it lasts
-            if waiting and not was:
+            looks = self._empty_checks[stage.name] = self._empty_checks.get(stage.name, 0) + 1 if waiting else 0
+            if looks == 2:  # the second empty look in a row: not a rebalance or a broker restart in progress
+                self._warned.add(stage.name)
                 log.warning(
                     "no %s worker is consuming %s (groups %s have no members) and %d events wait: "
                     "start `TOKENLEDGER_AGENTS=%s python -m stream_jobs worker`",
@@ -105,7 +104,8 @@ class StageWatch:
                     waiting,
                     stage.name,
                 )
-            elif was and not waiting:
+            elif not waiting and stage.name in self._warned:
+                self._warned.discard(stage.name)
                 log.info("%s stage is consumed again", stage.name)
             if waiting:
                 found[stage.name] = waiting

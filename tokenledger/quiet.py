@@ -85,14 +85,15 @@ _PROBE_LOG.addHandler(logging.NullHandler())
 
 
 def metadata_probe(config: dict[str, Any]) -> Callable[[], bool]:
-    """A check that the cluster answers a metadata request.
+    """A check that the cluster answers a metadata request, with a new client each time.
 
-    A listening port is not enough: a broker that is starting accepts connections before it serves.
+    A listening port is not enough (a starting broker accepts connections before it serves),
+    and a long-lived client may answer from its metadata cache while no broker runs.
     """
     conf: dict[str, Any] = {**config, "logger": _PROBE_LOG}
-    admin = AdminClient(conf)
 
     def answers() -> bool:
+        admin = AdminClient(conf)
         try:
             return bool(admin.list_topics(timeout=1.0).brokers)
         except KafkaException:
