@@ -26,6 +26,8 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 from bench.bench_pipeline import events, truth_of
@@ -42,15 +44,26 @@ APP = "tl-recovery"
 SINK = "recovery-sink"
 
 
-def committed(settings: KafkaSettings, group: str, topic: str) -> tuple[int, int]:
-    """(committed, end) offsets summed over the topic's partitions."""
-    return committed_and_end(settings, group, topic)
+def committed_at_least(settings: KafkaSettings, stage: tuple[str, str], offset: int) -> bool:
+    """Whether ``stage`` (group, topic) has committed at least ``offset`` messages in all."""
+    return committed_and_end(settings, *stage)[0] >= offset
 
 
-def wait_until(check: object, limit_s: float = 300.0) -> float:
+def all_at_least(settings: KafkaSettings, ends: list[tuple[tuple[str, str], int]]) -> bool:
+    """:func:`committed_at_least` of each ``(stage, offset)``."""
+    return all(committed_at_least(settings, stage, offset) for stage, offset in ends)
+
+
+def drained(settings: KafkaSettings, stage: tuple[str, str]) -> bool:
+    """Whether ``stage`` (group, topic) has committed every message of its topic."""
+    done, end = committed_and_end(settings, *stage)
+    return done == end
+
+
+def wait_until(check: Callable[[], bool], limit_s: float = 300.0) -> float:
     """Poll ``check`` every 0.1 s; the monotonic time it first held."""
     deadline = time.monotonic() + limit_s
-    while not check():  # type: ignore[operator]
+    while not check():
         if time.monotonic() > deadline:
             raise SystemExit("a stage did not recover within 300 s")
         time.sleep(0.1)
@@ -120,29 +133,23 @@ def main() -> None:  # noqa: PLR0915 - one scripted run
         time.sleep(gap * 0.4 + rng.random() * gap * 0.4)
         role = "spend" if "--spend" in sys.argv else ("pricing", "spend")[k % 2]
         group, topic = stages[role]
-        raw_end = committed(settings, *stages["pricing"])[1]
-        before = committed(settings, group, topic)[0]
+        raw_end = committed_and_end(settings, *stages["pricing"])[1]
+        before = committed_and_end(settings, group, topic)[0]
         killed_at = time.monotonic()
         workers[role].kill9()
         workers[role].start()
-        back = wait_until(lambda g=group, tp=topic, b=before: committed(settings, g, tp)[0] > b) - killed_at
-        wait_until(lambda r=raw_end: committed(settings, *stages["pricing"])[0] >= r)
-        ends = {s: committed(settings, *stages[s])[1] for s in ("spend", "sink")}
-        caught = (
-            wait_until(lambda e=ends: all(committed(settings, *stages[s])[0] >= e[s] for s in ("spend", "sink")))
-            - killed_at
-        )
+        back = wait_until(partial(committed_at_least, settings, (group, topic), before + 1)) - killed_at
+        wait_until(partial(committed_at_least, settings, stages["pricing"], raw_end))
+        # Every request published before the kill is priced: the stores downstream need what is out now.
+        ends = [(stages[s], committed_and_end(settings, *stages[s])[1]) for s in ("spend", "sink")]
+        caught = wait_until(partial(all_at_least, settings, ends)) - killed_at
         results.append((role, back, caught))
         print(f"kill -9 {role}: consuming again after {back:.1f} s, caught up after {caught:.1f} s", flush=True)
         time.sleep(gap * 0.2)
     thread.join()
 
-    def drained(stage: tuple[str, str]) -> bool:
-        done_, end = committed(settings, *stage)
-        return done_ == end
-
-    for s in stages.values():
-        wait_until(lambda s=s: drained(s), 600)
+    for stage in stages.values():
+        wait_until(partial(drained, settings, stage), 600)
     for p in (*workers.values(), sink):
         p.stop()
     store = ChdbStore(Path(tmp) / "chdb")

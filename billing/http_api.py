@@ -18,7 +18,6 @@ the traceback in the log for anything unexpected. No request drops its connectio
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -32,7 +31,7 @@ from billing.allocation import METHODS
 from billing.bill import AS_BILLED, DIMENSIONS, build_bill
 from billing.console.data import ConsoleData
 from billing.console.pages import ConsolePages
-from billing.console.session import COOKIE, Sessions
+from billing.console.session import COOKIE, Sessions, billing_tenant
 from billing.context import BillingContext, live_fx
 from billing.forecast_job import forecast_budgets
 from billing.jobs import allocation_csv, allocation_for_month, file_part
@@ -68,12 +67,10 @@ def authorize(header: str | None, tenant: str, control: ControlState) -> None:
         AccessDenied: 401 when the token is missing or unknown, 403 when it is another tenant's.
     """
     token = bearer_token(header)
-    if token is None:
+    found = billing_tenant(control, token) if token is not None else None
+    if found is None:
         raise AccessDenied(HTTPStatus.UNAUTHORIZED)
-    key = control.key_for(hashlib.sha256(token.encode()).hexdigest(), "billing")
-    if key is None:
-        raise AccessDenied(HTTPStatus.UNAUTHORIZED)
-    if key.tenant != tenant:
+    if found[0] != tenant:
         raise AccessDenied(HTTPStatus.FORBIDDEN)
 
 

@@ -81,6 +81,18 @@ def runs(days: Iterable[date]) -> list[tuple[date, date]]:
     return out
 
 
+def day_params(tenant: str, tz: ZoneInfo, first: date, last: date, built_at: datetime, **extra: Any) -> dict[str, Any]:
+    """Bound parameters of the per-local-day queries over local days ``first`` to ``last``."""
+    return {
+        "tenant": tenant,
+        "tz": tz.key,
+        "start": day_start(first, tz),
+        "end": day_start(last + timedelta(days=1), tz),
+        "built_at": built_at,
+        **extra,
+    }
+
+
 def merge_rows(parts: Sequence[Sequence[Mapping[str, Any]]], keys: Sequence[str]) -> list[dict[str, Any]]:
     """Pure: add up rows of several sources that share the same key values."""
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
@@ -126,14 +138,7 @@ class Rollups:
         return [r for r in self.store.query(load_query(name), params).dicts() if r["day"] in keep]
 
     def _raw(self, name: str, tenant: str, tz: ZoneInfo, first: date, last: date, **extra: Any) -> list[dict[str, Any]]:
-        params = {
-            "tenant": tenant,
-            "tz": tz.key,
-            "start": day_start(first, tz),
-            "end": day_start(last + timedelta(days=1), tz),
-            "built_at": self.clock(),
-            **extra,
-        }
+        params = day_params(tenant, tz, first, last, self.clock(), **extra)
         return list(self.store.query(load_query(name), params).dicts())
 
     def spend(
@@ -220,14 +225,7 @@ class Rollups:
             ("spend_rollup", "spend_by_local_day", SPEND_COLUMNS, {}),
             ("top_requests_rollup", "top_requests_by_local_day", TOP_COLUMNS, {"limit": TOP_PER_DAY}),
         ):
-            params = {
-                "tenant": tenant,
-                "tz": tz.key,
-                "start": day_start(day, tz),
-                "end": day_start(day + timedelta(days=1), tz),
-                "built_at": built_at,
-                **extra,
-            }
+            params = day_params(tenant, tz, day, day, built_at, **extra)
             self.store.execute(f"INSERT INTO {table} ({', '.join(columns)}) " + load_query(name), params)
         self.store.insert(
             "rollup_days", ("tenant", "tz", "day", "inserts_seen", "built_at"), [(tenant, tz.key, day, seen, built_at)]

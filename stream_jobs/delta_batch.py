@@ -8,7 +8,7 @@ from typing import Any
 
 from stream_jobs.spend_state import DIMENSIONS, labels_of_event, state_key
 from tokenledger.control.state import ControlState, TenantBudgets
-from tokenledger.schema.deltas import BUDGET_PREFIX, encode_delta, encode_deltas
+from tokenledger.schema.deltas import BUDGET_PREFIX, encode_deltas
 from tokenledger.schema.raw_batch import partition_for
 
 MAX_ENTRIES = 5_000  # per delta message: ~250 KB, well under the broker's 1 MB default message limit
@@ -53,14 +53,6 @@ class DeltaBatch:
                 entries[key] = [entry]
             else:
                 found.append(entry)
-
-    def messages(self, max_entries: int = MAX_ENTRIES) -> list[tuple[bytes, bytes]]:
-        """``(key, value)`` of each touched key's v1 delta; a long one in consecutive parts (same key, in order)."""
-        return [
-            (key.encode(), encode_delta(key, e[i : i + max_entries]))
-            for key, e in self._entries.items()
-            for i in range(0, len(e), max_entries)
-        ]
 
     def partition_messages(self, partitions: int, max_entries: int = MAX_ENTRIES) -> list[tuple[int, bytes]]:
         """``(partition, value)``: per partition of ``spend-deltas``, its keys' deltas in v2 messages.

@@ -30,7 +30,7 @@ from billing.selfhost import BreakEven, SelfHostTable, break_even
 from tokenledger.budgets import Budget
 from tokenledger.control.state import ControlState
 from tokenledger.guard import BreakerView
-from tokenledger.store.base import Store
+from tokenledger.store.base import Store, load_query
 
 log = logging.getLogger("tokenledger.console")
 
@@ -315,18 +315,16 @@ class ConsoleData:
         """Every bill scope of a month (tenant, departments, projects, models, features, environments, keys)."""
         rows = self.spend(tenant, month, BILL_DIMS)
         acc: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+        scopes = ("tenant", *BILL_DIMS)
         for r in rows:
-            for dim in ("tenant", "department", "project", "model", "feature", "environment", "api_key"):
+            for dim in scopes:
                 value = tenant if dim == "tenant" else str(r[dim])
                 if value:
                     a = acc[(dim, value)]
                     a[0] += int(r["requests"])
                     a[1] += int(r["cost_nanos"])
         rerated = self.rerated(tenant, month)
-        order = {
-            d: i
-            for i, d in enumerate(("tenant", "department", "project", "model", "feature", "environment", "api_key"))
-        }
+        order = {d: i for i, d in enumerate(scopes)}
         return [
             ScopeLine(dim, value, n, cost, rerated.get((dim, value), {}))
             for (dim, value), (n, cost) in sorted(acc.items(), key=lambda kv: (order[kv[0][0]], -kv[1][1], kv[0][1]))
@@ -335,12 +333,8 @@ class ConsoleData:
     def rerated(self, tenant: str, month: str) -> dict[tuple[str, str], dict[str, int]]:
         """Re-rating runs' totals of the month per tenant/department/project scope."""
         period = self.period(tenant, month)
-        rows = self.store.query(
-            "SELECT rating_run, department, project, sum(cost_nanos) AS cost_nanos FROM usage_rerated FINAL "
-            "WHERE tenant = {tenant:String} AND event_time >= {start:DateTime64(6, 'UTC')} "
-            "AND event_time < {end:DateTime64(6, 'UTC')} GROUP BY rating_run, department, project",
-            {"tenant": tenant, "start": period.start, "end": period.end},
-        ).dicts()
+        params = {"tenant": tenant, "start": period.start, "end": period.end}
+        rows = self.store.query(load_query("rerated_scopes"), params).dicts()
         out: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
         for r in rows:
             for key in (("tenant", tenant), ("department", str(r["department"])), ("project", str(r["project"]))):

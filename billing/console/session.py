@@ -21,6 +21,13 @@ COOKIE = "tl_session"
 TTL_S = 12 * 3600
 
 
+def billing_tenant(control: ControlState, token: str) -> tuple[str, str] | None:
+    """``(tenant, sha256)`` of a live billing token (the API's bearer and the console's sign-in), else None."""
+    digest = hashlib.sha256(token.encode()).hexdigest()
+    key = control.key_for(digest, "billing")
+    return None if key is None else (key.tenant, digest)
+
+
 @dataclass(frozen=True)
 class Session:
     """A signed-in browser."""
@@ -44,9 +51,7 @@ class Sessions:
 
     def tenant_of_token(self, token: str) -> tuple[str, str] | None:
         """``(tenant, sha256)`` of a live billing token, else None."""
-        digest = hashlib.sha256(token.encode()).hexdigest()
-        key = self.control.key_for(digest, "billing")
-        return None if key is None else (key.tenant, digest)
+        return billing_tenant(self.control, token)
 
     def open(self, token: str) -> tuple[str, str] | None:
         """Sign in: ``(session id, tenant)``, or None for an unknown token."""

@@ -23,6 +23,14 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
 
 
 @pytest.fixture
+def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
+    """A broker of this test's own, which it may stop and restart."""
+    b = start_broker(tmp_path / "kafka")
+    yield b
+    b.stop()
+
+
+@pytest.fixture
 def kafka(broker: KafkaBroker) -> KafkaSettings:
     """Fresh, uniquely named topics per test on the shared broker."""
     suffix = uuid.uuid4().hex[:8]

@@ -27,7 +27,7 @@ import time
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -37,7 +37,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from infra.broker import KafkaBroker, free_port, start_broker
+from infra.broker import KafkaBroker, free_port
 from infra.topics import SIMULATION_RETENTION_MS, create_topics
 from infra.workers import Proc, committed_lag, committed_offsets, kafka_env, sink_command, worker_command, worker_env
 from tests.factories import event_dict
@@ -340,13 +340,6 @@ def rng() -> random.Random:
     seed = int(os.environ.get("TOKENLEDGER_CRASH_SEED", str(random.SystemRandom().randrange(10**6))))
     print(f"crash seed {seed}")
     return random.Random(seed)
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
-    b = start_broker(tmp_path / "kafka")
-    yield b
-    b.stop()
 
 
 def _run(rig: Rig, rng: random.Random, fault: Callable[[], None]) -> None:

@@ -12,25 +12,15 @@ import random
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from infra.broker import KafkaBroker, start_broker
+from infra.broker import KafkaBroker
 from tests.integration.test_crash_exact import Rig, make_events
 
 OUTAGE_S = 20
 # A log line: ours and the libraries' ("[time] LEVEL name: ..."), Faust's ("[time] [pid] [LEVEL] ..."),
 # or librdkafka's own stderr format ("%3|...|FAIL|...") if a client bypassed Python logging.
 _LEVEL = re.compile(r"\b(WARNING|ERROR|CRITICAL)\b|^%[0-4]\|")
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[KafkaBroker]:
-    b = start_broker(tmp_path / "kafka")
-    yield b
-    b.stop()
 
 
 def test_a_20_s_broker_outage_is_two_lines_per_process(own_broker: KafkaBroker, tmp_path: Path) -> None:

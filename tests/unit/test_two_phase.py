@@ -126,7 +126,7 @@ def test_deltas_of_decoded_events_equal_those_of_their_labels(
         ev = decode_usage_event(json.dumps(doc).encode())
         by_event.add_event(0, i, 1_000 + i, 7 * i, ev)
         by_labels.add(0, i, 1_000 + i, 7 * i, labels_of_event(ev))
-    assert by_event.messages() == by_labels.messages()
+    assert by_event.partition_messages(3) == by_labels.partition_messages(3)
 
 
 def test_partition_messages_hold_each_key_on_its_own_partition_in_order() -> None:
@@ -134,13 +134,13 @@ def test_partition_messages_hold_each_key_on_its_own_partition_in_order() -> Non
     batch = DeltaBatch(ControlState())
     for pos in range(40):
         batch.add(pos % 3, pos, 0, 1_000 + pos, labels(f"u{pos % 7}"))
-    v1 = {delta.key: delta.entries for _, value in batch.messages() for delta in decode_deltas(value)}
+    whole = {d.key: d.entries for _, value in batch.partition_messages(3) for d in decode_deltas(value)}
     got: dict[str, list[tuple[int, int, int, int]]] = {}
     for partition, value in batch.partition_messages(3, max_entries=10):
         deltas = decode_deltas(value)
         assert sum(len(d.entries) for d in deltas) <= 10 or len(deltas) == 1
         for d in deltas:
-            assert partition_for(d.key.encode(), 3) == partition  # where its v1 message (keyed) would go
+            assert partition_for(d.key.encode(), 3) == partition  # where a v1 message keyed by it would go
             got.setdefault(d.key, []).extend(d.entries)
-    assert got == v1  # every key's entries, once, in order
-    assert len(batch.partition_messages(3)) == 3 < len(batch.messages())
+    assert got == whole  # every key's entries, once, in order, however the messages are cut
+    assert len(batch.partition_messages(3)) == 3 < len(whole)  # one message per partition, not per key

@@ -2,9 +2,11 @@
 
 Two-phase aggregation. The pricing stage groups each batch of ``usage-raw`` events by what
 the spend stage keeps state for: every dimension value (``tenant|dimension=value``) and every
-budget (``budget:<id>``) an event falls in. Each key gets one message per batch, keyed by that
-key, so the spend stage receives one message per touched key per batch instead of one per
-event, and one tenant's keys spread over all partitions.
+budget (``budget:<id>``) an event falls in. Each key's share of a batch is a delta (v1, below;
+alone in a message keyed by its key, as budget change markers still travel), and the pricing
+stage sends the deltas of all keys on one partition together (v2, at the end): the spend stage
+receives a few messages per batch instead of one per event, and one tenant's keys spread over
+all partitions.
 
 Each entry names the raw partition and position it came from (``offset * 65,536 + index`` in
 a batch message, see ``tokenledger.schema.raw_batch``). The spend stage remembers, per key and
