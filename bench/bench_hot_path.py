@@ -50,7 +50,7 @@ from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.sample import simulate
 from tokenledger.schema.deltas import BUDGET_PREFIX, decode_deltas
 from tokenledger.schema.fastdecode import decode_usage_event
-from tokenledger.schema.priced import encode_priced
+from tokenledger.schema.priced import encode_row
 from tokenledger.schema.raw_batch import partition_for
 
 N = 20_000
@@ -120,7 +120,7 @@ def hot_path(raws: list[bytes], control: ControlState, batch: int = BATCH) -> tu
                 continue
             seen.add(request)
             cost = price(ev.data, ev.time, table)
-            priced.append(encode_priced(ev, cost))
+            priced.append(encode_row(ev, cost))
             total += cost.total_nanos
             deltas.add_event(0, offset, at_us, cost.total_nanos, ev)
         messages = deltas.partition_messages(3)

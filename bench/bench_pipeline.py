@@ -2,7 +2,9 @@
 
 End to end: ``UsagePublisher`` -> Apache Kafka 3.9 -> pricing agent (Faust process) ->
 ``usage-priced`` -> spend agent (Faust process: windows, budgets, breakers) and the store sink
-(``python -m stream_jobs sink`` process) -> chdb. Timed from the first publish until the spend
+(``python -m stream_jobs sink`` process) -> chdb. After a warm-up of 20,000 events through the
+whole pipeline (the broker's JIT compiles its hot paths in the first seconds of load: a running
+cluster is warm), timed from the first publish until the spend
 agent and the sink have committed every priced event (the sink commits only after the store
 acknowledged the insert); the store is then checked to hold every request. Each process's CPU
 seconds are read from ``/proc``, so events per CPU-second ("per core") are reported too.
@@ -10,7 +12,7 @@ seconds are read from ``/proc``, so events per CPU-second ("per core") are repor
 Plain loop, same events, same machine: ``json.loads`` + pydantic validation + ``price()``
 + the same per-dimension day/month/hour folds, in one Python loop, nothing else.
 
-Run: ``.venv/bin/python bench/bench_pipeline.py [events]``. Not a timed test.
+Run: ``.venv/bin/python -m bench.bench_pipeline [events]``. Not a timed test.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
+
+from confluent_kafka import Consumer, TopicPartition
 
 from infra.broker import start_broker
 from infra.topics import SIMULATION_RETENTION_MS, create_topics
@@ -114,6 +118,25 @@ class Run:
     tenant_months: dict[tuple[str, str], int]  # from the spend table's changelog
     delta_messages: int  # on spend-deltas: what the spend stage consumed
     raw_messages: int  # on usage-raw: the publisher's batches
+    topics: dict[str, tuple[int, int]]  # every topic's messages and bytes on disk
+
+
+def topic_sizes(settings: KafkaSettings, log_dir: Path) -> dict[str, tuple[int, int]]:
+    """Messages (end offsets) and bytes on disk of every topic, changelogs included."""
+    admin_reader = Consumer({**settings.client_config(), "group.id": "bench-sizes", "enable.auto.commit": False})
+    out: dict[str, tuple[int, int]] = {}
+    try:
+        for topic, meta in admin_reader.list_topics(timeout=10).topics.items():
+            if topic.startswith("__"):
+                continue
+            ends = sum(
+                admin_reader.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in meta.partitions
+            )
+            size = sum(f.stat().st_size for d in log_dir.glob(f"{topic}-*") for f in d.glob("*.log"))
+            out[topic] = (ends, size)
+    finally:
+        admin_reader.close()
+    return out
 
 
 def read_latest(settings: KafkaSettings, topic: str) -> dict[bytes, Any]:
@@ -122,7 +145,7 @@ def read_latest(settings: KafkaSettings, topic: str) -> dict[bytes, Any]:
 
 
 def wait_done(
-    settings: KafkaSettings, procs: list[Proc], n: int, t0: float, *, tmp: str, raw_messages: int
+    settings: KafkaSettings, procs: list[Proc], t0: float, *, tmp: str, raw_messages: int
 ) -> dict[str, float]:
     """Seconds from ``t0`` until the spend stage and the sink committed everything (after all was priced)."""
     deadline = time.monotonic() + 1800
@@ -145,9 +168,24 @@ def wait_done(
     return done_at
 
 
-def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str) -> Run:
-    """Publish every event through the real pipeline and wait until the store and the budgets hold them."""
-    n = len(raws)
+WARM_UP = 20_000  # events through the whole pipeline before the clock starts (JIT, caches, connections)
+
+
+def publish(settings: KafkaSettings, raws: list[bytes], docs: list[dict[str, Any]]) -> None:
+    """Publish events keyed by request, as services do, and wait until the broker has them."""
+    publisher = UsagePublisher(settings, spool=None, record_time="event")
+    for raw, doc in zip(raws, docs, strict=True):
+        publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), raw)
+    publisher.flush()
+    publisher.close()  # before the broker stops, or its client logs connection failures at exit
+
+
+def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str, warm: int) -> Run:
+    """Publish every event through the real pipeline and wait until the store and the budgets hold them.
+
+    The first ``warm`` events warm the pipeline up (the broker's JIT compiles its hot paths in
+    the first seconds of load, ~1 CPU-second); the clock and the CPU counters cover the rest.
+    """
     broker = start_broker(Path(tmp) / "kafka")
     store = ChdbStore(Path(tmp) / "chdb")
     migrate(store)
@@ -164,22 +202,28 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str) -> Run
     ]
     sink = sink_command(f"chdb://{tmp}/chdb", "bench-sink", batch_size=5_000, batch_wait_s=0.2)
     procs.append(Proc(sink, kafka_env(settings), Path(tmp) / "sink.log").start())
-    time.sleep(20)  # every process joined its group and idles before the clock starts
-    print(f"workers started, publishing {n:,} events", flush=True)
     pids = {name: p.proc.pid if p.proc else 0 for name, p in zip(("pricing", "spend", "sink"), procs, strict=True)}
     pids["broker"] = broker.pid or 0
+    time.sleep(15)  # every process joined its group and idles
+    idle0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    time.sleep(5)
+    idle1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    idle = ", ".join(f"{name} {100 * (idle1[name] - idle0[name]) / 5:.1f} %" for name in pids)
+    print(f"idle CPU over 5 s (% of a core): {idle}", flush=True)
+    t0 = time.perf_counter()
+    publish(settings, raws[:warm], docs[:warm])
+    warm_messages = committed_and_end(settings, f"{APP}-pricing", settings.topics.usage_raw)[1]
+    wait_done(settings, procs, t0, tmp=tmp, raw_messages=warm_messages)
+    print(f"warmed up with {warm:,} events in {time.perf_counter() - t0:.1f} s", flush=True)
+    print(f"publishing {len(raws) - warm:,} events", flush=True)
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     own0 = time.process_time()
     t0 = time.perf_counter()
-    publisher = UsagePublisher(settings, spool=None, record_time="event")
-    for raw, doc in zip(raws, docs, strict=True):
-        publisher.publish_raw(f"{doc['source']}|{doc['data']['request_id']}".encode(), raw)
-    publisher.flush()
+    publish(settings, raws[warm:], docs[warm:])
     published_s = time.perf_counter() - t0
     cpu = {"publisher": time.process_time() - own0}
-    publisher.close()  # before the broker stops, or its client logs connection failures at exit
     raw_messages = committed_and_end(settings, f"{APP}-pricing", settings.topics.usage_raw)[1]
-    done_at = wait_done(settings, procs, n, t0, tmp=tmp, raw_messages=raw_messages)
+    done_at = wait_done(settings, procs, t0, tmp=tmp, raw_messages=raw_messages)
     cpu |= {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
     for p in procs:
         p.stop()
@@ -189,45 +233,65 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str) -> Run
         if state and dim == f"tenant={tenant}":
             months |= {(tenant, month): v for month, v in state["month"].items()}
     deltas = committed_and_end(settings, f"{APP}-spend", settings.topics.spend_deltas)[1]
+    topics = topic_sizes(settings, broker.data_dir / "logs")
     store = ChdbStore(Path(tmp) / "chdb")
     rows, stored = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
     store.close()
     broker.stop()
     spend_s = done_at[f"{APP}-spend"]
-    return Run(published_s, done_at["bench-sink"], spend_s, cpu, int(rows), int(stored), months, deltas, raw_messages)
+    return Run(
+        published_s,
+        done_at["bench-sink"],
+        spend_s,
+        cpu,
+        int(rows),
+        int(stored),
+        months,
+        deltas,
+        raw_messages - warm_messages,
+        topics,
+    )
 
 
 def main() -> None:
     """Run both, check the totals against the ground truth, print the rates (headline last)."""
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
     table = CachedPriceTable(LayeredPriceTable.from_path())
-    docs = events(n)
-    if len(docs) < n:
-        raise SystemExit(f"the simulation yields {len(docs):,} events, fewer than {n:,}")
+    docs = events(WARM_UP + n)
+    if len(docs) < WARM_UP + n:
+        raise SystemExit(f"the simulation yields {len(docs):,} events, fewer than {WARM_UP + n:,}")
     raws = [json.dumps(d).encode() for d in docs]
-    plain = plain_loop(raws, table)
+    plain = plain_loop(raws[WARM_UP:], table)
     print(f"plain loop (decode + validate + price + 7 dimension folds): {plain:,.0f} events/s", flush=True)
     truth_total, truth_months = truth_of(raws, table)
     with tempfile.TemporaryDirectory() as tmp:
-        run = run_pipeline(raws, docs, tmp)
-    if (run.rows, run.stored_nanos) != (n, truth_total):
+        run = run_pipeline(raws, docs, tmp, WARM_UP)
+    if (run.rows, run.stored_nanos) != (len(raws), truth_total):
         raise SystemExit(
-            f"store: {run.rows:,} requests, {run.stored_nanos:,} nano-USD; expected {n:,}, {truth_total:,}"
+            f"store: {run.rows:,} requests, {run.stored_nanos:,} nano-USD; expected {len(raws):,}, {truth_total:,}"
         )
     wrong = {k: (v, truth_months.get(k)) for k, v in run.tenant_months.items() if truth_months.get(k) != v}
     if wrong or not run.tenant_months:
         raise SystemExit(f"spend table per tenant and month differs from the truth (found, expected): {wrong}")
     months = len(run.tenant_months)
-    print(f"totals exact: store {run.stored_nanos:,} nano-USD in {run.rows:,} requests; {months} tenant months")
+    print(
+        f"totals exact (warm-up included): store {run.stored_nanos:,} nano-USD in {run.rows:,} requests; "
+        f"{months} tenant months"
+    )
     all_cpu = sum(run.cpu_s.values())
     per = ", ".join(f"{name} {1e6 * c / n:,.0f}" for name, c in run.cpu_s.items())
     print(f"CPU µs/event: {per}; all processes {1e6 * all_cpu / n:,.0f} ({n / all_cpu:,.0f} events per CPU-second)")
-    print(f"usage-raw: {run.raw_messages:,} messages (the publisher's batches); spend-deltas: {run.delta_messages:,}")
+    print(
+        f"usage-raw: {run.raw_messages:,} messages (the publisher's batches); "
+        f"spend-deltas: {run.delta_messages:,} (warm-up included)"
+    )
+    sizes = ", ".join(f"{t} {m:,} ({b / 1e6:,.1f} MB)" for t, (m, b) in sorted(run.topics.items()) if m)
+    print(f"messages per topic (warm-up included): {sizes}")
     print(f"published in {run.published_s:.1f} s ({n / run.published_s:,.0f} events/s)")
     print(f"store complete after {run.stored_s:.1f} s: {n / run.stored_s:,.0f} events/s")
     print(f"budgets complete after {run.budgets_s:.1f} s: {n / run.budgets_s:,.0f} events/s")
     e2e = n / max(run.stored_s, run.budgets_s)
-    print(f"pipeline end to end: {e2e:,.0f} events/s ({plain / e2e:.1f}x the plain loop's time)")
+    print(f"pipeline end to end: {e2e:,.0f} events/s ({e2e / plain:.2f}x the plain loop's rate)")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,6 @@ from tokenledger.health import HEALTH, answer
 from tokenledger.http_edge import MAX_BODY, bearer_token, error_response, json_errors, json_response
 from tokenledger.identity import placement_key
 from tokenledger.kafka_config import KafkaSettings
-from tokenledger.kafka_logs import RDKAFKA
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
 from tokenledger.schema.raw_batch import encode_batch, partition_for
 
@@ -218,12 +217,9 @@ class AckingProducer:
         self._topic = settings.topics.usage_raw
         self._producer = Producer(
             {
-                **settings.client_config(),
-                "acks": "all",
+                **settings.producer_config(),
                 "linger.ms": 2,
                 "partitioner": "murmur2_random",
-                "enable.idempotence": True,  # a retried batch is written once
-                "logger": RDKAFKA,
             }
         )
         self._partitions: int | None = None

@@ -27,7 +27,6 @@ from confluent_kafka import KafkaError, Producer
 
 from producers.events import kafka_key
 from tokenledger.kafka_config import KafkaSettings
-from tokenledger.kafka_logs import RDKAFKA
 from tokenledger.schema import UsageEventV1
 from tokenledger.schema.fastdecode import encode_usage_event
 from tokenledger.schema.raw_batch import encode_batch, event_time_ms, partition_for
@@ -87,14 +86,11 @@ class UsagePublisher:
             ProducerLike,
             Producer(
                 {
-                    **settings.client_config(),
+                    **settings.producer_config(),
                     "queue.buffering.max.messages": max_buffered,
                     "linger.ms": 5,
-                    "acks": "all",
                     "message.timeout.ms": 120_000,
                     "partitioner": "murmur2_random",  # Kafka's default (Java), as batches are grouped
-                    "enable.idempotence": True,  # a retried batch is written once, in order
-                    "logger": RDKAFKA,
                 }
             ),
         )

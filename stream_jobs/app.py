@@ -81,6 +81,7 @@ app = faust.App(
     broker_commit_interval=1.0,
     producer_linger_ms=5,
     producer_max_batch_size=65_536,
+    producer_compression_type=None if SETTINGS.compression == "none" else SETTINGS.compression,  # changelogs
     web_enabled=False,
     datadir=str(DATADIR),
     table_cleanup_interval=3600.0,

@@ -20,7 +20,6 @@ from confluent_kafka import KafkaException, Producer
 
 from tokenledger.errors import PermanentError
 from tokenledger.kafka_config import KafkaSettings
-from tokenledger.kafka_logs import RDKAFKA
 
 log = logging.getLogger(__name__)
 Placed = tuple[bytes | None, bytes, int | None, int | None]  # key, value, partition, timestamp ms
@@ -32,14 +31,12 @@ class AsyncProducer:
     def __init__(self, settings: KafkaSettings, linger_ms: int = 5) -> None:
         self._producer = Producer(
             {
-                **settings.client_config(),
+                **settings.producer_config(),
                 "linger.ms": linger_ms,
                 "batch.size": 1_000_000,
                 # Java's partitioner (murmur2 of the key), the one aiokafka and Faust use: a key
                 # lands where a Faust worker computing its partition expects it.
                 "partitioner": "murmur2_random",
-                "enable.idempotence": True,  # a retried batch is not written twice, and order holds
-                "logger": RDKAFKA,
             }
         )
         self._loop: asyncio.AbstractEventLoop | None = None

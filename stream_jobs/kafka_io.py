@@ -16,7 +16,6 @@ from stream_jobs.store_sink import Message
 from tokenledger import metrics
 from tokenledger.errors import PermanentError, TransientError
 from tokenledger.kafka_config import KafkaSettings
-from tokenledger.kafka_logs import RDKAFKA
 
 log = logging.getLogger(__name__)
 
@@ -228,9 +227,7 @@ class KafkaDeadLetter:
     def __init__(self, settings: KafkaSettings) -> None:
         self._topic = settings.topics.dead_letter
         # Idempotent: a batch retried after a lost acknowledgement is not written twice.
-        self._producer = Producer(
-            {**settings.client_config(), "enable.idempotence": True, "acks": "all", "logger": RDKAFKA}
-        )
+        self._producer = Producer(settings.producer_config())
         self.errors: list[str] = []
 
     def send(self, value: bytes | None, reason: str, origin: Message) -> None:

@@ -14,7 +14,7 @@
   timestamp, and priced when it arrives: every copy of a request meets in one partition, so
   dedup does not depend on the producer's partitioner;
 * each batch (one source partition's share) becomes: its priced events on ``usage-priced``
-  (for the store), ~1,000 to a message (``tokenledger.schema.priced``), one delta per touched
+  (for the store: their stored rows), ~1,000 to a message (``tokenledger.schema.priced``), one delta per touched
   key on ``spend-deltas`` (for the spend stage: every dimension value and every matching
   budget, see ``tokenledger.schema.deltas``), and one identity record in the ``priced-batches`` table.
 
@@ -60,7 +60,7 @@ from tokenledger.event_time import epoch_us, outside_window
 from tokenledger.identity import legacy_identity, placement_key, request_identity
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
-from tokenledger.schema.priced import encode_priced, encode_priced_batches
+from tokenledger.schema.priced import encode_priced_batches, encode_row
 from tokenledger.schema.raw_batch import encode_batch, partition_for, position
 
 TABLE = CachedPriceTable(LayeredPriceTable.from_path())
@@ -240,7 +240,7 @@ async def _price_one(
     d = ev.data
     cost = price(d, ev.time, TABLE)
     # Sent keyless in batch messages: one tenant's rows spread over every sink partition.
-    batch.priced.append(encode_priced(ev, cost))
+    batch.priced.append(encode_row(ev, cost))
     nanos = cost.total_nanos
     batch.deltas.add_event(partition, pos, at_us, nanos, ev)
     batch.ids[request] = (at_us // 1_000_000, partition, pos)

@@ -21,16 +21,16 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import msgspec
 
 from tokenledger import metrics
 from tokenledger.errors import TransientError
 from tokenledger.outage import Outage
-from tokenledger.schema.priced import decode_priced, priced_items
+from tokenledger.schema.priced import decode_row, priced_items, row_lines, v1_as_row
 from tokenledger.store.base import Store
-from tokenledger.store.records import USAGE_COLUMNS, usage_row
+from tokenledger.store.records import USAGE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -154,17 +154,21 @@ class StoreSink:
         messages = self._consumer.poll_batch(want, self._batch_wait_s)
         if not messages:
             return 0
-        rows: list[tuple[Any, ...]] = []
+        rows: list[bytes] = []  # JSONCompactEachRow lines, as the pricing agent wrote them (v2)
         seen: set[tuple[str, str, str]] = set()
         events = 0
         for msg in messages:
-            items = priced_items(msg.value) if msg.value else [b""]
+            lines = row_lines(msg.value) if msg.value else None
+            items = lines if lines is not None else priced_items(msg.value) if msg.value else [b""]
             events += len(items)
             for i, item in enumerate(items):
                 try:
                     if not item:
                         raise msgspec.ValidationError("empty message value")
-                    priced = decode_priced(item)
+                    if lines is not None:
+                        identity, line = decode_row(item).identity, item
+                    else:
+                        identity, line = v1_as_row(item)
                 except (msgspec.ValidationError, msgspec.DecodeError) as exc:
                     where = f" (line {i + 1} of a batch of {len(items)})" if len(items) > 1 else ""
                     reason = f"not a priced event{where}: {exc}"
@@ -172,13 +176,13 @@ class StoreSink:
                     self.stats.dead_lettered += 1
                     metrics.EVENTS.labels("sink", "dead_letter").inc()
                     continue
-                if priced.event.identity in seen:
+                if identity in seen:
                     continue  # duplicate inside the batch; the store would collapse it anyway
-                seen.add(priced.event.identity)
-                rows.append(usage_row(priced.event, priced.cost.to_cost()))
+                seen.add(identity)
+                rows.append(line)
         self._per_message = max(1.0, 0.8 * self._per_message + 0.2 * events / len(messages))
         started = time.monotonic()
-        self._until_done("store", lambda: self._store.insert("usage_events", USAGE_COLUMNS, rows))
+        self._until_done("store", lambda: self._store.insert_lines("usage_events", USAGE_COLUMNS, rows))
         offsets = _next_offsets(messages)
         self._until_done("broker", lambda: self._consumer.commit(offsets))
         metrics.SINK_BATCH.observe(time.monotonic() - started)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
+
 from stream_jobs.store_sink import Message
 from tokenledger.store.base import QueryResult, StoreUnavailable
 
@@ -56,6 +58,9 @@ class FlakyStore:
         if self.attempts <= self.failures:
             raise StoreUnavailable("connection refused")
         self.rows.extend(tuple(r) for r in rows)
+
+    def insert_lines(self, table: str, columns: Sequence[str], lines: Sequence[bytes]) -> None:
+        self.insert(table, columns, [orjson.loads(line) for line in lines])
 
     def close(self) -> None:
         pass

@@ -114,13 +114,20 @@ class FlakyStore:
     def __init__(self, inner: ChdbStore, down: int) -> None:
         self.inner, self.down = inner, down
 
-    def insert(self, table: str, columns: object, rows: object) -> None:
+    def _guard(self) -> None:
         if self.down > 0:
             self.down -= 1
             from tokenledger.store.base import StoreUnavailable  # noqa: PLC0415
 
             raise StoreUnavailable("Connection refused (simulated restart)")
+
+    def insert(self, table: str, columns: object, rows: object) -> None:
+        self._guard()
         self.inner.insert(table, columns, rows)  # type: ignore[arg-type]
+
+    def insert_lines(self, table: str, columns: object, lines: object) -> None:
+        self._guard()
+        self.inner.insert_lines(table, columns, lines)  # type: ignore[arg-type]
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)

@@ -160,10 +160,9 @@ def test_store_down_for_a_minute(kafka: KafkaSettings, store: ChdbStore) -> None
     outage_until = time.monotonic() + 60.0
 
     class MinuteOutage(OutageStore):
-        def insert(self, table: str, columns: Any, rows: Any) -> None:
+        def guard(self) -> None:
             if time.monotonic() < outage_until:
                 raise StoreUnavailable("simulated outage: store down for a minute")
-            self.inner.insert(table, columns, rows)
 
     consumer = ConfluentBatchConsumer(kafka, kafka.topics.usage_priced, "sink-outage-minute")
     # Seeded jitter: its delays need 14 retries to cover the minute (an unseeded draw once covered it in 9).

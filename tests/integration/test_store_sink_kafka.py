@@ -11,13 +11,14 @@ import orjson
 from confluent_kafka import Producer
 
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
-from stream_jobs.store_sink import StoreSink
+from stream_jobs.store_sink import Message, StoreSink
 from tests.factories import event_dict
+from tests.fakes import FakeConsumer, ListDeadLetter
 from tests.integration.test_stream_pipeline import read_messages
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema.fastdecode import decode_usage_event
-from tokenledger.schema.priced import encode_priced
+from tokenledger.schema.priced import encode_priced, encode_priced_batches, encode_row
 from tokenledger.store.base import StoreUnavailable
 from tokenledger.store.chdb_store import ChdbStore
 
@@ -30,11 +31,18 @@ class OutageStore:
     def __init__(self, inner: ChdbStore, down: int) -> None:
         self.inner, self.down = inner, down
 
-    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    def guard(self) -> None:
         if self.down > 0:
             self.down -= 1
             raise StoreUnavailable("simulated outage")
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self.guard()
         self.inner.insert(table, columns, rows)
+
+    def insert_lines(self, table: str, columns: Sequence[str], lines: Sequence[bytes]) -> None:
+        self.guard()
+        self.inner.insert_lines(table, columns, lines)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -110,3 +118,36 @@ def test_sink_exact_totals_through_outage_and_crash(kafka: KafkaSettings, store:
     assert sorted(d["value"] for d in by_origin.values()) == ['{"type": "other"}', "{not json"]
     assert all(k == "{topic}/{partition}/{offset}".format(**d["origin"]).encode() for k, d in by_origin.items())
     assert all(d["reason"].startswith("not a priced event:") for d in by_origin.values())
+
+
+def test_v1_events_and_v2_rows_store_identically(store: ChdbStore) -> None:
+    """An earlier release's v1 messages and today's v2 row lines give the same stored rows, to the µs."""
+
+    def event(i: int, source: str) -> Any:
+        doc = event_dict(request_id=f"r{i}", model="mystery-model" if i == 2 else "gpt-4o")
+        doc["id"], doc["source"] = f"e{i}", source
+        doc["time"] = ["2026-10-31T23:30:00.123456Z", "2026-11-01T07:30:00.000001+08:00", "2026-11-02T01:02:03Z"][i]
+        doc["data"]["labels"]["user"] = "用户-ü'\"\\"
+        return decode_usage_event(json.dumps(doc).encode())
+
+    v1 = [encode_priced(ev, price(ev.data, ev.time, TABLE)) for ev in (event(i, "//v1") for i in range(3))]
+    v2 = encode_priced_batches(
+        [encode_row(ev, price(ev.data, ev.time, TABLE)) for ev in (event(i, "//v2") for i in range(3))]
+    )
+    messages = [Message("usage-priced", 0, i, v) for i, v in enumerate([*v1, *v2])]
+    sink = StoreSink(store, FakeConsumer(messages), ListDeadLetter(), batch_size=100, sleep=lambda s: None)
+    assert sink.run_once() == 4
+    cols = "event_id, toString(event_time), user_id, model, cost_nanos, flags, price_version"
+    got = {
+        source: store.query(
+            f"SELECT {cols} FROM usage_events FINAL WHERE source = {{s:String}} ORDER BY event_id", {"s": source}
+        ).rows
+        for source in ("//v1", "//v2")
+    }
+    assert got["//v1"] == got["//v2"]
+    assert [r[1] for r in got["//v2"]] == [
+        "2026-10-31 23:30:00.123456",
+        "2026-10-31 23:30:00.000001",
+        "2026-11-02 01:02:03.000000",
+    ]
+    assert got["//v2"][0][2] == "用户-ü'\"\\" and got["//v2"][2][5] == ["unknown_model"]

@@ -37,7 +37,7 @@ from tests.integration.test_stream_pipeline import Worker, latest, read_all, wai
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema import UsageEventV1
-from tokenledger.schema.priced import priced_items
+from tokenledger.schema.priced import decode_row, priced_items
 from tokenledger.schema.raw_batch import encode_batch, event_time_ms, partition_for
 from tokenledger.store.chdb_store import ChdbStore
 
@@ -190,7 +190,7 @@ def test_old_identity_changelog_still_refuses_copies(kafka: KafkaSettings, worke
     )
     time.sleep(2)
     priced = [
-        json.loads(item)["event"]["id"]
+        decode_row(item).event_id
         for _, v in read_all(kafka, kafka.topics.usage_priced)
         for item in priced_items(v or b"{}")
     ]

@@ -10,7 +10,15 @@ from tests.factories import event_dict
 from tests.fakes import FakeConsumer, FlakyStore, ListDeadLetter
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema.fastdecode import decode_usage_event
-from tokenledger.schema.priced import PRICED_BATCH_PREFIX, encode_priced, encode_priced_batches, priced_items
+from tokenledger.schema.priced import (
+    PRICED_BATCH_PREFIX,
+    PRICED_ROWS_PREFIX,
+    PricedRowV2,
+    encode_priced,
+    encode_priced_batches,
+    encode_row,
+    priced_items,
+)
 from tokenledger.store.records import USAGE_COLUMNS, usage_row
 
 TABLE = LayeredPriceTable.from_path()
@@ -21,6 +29,14 @@ def priced(n: int) -> bytes:
     doc["id"] = f"e{n}"
     ev = decode_usage_event(json.dumps(doc).encode())
     return encode_priced(ev, price(ev.data, ev.time, TABLE))
+
+
+def row(n: int) -> bytes:
+    """The v2 line of the same request as :func:`priced`."""
+    doc = event_dict(request_id=f"r{n}")
+    doc["id"] = f"e{n}"
+    ev = decode_usage_event(json.dumps(doc).encode())
+    return encode_row(ev, price(ev.data, ev.time, TABLE))
 
 
 def messages() -> list[Message]:
@@ -77,7 +93,9 @@ def test_batch_messages_count_events_dead_letter_a_bad_line_and_log_an_outage_tw
 ) -> None:
     """A batch message's lines are rows; a broken line alone goes to the dead letters."""
     items = [priced(i) for i in range(5)]
-    batches = encode_priced_batches([*items[:3], b"garbage", *items[3:]], limit=2 * len(items[0]) + 20)
+    batches = encode_priced_batches(
+        [*items[:3], b"garbage", *items[3:]], limit=2 * len(items[0]) + 20, prefix=PRICED_BATCH_PREFIX
+    )
     assert len(batches) == 3 and all(b.startswith(PRICED_BATCH_PREFIX) for b in batches)
     assert [x for b in batches for x in priced_items(b)] == [*items[:3], b"garbage", *items[3:]]
     msgs = [Message("usage-priced", 0, 7 + i, v) for i, v in enumerate([*batches, priced(5)])]
@@ -93,3 +111,21 @@ def test_batch_messages_count_events_dead_letter_a_bad_line_and_log_an_outage_tw
     assert len(said) == 2, said  # three failed inserts: one line when the store went, one when it came back
     assert said[0].startswith("store unavailable (") and said[1].startswith("store back after ")
     assert said[1].endswith("(3 failed attempts)")
+
+
+def test_v2_row_lines_are_stored_as_sent_and_a_bad_line_alone_is_dead_lettered() -> None:
+    """v2 batches carry the stored rows: the sink checks each line and passes it on unchanged."""
+    assert PricedRowV2.__struct_fields__ == USAGE_COLUMNS
+    lines = [row(i) for i in range(4)]
+    bad = lines[1].replace(b'"gpt-4o"', b"12")  # a number where the model's name belongs
+    batches = encode_priced_batches([lines[0], bad, *lines[2:], lines[2]], limit=4 * len(lines[0]))
+    assert len(batches) == 2 and all(b.startswith(PRICED_ROWS_PREFIX) for b in batches)
+    msgs = [Message("usage-priced", 1, 3 + i, v) for i, v in enumerate([*batches, priced(9)])]
+    consumer, store, dlq = FakeConsumer(msgs), FlakyStore(), ListDeadLetter()
+    sink = StoreSink(store, consumer, dlq, batch_size=100, sleep=lambda s: None)
+    assert sink.run_once() == 3
+    assert [r[USAGE_COLUMNS.index("event_id")] for r in store.rows] == ["e0", "e2", "e3", "e9"]  # e2 once
+    assert [r[USAGE_COLUMNS.index("cost_nanos")] for r in store.rows] == [5_750_000] * 4
+    assert len(dlq.sent) == 1 and dlq.sent[0][0] == bad
+    assert dlq.sent[0][1].startswith("not a priced event (line 2 of a batch of 3):")
+    assert consumer.committed == {("usage-priced", 1): 6}

@@ -1,14 +1,25 @@
-"""Priced usage message (topic ``usage-priced``): the original v1 event plus its cost.
+"""Priced usage messages (topic ``usage-priced``): what the store sink writes to ``usage_events``.
 
 Internal wire format between the pricing agent and the store sink. Money in integer nano-USD.
+
+* v2 (what the pricing agent sends): ``tlpr2`` batch messages, one stored row per line, a JSON
+  array in ``tokenledger.store.records.USAGE_COLUMNS`` order (:class:`PricedRowV2`). The sink
+  checks each line's shape and hands the lines to the store as they are
+  (``JSONCompactEachRow``): no object is built per row on the way in.
+* v1 (earlier releases, still read): the original event plus its cost, alone in a message or
+  one per line of a ``tlpb1`` batch message.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
 from tokenledger.pricing.model import Cost
 from tokenledger.schema.fastdecode import FastUsageEvent
+from tokenledger.store.records import usage_row
 
 PRICED_TYPE_V1 = "dev.tokenledger.priced.v1"
 
@@ -86,24 +97,104 @@ PRICED_BATCH_PREFIX = b"tlpb1\n"
 BATCH_BYTES = 900_000  # under the broker's and librdkafka's 1 MB message defaults
 
 
-def encode_priced_batches(items: list[bytes], limit: int = BATCH_BYTES) -> list[bytes]:
-    """Priced events (from :func:`encode_priced`) as batch messages of at most ``limit`` bytes each."""
+def encode_priced_batches(items: list[bytes], limit: int = BATCH_BYTES, prefix: bytes | None = None) -> list[bytes]:
+    """Lines as batch messages of at most ``limit`` bytes each.
+
+    Lines are :func:`encode_row`'s, or v1 :func:`encode_priced`'s with ``prefix=PRICED_BATCH_PREFIX``.
+    """
+    head = PRICED_ROWS_PREFIX if prefix is None else prefix
     out: list[bytes] = []
     part: list[bytes] = []
-    size = len(PRICED_BATCH_PREFIX)
+    size = len(head)
     for item in items:
         if part and size + len(item) + 1 > limit:
-            out.append(PRICED_BATCH_PREFIX + b"\n".join(part))
-            part, size = [], len(PRICED_BATCH_PREFIX)
+            out.append(head + b"\n".join(part))
+            part, size = [], len(head)
         part.append(item)
         size += len(item) + 1
     if part:
-        out.append(PRICED_BATCH_PREFIX + b"\n".join(part))
+        out.append(head + b"\n".join(part))
     return out
 
 
 def priced_items(value: bytes) -> list[bytes]:
     """The priced events of a message: a batch's lines, or the message itself (one event, as before batches)."""
-    if value.startswith(PRICED_BATCH_PREFIX):
-        return value[len(PRICED_BATCH_PREFIX) :].split(b"\n")
+    for prefix in (PRICED_ROWS_PREFIX, PRICED_BATCH_PREFIX):
+        if value.startswith(prefix):
+            return value[len(prefix) :].split(b"\n")
     return [value]
+
+
+PRICED_ROWS_PREFIX = b"tlpr2\n"
+Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
+Nanos = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # Int64 columns
+
+
+class PricedRowV2(msgspec.Struct, frozen=True, array_like=True, forbid_unknown_fields=True):
+    """One ``usage_events`` row, fields in ``USAGE_COLUMNS`` order (a test holds them equal)."""
+
+    source: str
+    event_id: str
+    request_id: str
+    event_time: Annotated[datetime, msgspec.Meta(tz=True)]
+    tenant: str
+    user_id: str
+    department: str
+    project: str
+    feature: str
+    environment: str
+    api_key: str
+    provider: str
+    model: str
+    trace_id: str
+    span_id: str
+    parent_span_id: str
+    usage_source: str
+    batch: bool
+    input_tokens: Count
+    output_tokens: Count
+    cached_read_tokens: Count
+    cache_write_tokens: Count
+    reasoning_tokens: Count
+    input_nanos: Nanos
+    cached_read_nanos: Nanos
+    cache_write_nanos: Nanos
+    output_nanos: Nanos
+    reasoning_nanos: Nanos
+    cost_nanos: Nanos
+    price_version: str
+    flags: list[str]
+
+    @property
+    def identity(self) -> tuple[str, str, str]:
+        """The idempotency key ``(tenant, source, id)``, as the event's."""
+        return (self.tenant, self.source, self.event_id)
+
+
+_row_decoder = msgspec.json.Decoder(PricedRowV2)
+
+
+def encode_row(event: FastUsageEvent, cost: Cost) -> bytes:
+    """A priced request as one v2 line: its stored row (times as RFC 3339 with their offset)."""
+    return _encoder.encode(usage_row(event, cost))
+
+
+def decode_row(line: bytes) -> PricedRowV2:
+    """Check one v2 line (raises ``msgspec.ValidationError``/``DecodeError`` when malformed)."""
+    try:
+        return _row_decoder.decode(line)
+    except UnicodeDecodeError as exc:
+        raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from None
+
+
+def row_lines(value: bytes) -> list[bytes] | None:
+    """The lines of a v2 message, or ``None`` for a v1 message (see :func:`priced_items`)."""
+    if value.startswith(PRICED_ROWS_PREFIX):
+        return value[len(PRICED_ROWS_PREFIX) :].split(b"\n")
+    return None
+
+
+def v1_as_row(item: bytes) -> tuple[tuple[str, str, str], bytes]:
+    """A v1 priced event as a v2 line, with its identity (raises as :func:`decode_priced`)."""
+    priced = decode_priced(item)
+    return priced.event.identity, encode_row(priced.event, priced.cost.to_cost())

@@ -93,6 +93,13 @@ class Store(Protocol):
         """Insert rows in one block; raises :class:`StoreUnavailable` when not acknowledged."""
         ...
 
+    def insert_lines(self, table: str, columns: Sequence[str], lines: Sequence[bytes]) -> None:
+        """:meth:`insert` of rows given as JSON arrays (``JSONCompactEachRow`` lines), passed as they are.
+
+        Times may carry any UTC offset (RFC 3339): they are parsed best-effort.
+        """
+        ...
+
     def close(self) -> None:
         """Release the connection."""
         ...

@@ -77,6 +77,14 @@ class ChdbStore:
         cols = ", ".join(columns)
         self._raw(f"INSERT INTO {table} ({cols}) FORMAT JSONCompactEachRow\n" + body.decode())
 
+    def insert_lines(self, table: str, columns: Sequence[str], lines: Sequence[bytes]) -> None:
+        """Insert ``JSONCompactEachRow`` lines as they are, in one block."""
+        if not lines:
+            return
+        cols = ", ".join(columns)
+        head = f"INSERT INTO {table} ({cols}) SETTINGS {LINES_SETTINGS} FORMAT JSONCompactEachRow\n"
+        self._raw(head + b"\n".join(lines).decode())
+
     def close(self) -> None:
         """Close the session."""
         with self._lock:
@@ -85,6 +93,7 @@ class ChdbStore:
 
 
 OWNER_FILE = "tokenledger-owner.json"
+LINES_SETTINGS = "date_time_input_format = 'best_effort'"  # RFC 3339 times with their offset
 
 
 @contextlib.contextmanager

@@ -62,6 +62,21 @@ class ServerStore:
         except Exception as exc:
             raise store_error(exc) from exc
 
+    def insert_lines(self, table: str, columns: Sequence[str], lines: Sequence[bytes]) -> None:
+        """Insert ``JSONCompactEachRow`` lines as they are, in one block."""
+        if not lines:
+            return
+        try:
+            self._client.raw_insert(
+                table,
+                list(columns),
+                insert_block=b"\n".join(lines),
+                settings={"date_time_input_format": "best_effort"},
+                fmt="JSONCompactEachRow",
+            )
+        except Exception as exc:
+            raise store_error(exc) from exc
+
     def close(self) -> None:
         """Close the HTTP client."""
         self._client.close()
