@@ -88,12 +88,27 @@ def keys_of_us(at_us: int, tz: ZoneInfo) -> FoldKeys:
     minute = at_us // 60_000_000
     found = _FOLD_KEYS.get((minute, tz))
     if found is None:
-        w = When.of(_EPOCH + timedelta(microseconds=at_us), tz)
-        found = fold_keys(w.day, w.month, w.minute, w.hour)
+        at_s = minute * 60
+        # Sparse minutes (a backfill of a month) miss the per-minute cache: the day and month
+        # around the last one looked up in this timezone usually hold this one too.
+        span = _SPANS.get(tz)
+        if span is None or not (span[0] <= at_s < span[1] and span[3] <= at_s < span[4]):
+            at = _EPOCH + timedelta(seconds=at_s)
+            day, month = calendar_window(at, "day", tz), calendar_window(at, "month", tz)
+            span = _SPANS[tz] = (_s(day.start), _s(day.end), day.key, _s(month.start), _s(month.end), month.key)
+        found = fold_keys(span[2], span[5], at_s, at_s // _HOUR_S * _HOUR_S)
         if len(_FOLD_KEYS) >= _KEYS_MAX:
             _FOLD_KEYS.clear()
         _FOLD_KEYS[(minute, tz)] = found
     return found
+
+
+# Per timezone, the day and month of the last lookup: (day start, end, key, month start, end, key), epoch s.
+_SPANS: dict[ZoneInfo, tuple[int, int, str, int, int, str]] = {}
+
+
+def _s(at: datetime) -> int:
+    return int(at.timestamp())
 
 
 # (day, month, minute bucket, hour bucket, their str, minute edge str, hour edge str)

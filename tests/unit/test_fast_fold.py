@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream_jobs import spend_state
 from stream_jobs.spend_state import (
     _HOUR_S,
     _HOURLY_KEEP_S,
@@ -143,3 +144,21 @@ def test_entries_folded_by_minute_runs_equal_one_by_one(
         batched = fold.state()
     assert batched == one_by_one
     assert got == latest
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from([*BASES, datetime(2026, 3, 29, 0, 30, tzinfo=UTC), datetime(2026, 11, 1, 5, 0, tzinfo=UTC)]),
+    st.sampled_from([*TZS, ZoneInfo("Asia/Kathmandu"), ZoneInfo("America/New_York"), ZoneInfo("Australia/Lord_Howe")]),
+    st.lists(st.integers(-40 * 86_400 * 10**6, 40 * 86_400 * 10**6), min_size=1, max_size=40),
+)
+def test_keys_of_sparse_minutes_equal_the_datetime_path(base: datetime, tz: ZoneInfo, deltas: list[int]) -> None:
+    """Instants days apart, back and forth, over DST changes and 45-minute offsets: the day and
+    month remembered from the previous lookup are reused only where they hold."""
+    spend_state._FOLD_KEYS.clear()
+    spend_state._SPANS.clear()
+    for delta_us in deltas:
+        at = base + timedelta(microseconds=delta_us)
+        at_us = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+        w = reference_when(at, tz)
+        assert keys_of_us(at_us, tz) == fold_keys(w.day, w.month, w.minute, w.hour)
