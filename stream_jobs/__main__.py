@@ -37,8 +37,10 @@ async def _diagnostics() -> None:
 if "worker" in sys.argv:
     from stream_jobs.app import SETTINGS, start_control
     from stream_jobs.changelogs import ensure_changelogs
+    from stream_jobs.log_levels import quiet_library_debug
     from tokenledger.errors import EXIT_TRANSIENT, TransientError
 
+    quiet_library_debug(sys.argv)
     ensure_changelogs(app, SETTINGS)
     try:
         start_control()  # caught up with the control topic before any event is priced or folded

@@ -25,7 +25,7 @@ from tokenledger.replication import resolve
 # closed segments, and Kafka's defaults (1 GiB, 7 days) keep a busy table's whole history in the
 # open one. Rolling segments every 5 min or 64 MiB bounds a replay to the live keys plus a few
 # minutes of updates.
-COMPACTION = {"segment.ms": "300000", "segment.bytes": str(64 << 20), "min.cleanable.dirty.ratio": "0.2"}
+COMPACTION = {"segment.ms": "15000", "segment.bytes": str(64 << 20), "min.cleanable.dirty.ratio": "0.1"}
 
 
 def ensure_changelogs(app: Any, settings: KafkaSettings, timeout_s: float = 60.0) -> list[str]:

@@ -40,3 +40,29 @@ def test_spinner_debug_level_is_undone() -> None:
     assert log_levels.drop_spinner_debug(root) == logging.WARNING
     assert root.handlers == [printing]
     assert not root.isEnabledFor(logging.DEBUG)
+
+
+def test_library_loggers_build_no_debug_records_unless_asked() -> None:
+    """Faust's recovery logs two debug lines per changelog record: below -l debug they are never built."""
+    names = ("faust", "mode", "aiokafka")
+    saved = {n: logging.getLogger(n).level for n in names}
+    try:
+        for n in names:
+            logging.getLogger(n).setLevel(logging.NOTSET)
+        assert log_levels.quiet_library_debug(["python", "-m", "stream_jobs", "worker", "--loglevel=debug"]) == []
+        assert logging.getLogger("faust.tables.recovery").isEnabledFor(logging.DEBUG) == (
+            logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+        )
+        assert log_levels.quiet_library_debug(["python", "-m", "stream_jobs", "worker", "-l", "warn"]) == list(names)
+        root = logging.getLogger()
+        before = root.level
+        root.setLevel(logging.DEBUG)  # as Faust's spinner sets it while the worker starts
+        try:
+            assert not logging.getLogger("faust.tables.recovery").isEnabledFor(logging.DEBUG)
+            assert not logging.getLogger("aiokafka.consumer.fetcher").isEnabledFor(logging.DEBUG)
+            assert logging.getLogger("faust.tables.recovery").isEnabledFor(logging.INFO)
+        finally:
+            root.setLevel(before)
+    finally:
+        for n, level in saved.items():
+            logging.getLogger(n).setLevel(level)
