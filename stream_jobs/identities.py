@@ -238,10 +238,10 @@ class BatchIdentities:
         items = [(identity, at, pos) for identity, (at, _, pos) in ids.items()]
         return [(items[i][2], pack_record(items[i : i + per_record])) for i in range(0, len(items), per_record)]
 
-    def remember(self, partition: int, ids: dict[str, Identity], per_record: int = 2_000) -> None:
-        """Index a batch's records once they are durable (the same parts :meth:`records` made)."""
+    def remember(self, partition: int, records: list[tuple[int, bytes]]) -> None:
+        """Index a batch's records (what :meth:`records` made) once they are durable."""
         index = self.of(partition)
-        for first, packed in self.records(ids, per_record):
+        for first, packed in records:
             if not index.holds(first):  # rebuilt from the table after the write: already indexed
                 index.add_record(first, packed)
 

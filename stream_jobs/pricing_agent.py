@@ -146,10 +146,11 @@ async def _price_chunk(groups: dict[int, list[Any]], seen: dict[int, int], newes
         partition = batch.partition
         with as_current(batch.group):
             batch.staged.at(partition, -1)  # plain records: no applied-offset stamp
-            for first, record in identities.records(batch.ids):
+            records = identities.records(batch.ids)
+            for first, record in records:
                 batch.staged.set(priced_batches, batch_key(partition, first), record)
             await batch.staged.commit()
-            identities.remember(partition, batch.ids)
+            identities.remember(partition, records)
             _count(batch)
             seen[partition] = seen.get(partition, 0) + len(batch.priced)
             newest[partition] = max(newest.get(partition, 0), batch.newest_ms)
