@@ -141,14 +141,32 @@ class BrokerOutage(logging.Filter):
         if not any(p in text for p in CONNECTION_ERRORS):
             return True
         self._errors.inc()
+        reason = text.splitlines()[0][:160] if text else record.name
         with self._lock:
             self._last_error = time.monotonic()
+            if self.outage.since is None and self._last_error - self._ended < AFTERMATH_S:
+                # Soon after an outage ended: librdkafka hands a client's log lines over when that
+                # client is next polled, so this may be one queued during the outage. Only a
+                # probe that fails makes it a new outage.
+                if self._prober is None or not self._prober.is_alive():
+                    self._prober = threading.Thread(target=self._confirm, args=(reason,), name="broker-outage")
+                    self._prober.daemon = True
+                    self._prober.start()
+                return False
             starting = self.outage.since is None
-            self.outage.down(text.splitlines()[0][:160] if text else record.name)
+            self.outage.down(reason)
             if starting and (self._prober is None or not self._prober.is_alive()):
                 self._prober = threading.Thread(target=self._watch, name="broker-outage", daemon=True)
                 self._prober.start()
         return False
+
+    def _confirm(self, reason: str) -> None:
+        """A connection error soon after an outage: a new outage only if the cluster does not answer."""
+        if self._probe():
+            return
+        with self._lock:
+            self.outage.down(reason)
+        self._watch()
 
     def _recent(self) -> bool:
         """In an outage, or within ``AFTERMATH_S`` of one."""
