@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -190,7 +190,8 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str, warm: 
     store = ChdbStore(Path(tmp) / "chdb")
     migrate(store)
     store.close()  # the sink process owns it while it runs
-    settings = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    # The codec from the environment, as the workers take it: TOKENLEDGER_KAFKA_COMPRESSION=none compares.
+    settings = replace(KafkaSettings.from_env(), bootstrap_servers=broker.bootstrap)
     create_topics(settings, retention_ms=SIMULATION_RETENTION_MS)  # a simulated year: records stamped then
     procs = [
         Proc(
@@ -209,7 +210,7 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str, warm: 
     time.sleep(5)
     idle1 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     idle = ", ".join(f"{name} {100 * (idle1[name] - idle0[name]) / 5:.1f} %" for name in pids)
-    print(f"idle CPU over 5 s (% of a core): {idle}", flush=True)
+    print(f"idle CPU over 5 s (% of a core): {idle}; record batches compressed with {settings.compression}", flush=True)
     t0 = time.perf_counter()
     publish(settings, raws[:warm], docs[:warm])
     warm_messages = committed_and_end(settings, f"{APP}-pricing", settings.topics.usage_raw)[1]
