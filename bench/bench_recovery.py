@@ -10,9 +10,10 @@ restarts it at once. For each kill it measures, from the kill:
   budgets and stored (each stage's committed offsets reach the ends they had to reach).
 
 At the end the store is checked against the ground truth (count and nano-USD sum): exact.
-``--static`` runs the workers as static group members (``TOKENLEDGER_INSTANCE_ID``).
+``--static`` runs the workers as static group members (``TOKENLEDGER_INSTANCE_ID``); ``--term``
+stops each worker cleanly (SIGTERM: it leaves its group) instead of killing it.
 
-Run: ``.venv/bin/python -m bench.bench_recovery [kills] [rate/s] [--static]``. Last line:
+Run: ``.venv/bin/python -m bench.bench_recovery [kills] [rate/s] [--static] [--term]``. Last line:
 ``recovery: worker back in N s (p50 over K kills)``. Not a timed test.
 """
 
@@ -74,6 +75,7 @@ def main() -> None:  # noqa: PLR0915 - one scripted run
     """Publish, kill, measure, verify."""
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     static = "--static" in sys.argv
+    term = "--term" in sys.argv
     kills = int(args[0]) if args else 6
     rate = int(args[1]) if len(args) > 1 else 1000
     gap = 25.0
@@ -136,7 +138,11 @@ def main() -> None:  # noqa: PLR0915 - one scripted run
         raw_end = committed_and_end(settings, *stages["pricing"])[1]
         before = committed_and_end(settings, group, topic)[0]
         killed_at = time.monotonic()
-        workers[role].kill9()
+        if term:  # a clean stop: the worker commits and leaves its group, the restarted one joins at once
+            workers[role].stop()
+            before = committed_and_end(settings, group, topic)[0]  # what the clean stop committed
+        else:
+            workers[role].kill9()
         workers[role].start()
         back = wait_until(partial(committed_at_least, settings, (group, topic), before + 1)) - killed_at
         wait_until(partial(committed_at_least, settings, stages["pricing"], raw_end))
@@ -144,7 +150,8 @@ def main() -> None:  # noqa: PLR0915 - one scripted run
         ends = [(stages[s], committed_and_end(settings, *stages[s])[1]) for s in ("spend", "sink")]
         caught = wait_until(partial(all_at_least, settings, ends)) - killed_at
         results.append((role, back, caught))
-        print(f"kill -9 {role}: consuming again after {back:.1f} s, caught up after {caught:.1f} s", flush=True)
+        how = "SIGTERM" if term else "kill -9"
+        print(f"{how} {role}: consuming again after {back:.1f} s, caught up after {caught:.1f} s", flush=True)
         time.sleep(gap * 0.2)
     thread.join()
 
