@@ -61,8 +61,7 @@ class When:
         cached = _KEYS.get((minute, tz))
         if cached is None:
             cached = (
-                calendar_window(at, "day", tz).key,
-                calendar_window(at, "month", tz).key,
+                *_day_month(minute, tz),
                 bucket_start(at, ROLLING["rolling_1h"][1]),
                 bucket_start(at, timedelta(hours=1)),
             )
@@ -89,18 +88,26 @@ def keys_of_us(at_us: int, tz: ZoneInfo) -> FoldKeys:
     found = _FOLD_KEYS.get((minute, tz))
     if found is None:
         at_s = minute * 60
-        # Sparse minutes (a backfill of a month) miss the per-minute cache: the day and month
-        # around the last one looked up in this timezone usually hold this one too.
-        span = _SPANS.get(tz)
-        if span is None or not (span[0] <= at_s < span[1] and span[3] <= at_s < span[4]):
-            at = _EPOCH + timedelta(seconds=at_s)
-            day, month = calendar_window(at, "day", tz), calendar_window(at, "month", tz)
-            span = _SPANS[tz] = (_s(day.start), _s(day.end), day.key, _s(month.start), _s(month.end), month.key)
-        found = fold_keys(span[2], span[5], at_s, at_s // _HOUR_S * _HOUR_S)
+        found = fold_keys(*_day_month(minute, tz), at_s, at_s // _HOUR_S * _HOUR_S)
         if len(_FOLD_KEYS) >= _KEYS_MAX:
             _FOLD_KEYS.clear()
         _FOLD_KEYS[(minute, tz)] = found
     return found
+
+
+def _day_month(minute: int, tz: ZoneInfo) -> tuple[str, str]:
+    """The keys of the local day and month holding UTC minute ``minute`` (epoch minutes).
+
+    Sparse minutes (a backfill of a month) miss the per-minute caches: the day and month
+    around the last one looked up in this timezone usually hold this one too.
+    """
+    at_s = minute * 60
+    span = _SPANS.get(tz)
+    if span is None or not (span[0] <= at_s < span[1] and span[3] <= at_s < span[4]):
+        at = _EPOCH + timedelta(seconds=at_s)
+        day, month = calendar_window(at, "day", tz), calendar_window(at, "month", tz)
+        span = _SPANS[tz] = (_s(day.start), _s(day.end), day.key, _s(month.start), _s(month.end), month.key)
+    return span[2], span[5]
 
 
 # Per timezone, the day and month of the last lookup: (day start, end, key, month start, end, key), epoch s.

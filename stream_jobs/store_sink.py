@@ -28,7 +28,7 @@ import msgspec
 from tokenledger import metrics
 from tokenledger.errors import TransientError
 from tokenledger.outage import Outage
-from tokenledger.schema.priced import decode_row, priced_items, row_lines, v1_as_row
+from tokenledger.schema.priced import PRICED_ROWS_PREFIX, decode_row, priced_items, v1_as_row
 from tokenledger.store.base import Store
 from tokenledger.store.records import USAGE_COLUMNS
 
@@ -158,14 +158,14 @@ class StoreSink:
         seen: set[tuple[str, str, str]] = set()
         events = 0
         for msg in messages:
-            lines = row_lines(msg.value) if msg.value else None
-            items = lines if lines is not None else priced_items(msg.value) if msg.value else [b""]
+            items = priced_items(msg.value) if msg.value else [b""]
+            rows_v2 = msg.value is not None and msg.value.startswith(PRICED_ROWS_PREFIX)  # else v1 events
             events += len(items)
             for i, item in enumerate(items):
                 try:
                     if not item:
                         raise msgspec.ValidationError("empty message value")
-                    if lines is not None:
+                    if rows_v2:
                         identity, line = decode_row(item).identity, item
                     else:
                         identity, line = v1_as_row(item)

@@ -149,8 +149,9 @@ class BrokerOutage(logging.Filter):
                 # client is next polled, so this may be one queued during the outage. Only a
                 # probe that fails makes it a new outage.
                 if self._prober is None or not self._prober.is_alive():
-                    self._prober = threading.Thread(target=self._confirm, args=(reason,), name="broker-outage")
-                    self._prober.daemon = True
+                    self._prober = threading.Thread(
+                        target=self._confirm, args=(reason,), name="broker-outage", daemon=True
+                    )
                     self._prober.start()
                 return False
             starting = self.outage.since is None

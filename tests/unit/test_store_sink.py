@@ -94,7 +94,7 @@ def test_batch_messages_count_events_dead_letter_a_bad_line_and_log_an_outage_tw
     """A batch message's lines are rows; a broken line alone goes to the dead letters."""
     items = [priced(i) for i in range(5)]
     batches = encode_priced_batches(
-        [*items[:3], b"garbage", *items[3:]], limit=2 * len(items[0]) + 20, prefix=PRICED_BATCH_PREFIX
+        [*items[:3], b"garbage", *items[3:]], limit=2 * len(items[0]) + 20, head=PRICED_BATCH_PREFIX
     )
     assert len(batches) == 3 and all(b.startswith(PRICED_BATCH_PREFIX) for b in batches)
     assert [x for b in batches for x in priced_items(b)] == [*items[:3], b"garbage", *items[3:]]

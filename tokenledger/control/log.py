@@ -215,12 +215,9 @@ class ControlWriter:
 
     def _producer_config(self) -> dict[str, Any]:
         return {
-            **self.settings.client_config(),
+            **self.settings.producer_config(),
             "transactional.id": f"tokenledger-control-{uuid.uuid4().hex}",
-            "enable.idempotence": True,
-            "acks": "all",
             "linger.ms": 0,
-            "logger": RDKAFKA,
         }
 
     def close(self) -> None:

@@ -94,15 +94,17 @@ def decode_priced(raw: bytes) -> PricedUsageV1:
 # (JSON text holds no raw newline). One message per ~1,000 requests instead of one per request:
 # the broker, the pricing producer and the sink each pay per message.
 PRICED_BATCH_PREFIX = b"tlpb1\n"
+PRICED_ROWS_PREFIX = b"tlpr2\n"  # v2: stored rows, one per line
 BATCH_BYTES = 900_000  # under the broker's and librdkafka's 1 MB message defaults
 
 
-def encode_priced_batches(items: list[bytes], limit: int = BATCH_BYTES, prefix: bytes | None = None) -> list[bytes]:
+def encode_priced_batches(
+    items: list[bytes], limit: int = BATCH_BYTES, head: bytes = PRICED_ROWS_PREFIX
+) -> list[bytes]:
     """Lines as batch messages of at most ``limit`` bytes each.
 
-    Lines are :func:`encode_row`'s, or v1 :func:`encode_priced`'s with ``prefix=PRICED_BATCH_PREFIX``.
+    Lines are :func:`encode_row`'s, or v1 :func:`encode_priced`'s with ``head=PRICED_BATCH_PREFIX``.
     """
-    head = PRICED_ROWS_PREFIX if prefix is None else prefix
     out: list[bytes] = []
     part: list[bytes] = []
     size = len(head)
@@ -125,7 +127,6 @@ def priced_items(value: bytes) -> list[bytes]:
     return [value]
 
 
-PRICED_ROWS_PREFIX = b"tlpr2\n"
 Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
 Nanos = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # Int64 columns
 
@@ -185,13 +186,6 @@ def decode_row(line: bytes) -> PricedRowV2:
         return _row_decoder.decode(line)
     except UnicodeDecodeError as exc:
         raise msgspec.DecodeError(f"invalid UTF-8: {exc}") from None
-
-
-def row_lines(value: bytes) -> list[bytes] | None:
-    """The lines of a v2 message, or ``None`` for a v1 message (see :func:`priced_items`)."""
-    if value.startswith(PRICED_ROWS_PREFIX):
-        return value[len(PRICED_ROWS_PREFIX) :].split(b"\n")
-    return None
 
 
 def v1_as_row(item: bytes) -> tuple[tuple[str, str, str], bytes]:

@@ -70,12 +70,8 @@ class ChdbStore:
         A row is a JSON array in column order: no per-row dict and no repeated column names
         (the sink's insert cost per row fell ~3x against JSONEachRow objects).
         """
-        if not rows:
-            return
         dumps, opt = orjson.dumps, orjson.OPT_PASSTHROUGH_DATETIME
-        body = b"\n".join(dumps(row, default=_wire_default, option=opt) for row in rows)
-        cols = ", ".join(columns)
-        self._raw(f"INSERT INTO {table} ({cols}) FORMAT JSONCompactEachRow\n" + body.decode())
+        self.insert_lines(table, columns, [dumps(row, default=_wire_default, option=opt) for row in rows])
 
     def insert_lines(self, table: str, columns: Sequence[str], lines: Sequence[bytes]) -> None:
         """Insert ``JSONCompactEachRow`` lines as they are, in one block."""
