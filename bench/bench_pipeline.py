@@ -10,7 +10,8 @@ acknowledged the insert); the store is then checked to hold every request. Each 
 seconds are read from ``/proc``, so events per CPU-second ("per core") are reported too.
 
 Plain loop, same events, same machine: ``json.loads`` + pydantic validation + ``price()``
-+ the same per-dimension day/month/hour folds, in one Python loop, nothing else.
++ the same per-dimension day/month/hour folds, in one Python loop, nothing else; measured before and
+after the pipeline, the faster of the two is the yardstick for the ratio.
 
 Run: ``.venv/bin/python -m bench.bench_pipeline [events]``. Not a timed test.
 """
@@ -262,11 +263,16 @@ def main() -> None:
     if len(docs) < WARM_UP + n:
         raise SystemExit(f"the simulation yields {len(docs):,} events, fewer than {WARM_UP + n:,}")
     raws = [json.dumps(d).encode() for d in docs]
-    plain = plain_loop(raws[WARM_UP:], table)
-    print(f"plain loop (decode + validate + price + 7 dimension folds): {plain:,.0f} events/s", flush=True)
+    before = plain_loop(raws[WARM_UP:], table)
+    print(f"plain loop (decode + validate + price + 7 dimension folds): {before:,.0f} events/s", flush=True)
     truth_total, truth_months = truth_of(raws, table)
     with tempfile.TemporaryDirectory() as tmp:
         run = run_pipeline(raws, docs, tmp, WARM_UP)
+    after = plain_loop(raws[WARM_UP:], table)
+    # The machine's speed drifts by up to 1.5x within minutes here: the faster of the two loops
+    # (before and after the pipeline) is the yardstick, which never flatters the ratio.
+    plain = max(before, after)
+    print(f"plain loop again after the pipeline: {after:,.0f} events/s; the faster, {plain:,.0f}, is the yardstick")
     if (run.rows, run.stored_nanos) != (len(raws), truth_total):
         raise SystemExit(
             f"store: {run.rows:,} requests, {run.stored_nanos:,} nano-USD; expected {len(raws):,}, {truth_total:,}"

@@ -38,15 +38,20 @@ if "worker" in sys.argv:
     from stream_jobs.app import SETTINGS, start_control
     from stream_jobs.changelogs import ensure_changelogs
     from stream_jobs.log_levels import quiet_library_debug
-    from tokenledger.errors import EXIT_TRANSIENT, TransientError
+    from tokenledger.errors import EXIT_PERMANENT, EXIT_TRANSIENT, ConfigError, TransientError
+    from tokenledger.gc_policy import tune_for_throughput
 
     quiet_library_debug(sys.argv)
     ensure_changelogs(app, SETTINGS)
     try:
         start_control()  # caught up with the control topic before any event is priced or folded
+        tune_for_throughput()  # after the control state's replay: it is frozen out of the collector's view
     except TransientError as exc:
         print(f"python -m stream_jobs worker: error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(EXIT_TRANSIENT) from None
+    except ConfigError as exc:
+        print(f"python -m stream_jobs worker: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_PERMANENT) from None
 
 # No embedded web server: several workers share a host, and metrics are exported separately.
 if "worker" in sys.argv and "--with-web" not in sys.argv and "--without-web" not in sys.argv:

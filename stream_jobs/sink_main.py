@@ -30,6 +30,7 @@ from stream_jobs.stage_watch import StageWatch, pipeline_stages
 from stream_jobs.store_sink import SinkStopped, StoreSink
 from tokenledger import metrics, quiet
 from tokenledger.errors import EXIT_PERMANENT, PermanentError, cli_errors, one_line
+from tokenledger.gc_policy import tune_for_throughput
 from tokenledger.health import HEALTH
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.store.base import Store
@@ -118,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <pid>`: every thread's stack to stderr
     logging.basicConfig(level=args.log_level.upper(), format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     settings = KafkaSettings.from_env()
+    tune_for_throughput()
     quiet.install(settings, "sink")
     store = open_store(args.store)
     try:
