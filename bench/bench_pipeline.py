@@ -54,6 +54,28 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
+    """Per thread of a process: its name (digits folded to N) and CPU seconds so far (Linux ``/proc``)."""
+    out: dict[str, tuple[str, float]] = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue  # the thread ended
+        name = "".join("N" if c.isdigit() else c for c in stat[stat.index("(") + 1 : stat.rindex(")")])
+        fields = stat.rsplit(")", 1)[1].split()
+        out[tid] = (name, (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"))
+    return out
+
+
+def thread_cpu_delta(before: dict[str, tuple[str, float]], after: dict[str, tuple[str, float]]) -> dict[str, float]:
+    """CPU seconds per thread name between two :func:`thread_cpu` readings."""
+    out: defaultdict[str, float] = defaultdict(float)
+    for tid, (name, cpu) in after.items():
+        out[name] += cpu - before.get(tid, (name, 0.0))[1]
+    return dict(out)
+
+
 def events(n: int) -> list[dict[str, Any]]:
     """``n`` simulated requests from November on, scaled so they span about a month."""
     out = []
@@ -120,6 +142,7 @@ class Run:
     delta_messages: int  # on spend-deltas: what the spend stage consumed
     raw_messages: int  # on usage-raw: the publisher's batches
     topics: dict[str, tuple[int, int]]  # every topic's messages and bytes on disk
+    broker_threads: dict[str, float]  # the broker's CPU seconds per thread name over the run
 
 
 def topic_sizes(settings: KafkaSettings, log_dir: Path) -> dict[str, tuple[int, int]]:
@@ -219,6 +242,7 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str, warm: 
     print(f"warmed up with {warm:,} events in {time.perf_counter() - t0:.1f} s", flush=True)
     print(f"publishing {len(raws) - warm:,} events", flush=True)
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+    broker0 = thread_cpu(pids["broker"])
     own0 = time.process_time()
     t0 = time.perf_counter()
     publish(settings, raws[warm:], docs[warm:])
@@ -227,6 +251,7 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str, warm: 
     raw_messages = committed_and_end(settings, f"{APP}-pricing", settings.topics.usage_raw)[1]
     done_at = wait_done(settings, procs, t0, tmp=tmp, raw_messages=raw_messages)
     cpu |= {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+    broker_threads = thread_cpu_delta(broker0, thread_cpu(pids["broker"]))
     for p in procs:
         p.stop()
     months: dict[tuple[str, str], int] = {}
@@ -252,6 +277,7 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str, warm: 
         deltas,
         raw_messages - warm_messages,
         topics,
+        broker_threads,
     )
 
 
@@ -288,6 +314,12 @@ def main() -> None:
     all_cpu = sum(run.cpu_s.values())
     per = ", ".join(f"{name} {1e6 * c / n:,.0f}" for name, c in run.cpu_s.items())
     print(f"CPU µs/event: {per}; all processes {1e6 * all_cpu / n:,.0f} ({n / all_cpu:,.0f} events per CPU-second)")
+    jit = sum(c for name, c in run.broker_threads.items() if "Compiler" in name)
+    requests = sum(c for name, c in run.broker_threads.items() if name.startswith("data-plane"))
+    print(
+        f"broker CPU µs/event by thread: request and network threads {1e6 * requests / n:,.0f}, "
+        f"JIT compiler {1e6 * jit / n:,.0f}, other {1e6 * (run.cpu_s['broker'] - requests - jit) / n:,.0f}"
+    )
     print(
         f"usage-raw: {run.raw_messages:,} messages (the publisher's batches); "
         f"spend-deltas: {run.delta_messages:,} (warm-up included)"
