@@ -46,7 +46,8 @@ from tokenledger.control.state import ControlState
 from tokenledger.event_time import outside_window
 from tokenledger.guard import Guard, GuardRequest
 from tokenledger.identity import placement_key
-from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
+from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
+from tokenledger.pricing.engine import price_with_spec
 from tokenledger.sample import simulate
 from tokenledger.schema.deltas import BUDGET_PREFIX, decode_deltas
 from tokenledger.schema.fastdecode import decode_usage_event
@@ -119,7 +120,10 @@ def hot_path(raws: list[bytes], control: ControlState, batch: int = BATCH) -> tu
             if request in seen:
                 continue
             seen.add(request)
-            cost = price(ev.data, ev.time, table)
+            cost = price_with_spec(
+                ev.data,
+                table.lookup_minute(ev.data.provider, ev.data.model, at_us // 60_000_000, ev.time, batch=ev.data.batch),
+            )
             priced.append(encode_row(ev, cost))
             total += cost.total_nanos
             deltas.add_event(0, offset, at_us, cost.total_nanos, ev)

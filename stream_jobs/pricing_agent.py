@@ -58,7 +58,8 @@ from tokenledger import metrics
 from tokenledger.batch_pricing import events_of
 from tokenledger.event_time import epoch_us, outside_window
 from tokenledger.identity import legacy_identity, placement_key, request_identity
-from tokenledger.pricing import CachedPriceTable, LayeredPriceTable, price
+from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
+from tokenledger.pricing.engine import price_with_spec
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
 from tokenledger.schema.priced import encode_priced_batches, encode_row
 from tokenledger.schema.raw_batch import encode_batch, partition_for, position
@@ -239,7 +240,7 @@ async def _price_one(
     if remembered is not None:
         return  # this very event, replayed after a crash: priced and delivered before its identity was stored
     d = ev.data
-    cost = price(d, ev.time, TABLE)
+    cost = price_with_spec(d, TABLE.lookup_minute(d.provider, d.model, at_us // 60_000_000, ev.time, batch=d.batch))
     # Sent keyless in batch messages: one tenant's rows spread over every sink partition.
     batch.priced.append(encode_row(ev, cost))
     nanos = cost.total_nanos

@@ -39,12 +39,13 @@ def price_with_spec(usage: UsageLike, spec: PriceSpec) -> Cost:
     batched = bool(usage.batch and spec.batch_discount)
     ratios, flags = _ratios(spec, rates, batched)
     (n_in, d_in), (n_cr, d_cr), (n_cw, d_cw), (n_out, d_out), (n_rs, d_rs) = ratios
-    return Cost(
-        input_nanos=_half_even(uncached_input * n_in, d_in),
-        cached_read_nanos=_half_even(usage.cached_read_tokens * n_cr, d_cr),
-        cache_write_nanos=_half_even(usage.cache_write_tokens * n_cw, d_cw),
-        output_nanos=_half_even(visible_output * n_out, d_out),
-        reasoning_nanos=_half_even(usage.reasoning_tokens * n_rs, d_rs),
+    cached_read, cache_write, reasoning = usage.cached_read_tokens, usage.cache_write_tokens, usage.reasoning_tokens
+    return Cost(  # most requests have no cached or reasoning tokens: those components are 0 without dividing
+        input_nanos=_half_even(uncached_input * n_in, d_in) if uncached_input else 0,
+        cached_read_nanos=_half_even(cached_read * n_cr, d_cr) if cached_read else 0,
+        cache_write_nanos=_half_even(cache_write * n_cw, d_cw) if cache_write else 0,
+        output_nanos=_half_even(visible_output * n_out, d_out) if visible_output else 0,
+        reasoning_nanos=_half_even(reasoning * n_rs, d_rs) if reasoning else 0,
         price_version=spec.version_id,
         flags=flags,
     )

@@ -9,6 +9,8 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal, Protocol
 
+import msgspec
+
 PriceSource = Literal["override", "genai-prices", "fallback"]
 
 
@@ -122,9 +124,12 @@ class UsageRecord:
     batch: bool = False
 
 
-@dataclass(frozen=True)
-class Cost:
-    """The priced cost of one request, per component, in integer nano-USD."""
+class Cost(msgspec.Struct, frozen=True):
+    """The priced cost of one request, per component, in integer nano-USD.
+
+    A msgspec struct, not a frozen dataclass: the pricing stage makes one per event, and a
+    frozen dataclass's ``__init__`` (``object.__setattr__`` per field) took ~1.1 µs of it, this ~0.1.
+    """
 
     input_nanos: int
     cached_read_nanos: int

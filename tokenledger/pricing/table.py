@@ -67,7 +67,11 @@ class CachedPriceTable:
 
     def lookup(self, provider: str, model: str, at: datetime, *, batch: bool = False) -> PriceSpec:
         """Same answer as the inner table, cached."""
-        key = (provider, model, int(at.timestamp()) // 60, batch)
+        return self.lookup_minute(provider, model, int(at.timestamp()) // 60, at, batch=batch)
+
+    def lookup_minute(self, provider: str, model: str, minute: int, at: datetime, *, batch: bool = False) -> PriceSpec:
+        """:meth:`lookup` for a caller that has ``at``'s epoch minute already (the pricing stage)."""
+        key = (provider, model, minute, batch)
         spec = self._cache.get(key)
         if spec is None:
             spec = self._inner.lookup(provider, model, at, batch=batch)
