@@ -34,7 +34,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from infra.broker import start_broker
 from infra.topics import SIMULATION_RETENTION_MS, create_topics
-from infra.workers import Proc, committed_and_end, kafka_env, latest_values, sink_command, worker_command, worker_env
+from infra.workers import Proc, kafka_env, latest_values, sink_command, worker_command, worker_env
 from producers.publisher import UsagePublisher
 from stream_jobs.spend_state import DIMENSIONS, When, add_spend, state_key
 from tokenledger.kafka_config import KafkaSettings
@@ -163,13 +163,42 @@ def topic_sizes(settings: KafkaSettings, log_dir: Path) -> dict[str, tuple[int, 
     return out
 
 
+class Offsets:
+    """Committed and end offsets of consumer groups, read through one client per group for the whole run.
+
+    A fresh client per reading (five a second) made the broker answer ~15 connection handshakes
+    a second, counted in its CPU per event.
+    """
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._clients: dict[str, Consumer] = {}
+
+    def committed_and_end(self, group: str, topic: str) -> tuple[int, int]:
+        """Offsets of ``topic`` committed by ``group``, and its end offsets, each summed."""
+        c = self._clients.get(group)
+        if c is None:
+            config = {**self._settings.client_config(), "group.id": group, "enable.auto.commit": False}
+            c = self._clients[group] = Consumer(config)
+        parts = [TopicPartition(topic, p) for p in c.list_topics(topic, timeout=10).topics[topic].partitions]
+        ends = sum(c.get_watermark_offsets(tp, timeout=10, cached=False)[1] for tp in parts)
+        done = sum(max(tp.offset, 0) for tp in c.committed(parts, timeout=10))
+        return done, ends
+
+    def close(self) -> None:
+        """Close every client (before the broker stops)."""
+        for c in self._clients.values():
+            c.close()
+        self._clients.clear()
+
+
 def read_latest(settings: KafkaSettings, topic: str) -> dict[bytes, Any]:
     """The last value per key of a (compacted) topic."""
     return latest_values(settings, topic)
 
 
 def wait_done(
-    settings: KafkaSettings, procs: list[Proc], t0: float, *, tmp: str, raw_messages: int
+    settings: KafkaSettings, offsets: Offsets, procs: list[Proc], t0: float, *, tmp: str, raw_messages: int
 ) -> dict[str, float]:
     """Seconds from ``t0`` until the spend stage and the sink committed everything (after all was priced)."""
     deadline = time.monotonic() + 1800
@@ -180,10 +209,10 @@ def wait_done(
         if time.monotonic() > deadline or not all(p.alive for p in procs):
             raise SystemExit(f"a process exited or 1800 s passed: see {tmp}/*.log")
         if not priced:  # the spend stage is done once every raw event is priced and its deltas folded
-            done, ends = committed_and_end(settings, f"{APP}-pricing", settings.topics.usage_raw)
+            done, ends = offsets.committed_and_end(f"{APP}-pricing", settings.topics.usage_raw)
             priced = done == ends >= raw_messages
         for group, topic in stages:
-            done, ends = committed_and_end(settings, group, topic)
+            done, ends = offsets.committed_and_end(group, topic)
             # Once every raw event is priced, the priced and delta topics are complete: a stage is
             # done when it committed their ends (priced events travel ~1,000 to a message).
             if priced and group not in done_at and done == ends >= 1:
@@ -237,8 +266,9 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str, warm: 
     print(f"idle CPU over 5 s (% of a core): {idle}; record batches compressed with {settings.compression}", flush=True)
     t0 = time.perf_counter()
     publish(settings, raws[:warm], docs[:warm])
-    warm_messages = committed_and_end(settings, f"{APP}-pricing", settings.topics.usage_raw)[1]
-    wait_done(settings, procs, t0, tmp=tmp, raw_messages=warm_messages)
+    offsets = Offsets(settings)
+    warm_messages = offsets.committed_and_end(f"{APP}-pricing", settings.topics.usage_raw)[1]
+    wait_done(settings, offsets, procs, t0, tmp=tmp, raw_messages=warm_messages)
     print(f"warmed up with {warm:,} events in {time.perf_counter() - t0:.1f} s", flush=True)
     print(f"publishing {len(raws) - warm:,} events", flush=True)
     cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -248,8 +278,8 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str, warm: 
     publish(settings, raws[warm:], docs[warm:])
     published_s = time.perf_counter() - t0
     cpu = {"publisher": time.process_time() - own0}
-    raw_messages = committed_and_end(settings, f"{APP}-pricing", settings.topics.usage_raw)[1]
-    done_at = wait_done(settings, procs, t0, tmp=tmp, raw_messages=raw_messages)
+    raw_messages = offsets.committed_and_end(f"{APP}-pricing", settings.topics.usage_raw)[1]
+    done_at = wait_done(settings, offsets, procs, t0, tmp=tmp, raw_messages=raw_messages)
     cpu |= {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
     broker_threads = thread_cpu_delta(broker0, thread_cpu(pids["broker"]))
     for p in procs:
@@ -259,7 +289,8 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str, warm: 
         tenant, _, dim = json.loads(raw_key).partition("|")
         if state and dim == f"tenant={tenant}":
             months |= {(tenant, month): v for month, v in state["month"].items()}
-    deltas = committed_and_end(settings, f"{APP}-spend", settings.topics.spend_deltas)[1]
+    deltas = offsets.committed_and_end(f"{APP}-spend", settings.topics.spend_deltas)[1]
+    offsets.close()
     topics = topic_sizes(settings, broker.data_dir / "logs")
     store = ChdbStore(Path(tmp) / "chdb")
     rows, stored = store.query("SELECT count(), sum(cost_nanos) FROM usage_events FINAL").rows[0]
