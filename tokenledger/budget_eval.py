@@ -154,6 +154,9 @@ def period_of(budget: Budget, at: datetime, tz_name: str) -> tuple[str, datetime
     """``(period_key, period_end)`` of the budget's period containing ``at``."""
     if budget.period in ROLLING:
         return budget.period, None
+    span = _SPANS.get((budget.period, tz_name))
+    if span is not None and span[0] <= at < span[1]:  # usually the period of the last lookup
+        return span[2], span[1]
     # Every instant of a UTC minute lies in the same local day and month (offsets are whole minutes).
     key = (budget.period, tz_name, int(at.timestamp() // 60))
     found = _PERIODS.get(key)
@@ -162,7 +165,14 @@ def period_of(budget: Budget, at: datetime, tz_name: str) -> tuple[str, datetime
         if len(_PERIODS) >= 100_000:
             _PERIODS.clear()
         found = _PERIODS[key] = (window.key, window.end)
+        _SPANS[(budget.period, tz_name)] = (window.start, window.end, window.key)
     return found
+
+
+# Per (period, timezone): the window of the last lookup that computed one, (start, end, key).
+# A sparse backfill opens a new minute at nearly every request: the per-minute cache misses,
+# the period rarely changes.
+_SPANS: dict[tuple[str, str], tuple[datetime, datetime, str]] = {}
 
 
 def evaluate(

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from stream_jobs.budget_fold import BUDGET_KEEP_DAYS, BUDGET_KEEP_MONTHS, Output, fold_budget
 from stream_jobs.spend_state import SpendFold, When, spent
+from tokenledger import budget_eval
 from tokenledger.budget_eval import BudgetStatus, evaluate, evaluate_late, period_of
 from tokenledger.budgets import Budget
-from tokenledger.windows import ROLLING
+from tokenledger.windows import ROLLING, calendar_window
 
 TZ_NAME = "Asia/Shanghai"
 TZ = ZoneInfo(TZ_NAME)
@@ -98,3 +99,23 @@ def test_quiet_requests_are_only_added_up() -> None:
     assert [o.spent_nanos for o in out] == [1_000_000_000, *(100_000_000_000 * k + 1_000_000_000 for k in range(1, 10))]
     assert status.spent_nanos == 1_000_000_000_000
     assert status.state == "normal"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.sampled_from(["day", "month"]),
+    st.sampled_from(["Asia/Shanghai", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu"]),
+    st.lists(st.integers(-40 * 86_400 * 10**6, 40 * 86_400 * 10**6), min_size=1, max_size=40),
+)
+def test_period_of_sparse_instants_equals_the_calendar_window(period: str, tz_name: str, deltas_us: list[int]) -> None:
+    """Instants days apart, back and forth, over DST changes, one µs either side of midnight:
+    the window remembered from the last lookup is reused only where it holds."""
+    budget_eval._PERIODS.clear()
+    budget_eval._SPANS.clear()
+    budget = Budget(id="b", tenant="acme", period=period, limit_usd=Decimal("1"))
+    tz = ZoneInfo(tz_name)
+    midnight = datetime(2026, 11, 1, tzinfo=tz).astimezone(UTC)
+    for d in deltas_us:
+        for at in (midnight + timedelta(microseconds=d), midnight - timedelta(microseconds=1), midnight):
+            window = calendar_window(at, period, tz)  # type: ignore[arg-type]
+            assert period_of(budget, at, tz_name) == (window.key, window.end)
