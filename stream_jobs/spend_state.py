@@ -58,20 +58,23 @@ class When:
         offsets are whole minutes), so the keys are computed once per minute and reused.
         """
         minute = int(at.timestamp()) // 60
-        cached = _KEYS.get((minute, tz))
+        by_minute = _KEYS.get(tz)
+        if by_minute is None:
+            by_minute = _KEYS[tz] = {}
+        cached = by_minute.get(minute)
         if cached is None:
             cached = (
                 *_day_month(minute, tz),
                 bucket_start(at, ROLLING["rolling_1h"][1]),
                 bucket_start(at, timedelta(hours=1)),
             )
-            if len(_KEYS) >= _KEYS_MAX:
-                _KEYS.clear()
-            _KEYS[(minute, tz)] = cached
+            if len(by_minute) >= _KEYS_MAX:
+                by_minute.clear()
+            by_minute[minute] = cached
         return cls(at, *cached)
 
 
-_KEYS: dict[tuple[int, ZoneInfo], tuple[str, str, int, int]] = {}
+_KEYS: dict[ZoneInfo, dict[int, tuple[str, str, int, int]]] = {}  # per zone, per epoch minute (see _FOLD_KEYS)
 _KEYS_MAX = 100_000  # ~70 days of minutes; cleared when full
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR_S = 3600
@@ -85,13 +88,16 @@ def keys_of_us(at_us: int, tz: ZoneInfo) -> FoldKeys:
     ``int`` and as ``str``, and the window edges (as ``str``) they imply.
     """
     minute = at_us // 60_000_000
-    found = _FOLD_KEYS.get((minute, tz))
+    by_minute = _FOLD_KEYS.get(tz)
+    if by_minute is None:
+        by_minute = _FOLD_KEYS[tz] = {}
+    found = by_minute.get(minute)
     if found is None:
         at_s = minute * 60
         found = fold_keys(*_day_month(minute, tz), at_s, at_s // _HOUR_S * _HOUR_S)
-        if len(_FOLD_KEYS) >= _KEYS_MAX:
-            _FOLD_KEYS.clear()
-        _FOLD_KEYS[(minute, tz)] = found
+        if len(by_minute) >= _KEYS_MAX:
+            by_minute.clear()
+        by_minute[minute] = found
     return found
 
 
@@ -120,7 +126,9 @@ def _s(at: datetime) -> int:
 
 # (day, month, minute bucket, hour bucket, their str, minute edge str, hour edge str)
 FoldKeys = tuple[str, str, int, int, str, str, str, str]
-_FOLD_KEYS: dict[tuple[int, ZoneInfo], FoldKeys] = {}
+# Per timezone, per epoch minute: a dict per zone, not one keyed by (minute, zone): in a large
+# table the tuple key's allocation and hash took half of a ~450 ns lookup.
+_FOLD_KEYS: dict[ZoneInfo, dict[int, FoldKeys]] = {}
 
 
 def fold_keys(day: str, month: str, minute: int, hour: int) -> FoldKeys:
