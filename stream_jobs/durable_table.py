@@ -57,10 +57,27 @@ class DurableTable(faust.Table[str, Any]):
         # In-memory value -> what the changelog's codec serializes (Faust sends bytes values
         # as they are, without their codec: a packed value is unpacked here first).
         self.changelog_form: Callable[[Any], Any] | None = None
+        # The changelog form of the value being set, when the writer has it (see :meth:`set_packed`).
+        self._form: tuple[Any, Any, Any] | None = None
+
+    def set_packed(self, key: Any, packed: Any, form: Any) -> None:
+        """``self[key] = packed``, whose changelog form the caller already holds (``form``).
+
+        Faust sends the changelog record from inside the assignment: handing the form over saves
+        unpacking what was packed a moment before (~20 µs for a busy key's spend record).
+        """
+        self._form = (key, packed, form)
+        try:
+            self[key] = packed
+        finally:
+            self._form = None
 
     def send_changelog(self, partition: int | None, key: Any, value: Any, *args: Any, **kwargs: Any) -> Any:
         """Faust's changelog send (public API), with its future kept for :meth:`confirm`."""
-        if self.changelog_form is not None and value is not None:
+        held = self._form
+        if held is not None and held[0] == key and held[1] is value:
+            value = held[2]
+        elif self.changelog_form is not None and value is not None:
             value = self.changelog_form(value)
         fut = super().send_changelog(partition, key, value, *args, **kwargs)
         self._unconfirmed.append(fut)

@@ -20,12 +20,12 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
 from stream_jobs.batches import RAW_APPLIED
-from stream_jobs.durable_table import Packing
+from stream_jobs.durable_table import DurableTable, Packing
 
 _HEADER = struct.Struct("<B5B")
 _INT64 = (-(1 << 63), (1 << 63) - 1)
@@ -33,6 +33,7 @@ _STRUCTS: dict[tuple[int, ...], struct.Struct] = {}  # (version, counts...) -> l
 _PERIOD_MINUTES: dict[str, int] = {}  # "2026-10-31T16:00Z" -> epoch minute
 _PERIOD_KEYS: dict[int, str] = {}
 _BUCKET_KEYS: dict[int, str] = {}  # epoch minute -> "1762156800"
+_BUCKET_MINUTES: dict[str, int] = {}  # "1762156800" -> epoch minute (only keys that fit)
 _CACHE_MAX = 100_000
 _json = msgspec.json.Encoder()
 _FOLDED = {"day", "month", "minute", "hour"}
@@ -83,10 +84,16 @@ def _period_key(minute: int) -> str:
 
 
 def _bucket_minute(key: str) -> int:
-    seconds = int(key) if key.isdigit() else -1
-    if seconds < 0 or seconds % 60 or str(seconds) != key or seconds // 60 >= 1 << 32:
-        raise _Unfit(key)
-    return seconds // 60
+    found = _BUCKET_MINUTES.get(key)
+    if found is None:
+        seconds = int(key) if key.isdigit() else -1
+        if seconds < 0 or seconds % 60 or str(seconds) != key or seconds // 60 >= 1 << 32:
+            raise _Unfit(key)
+        found = seconds // 60
+        if len(_BUCKET_MINUTES) >= _CACHE_MAX:
+            _BUCKET_MINUTES.clear()
+        _BUCKET_MINUTES[key] = found
+    return found
 
 
 def _bucket_key(minute: int) -> str:
@@ -112,17 +119,26 @@ def pack(record: dict[str, Any]) -> bytes:
             raise _Unfit(record)
         values: list[int] = []
         counts = []
-        for name, to_minute in (("day", _period_minute), ("month", _period_minute), ("minute", _bucket_minute)):
+        for name, cache, to_minute in (
+            ("day", _PERIOD_MINUTES, _period_minute),
+            ("month", _PERIOD_MINUTES, _period_minute),
+            ("minute", _BUCKET_MINUTES, _bucket_minute),
+            ("hour", _BUCKET_MINUTES, _bucket_minute),
+        ):
             part = record.get(name) or {}
             counts.append(len(part))
-            for k, v in part.items():
-                values.append(to_minute(k))
-                values.append(_nanos(v))
-        hour = record.get("hour") or {}
-        counts.append(len(hour))
-        for k, v in hour.items():
-            values.append(_bucket_minute(k))
-            values.append(_nanos(v))
+            # Per record, not per bucket: one C-level pass each for the keys (cached) and the amounts.
+            found = [cache.get(k) for k in part]
+            minutes = [to_minute(k) for k in part] if None in found else cast(list[int], found)
+            pairs = [0] * (2 * len(minutes))
+            pairs[0::2] = minutes
+            pairs[1::2] = part.values()
+            values += pairs
+        amounts = values[1::2]
+        if amounts and not (
+            all(type(v) is int for v in amounts) and _INT64[0] <= min(amounts) and max(amounts) <= _INT64[1]
+        ):
+            raise _Unfit(amounts)
         applied = record.get(RAW_APPLIED) or {}
         counts.append(len(applied))
         for p, pos in applied.items():
@@ -132,7 +148,6 @@ def pack(record: dict[str, Any]) -> bytes:
             values.append(_nanos(pos))
         if max(counts) > 255:
             raise _Unfit(counts)
-        amounts = values[1 : 2 * sum(counts[:4]) : 2]
         version = _SMALL if not amounts or (min(amounts) >= 0 and max(amounts) < 1 << 32) else _WIDE
         layout = _layout(version, tuple(counts))
         out = bytearray(layout.size)
@@ -151,13 +166,16 @@ def unpack(packed: bytes) -> dict[str, Any]:
     values = _layout(version, (day, month, minute, hour, applied)).unpack(packed)
     record: dict[str, Any] = {}
     i = 0
-    for name, count, to_key in (
-        ("day", day, _period_key),
-        ("month", month, _period_key),
-        ("minute", minute, _bucket_key),
-        ("hour", hour, _bucket_key),
+    for name, count, cache, to_key in (
+        ("day", day, _PERIOD_KEYS, _period_key),
+        ("month", month, _PERIOD_KEYS, _period_key),
+        ("minute", minute, _BUCKET_KEYS, _bucket_key),
+        ("hour", hour, _BUCKET_KEYS, _bucket_key),
     ):
-        record[name] = {to_key(values[j]): values[j + 1] for j in range(i, i + 2 * count, 2)}
+        minutes = values[i : i + 2 * count : 2]
+        found = [cache.get(m) for m in minutes]  # one C-level pass per record, as in pack
+        keys = [to_key(m) for m in minutes] if None in found else cast(list[str], found)
+        record[name] = dict(zip(keys, values[i + 1 : i + 2 * count : 2], strict=True))
         i += 2 * count
     if applied:
         record[RAW_APPLIED] = {str(values[j]): values[j + 1] for j in range(i, i + 2 * applied, 2)}
@@ -192,7 +210,12 @@ class PackedView(MutableMapping[str, Any]):
         return unpack(value) if isinstance(value, bytes) else value
 
     def __setitem__(self, key: str, value: Any) -> None:
-        self.table[key] = pack(value) if isinstance(value, dict) else value
+        if not isinstance(value, dict):
+            self.table[key] = value
+        elif isinstance(self.table, DurableTable):  # its changelog record is this dict, not unpacked again
+            self.table.set_packed(key, pack(value), value)
+        else:
+            self.table[key] = pack(value)
 
     def __delitem__(self, key: str) -> None:
         del self.table[key]
