@@ -14,6 +14,9 @@ import sys
 import time
 from typing import Any, NoReturn
 
+from confluent_kafka.admin import AdminClient
+
+from stream_jobs.recovery_watch import RecoveryWatch, restart_process
 from tokenledger.errors import PermanentError
 
 
@@ -78,13 +81,36 @@ async def watch_health(
     HEALTH.live["event-loop"] = loop_turns
     HEALTH.live["not-stuck"] = not_stuck
     HEALTH.ready["recovered"] = recovered
+    watch = RecoveryWatch()
     while True:
         now = last[0] = time.monotonic()
         if recovered() is None:
             unready_since[0] = None
         elif unready_since[0] is None:
             unready_since[0] = now
+        recovery = app.tables.recovery
+        idle = watch.observe(bool(recovery.in_recovery), int(recovery.active_remaining_total()))
+        if idle is not None:
+            if await asyncio.to_thread(broker_answers):
+                restart_process(
+                    f"table recovery read none of its {recovery.active_remaining_total():,} changelog records"
+                    f" for {idle:.0f} s (a faust-streaming stall)"
+                )
+            watch.reset()  # the broker is away: recovery waits for it, as it should
         await asyncio.sleep(beat_s)
+
+
+def broker_answers() -> bool:
+    """Whether the cluster answers a metadata request within 5 s."""
+    from stream_jobs.app import SETTINGS  # noqa: PLC0415 - the worker's settings
+    from tokenledger.kafka_config import KafkaSettings  # noqa: PLC0415
+
+    settings: KafkaSettings = SETTINGS
+    try:
+        AdminClient(settings.client_config()).list_topics(timeout=5)
+    except Exception:  # any failure: not reachable now
+        return False
+    return True
 
 
 def stop_worker(stage: str, exc: BaseException) -> NoReturn:
