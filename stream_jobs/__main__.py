@@ -31,7 +31,7 @@ async def _diagnostics() -> None:
     drop_spinner_debug()  # the worker has started: no debug records in the hot path
     quiet.install(SETTINGS, ROLE)  # a broker outage: one line each way, not one per retry
     serve_from_env({"all": 9100, "pricing": 9101, "spend": 9102}[ROLE])
-    await watch_health(app)
+    await watch_health(app, quiet.metadata_probe(SETTINGS.client_config()))  # a silent client: no lines in an outage
 
 
 if "worker" in sys.argv:

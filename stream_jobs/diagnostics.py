@@ -12,9 +12,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
-
-from confluent_kafka.admin import AdminClient
 
 from stream_jobs.recovery_watch import RecoveryWatch, restart_process
 from tokenledger.errors import PermanentError
@@ -47,7 +46,11 @@ def install(app: Any) -> None:
 
 
 async def watch_health(
-    app: Any, beat_s: float = 1.0, stale_after_s: float = 30.0, stuck_after_s: float | None = None
+    app: Any,
+    broker_answers: Callable[[], bool],
+    beat_s: float = 1.0,
+    stale_after_s: float = 30.0,
+    stuck_after_s: float | None = None,
 ) -> None:
     """Register the worker's checks and beat forever.
 
@@ -55,7 +58,8 @@ async def watch_health(
     stuck in a rebalance or recovery for longer than ``stuck_after_s``
     (``TOKENLEDGER_STUCK_REBALANCE_S``, default 300 s): Faust can wedge a rebalance on a commit
     started before a broker crash, and a supervisor's liveness probe then restarts the worker.
-    Ready once the changelog recovery finished and no rebalance is in progress.
+    Ready once the changelog recovery finished and no rebalance is in progress. A recovery
+    that reads nothing while ``broker_answers()`` restarts the process (``recovery_watch``).
     """
     from tokenledger.health import HEALTH  # noqa: PLC0415 - only in the worker process
 
@@ -98,19 +102,6 @@ async def watch_health(
                 )
             watch.reset()  # the broker is away: recovery waits for it, as it should
         await asyncio.sleep(beat_s)
-
-
-def broker_answers() -> bool:
-    """Whether the cluster answers a metadata request within 5 s."""
-    from stream_jobs.app import SETTINGS  # noqa: PLC0415 - the worker's settings
-    from tokenledger.kafka_config import KafkaSettings  # noqa: PLC0415
-
-    settings: KafkaSettings = SETTINGS
-    try:
-        AdminClient(settings.client_config()).list_topics(timeout=5)
-    except Exception:  # any failure: not reachable now
-        return False
-    return True
 
 
 def stop_worker(stage: str, exc: BaseException) -> NoReturn:

@@ -11,10 +11,11 @@ from tokenledger.health import HEALTH
 
 def test_ready_after_recovery_and_live_until_stuck() -> None:
     completed = asyncio.Event()
-    app = SimpleNamespace(tables=SimpleNamespace(recovery=SimpleNamespace(completed=completed)), rebalancing=False)
+    recovery = SimpleNamespace(completed=completed, in_recovery=False, active_remaining_total=lambda: 0)
+    app = SimpleNamespace(tables=SimpleNamespace(recovery=recovery), rebalancing=False)
 
     async def scenario() -> list[tuple[bool, dict[str, str]]]:
-        task = asyncio.create_task(watch_health(app, beat_s=0.01, stuck_after_s=0.2))
+        task = asyncio.create_task(watch_health(app, lambda: True, beat_s=0.01, stuck_after_s=0.2))
         seen = []
         await asyncio.sleep(0.05)
         seen.append(HEALTH.report(HEALTH.ready))  # recovering
@@ -26,6 +27,7 @@ def test_ready_after_recovery_and_live_until_stuck() -> None:
         seen.append(HEALTH.report(HEALTH.live))  # rebalancing, not yet stuck: live
         await asyncio.sleep(0.3)
         seen.append(HEALTH.report(HEALTH.live))  # stuck: not live
+        assert not task.done()  # the beat goes on (a failing check would end it silently)
         task.cancel()
         return seen
 
