@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from tokenledger.minute_cache import MinuteCache
 from tokenledger.windows import ROLLING, bucket_start, calendar_window
 
 HOURLY_KEEP = timedelta(hours=49)
@@ -59,23 +60,22 @@ class When:
         """
         minute = int(at.timestamp()) // 60
         by_minute = _KEYS.get(tz)
-        if by_minute is None:
-            by_minute = _KEYS[tz] = {}
-        cached = by_minute.get(minute)
+        cached = by_minute.get(minute) if by_minute is not None else None
         if cached is None:
-            cached = (
-                *_day_month(minute, tz),
-                bucket_start(at, ROLLING["rolling_1h"][1]),
-                bucket_start(at, timedelta(hours=1)),
+            cached = _KEYS.remember(
+                tz,
+                minute,
+                (
+                    *_day_month(minute, tz),
+                    bucket_start(at, ROLLING["rolling_1h"][1]),
+                    bucket_start(at, timedelta(hours=1)),
+                ),
             )
-            if len(by_minute) >= _KEYS_MAX:
-                by_minute.clear()
-            by_minute[minute] = cached
         return cls(at, *cached)
 
 
-_KEYS: dict[ZoneInfo, dict[int, tuple[str, str, int, int]]] = {}  # per zone, per epoch minute (see _FOLD_KEYS)
 _KEYS_MAX = 100_000  # ~70 days of minutes; cleared when full
+_KEYS: MinuteCache[ZoneInfo, tuple[str, str, int, int]] = MinuteCache(_KEYS_MAX)  # When.of, per zone and minute
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _HOUR_S = 3600
 _HOURLY_KEEP_S = int(HOURLY_KEEP.total_seconds())
@@ -89,15 +89,10 @@ def keys_of_us(at_us: int, tz: ZoneInfo) -> FoldKeys:
     """
     minute = at_us // 60_000_000
     by_minute = _FOLD_KEYS.get(tz)
-    if by_minute is None:
-        by_minute = _FOLD_KEYS[tz] = {}
-    found = by_minute.get(minute)
+    found = by_minute.get(minute) if by_minute is not None else None
     if found is None:
         at_s = minute * 60
-        found = fold_keys(*_day_month(minute, tz), at_s, at_s // _HOUR_S * _HOUR_S)
-        if len(by_minute) >= _KEYS_MAX:
-            by_minute.clear()
-        by_minute[minute] = found
+        found = _FOLD_KEYS.remember(tz, minute, fold_keys(*_day_month(minute, tz), at_s, at_s // _HOUR_S * _HOUR_S))
     return found
 
 
@@ -126,9 +121,7 @@ def _s(at: datetime) -> int:
 
 # (day, month, minute bucket, hour bucket, their str, minute edge str, hour edge str)
 FoldKeys = tuple[str, str, int, int, str, str, str, str]
-# Per timezone, per epoch minute: a dict per zone, not one keyed by (minute, zone): in a large
-# table the tuple key's allocation and hash took half of a ~450 ns lookup.
-_FOLD_KEYS: dict[ZoneInfo, dict[int, FoldKeys]] = {}
+_FOLD_KEYS: MinuteCache[ZoneInfo, FoldKeys] = MinuteCache(_KEYS_MAX)
 
 
 def fold_keys(day: str, month: str, minute: int, hour: int) -> FoldKeys:

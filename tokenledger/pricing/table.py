@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
+from tokenledger.minute_cache import MinuteCache
 from tokenledger.pricing.catalog import GenaiPricesCatalog
 from tokenledger.pricing.model import PriceSpec, PriceTable
 from tokenledger.pricing.overrides import OverrideBook
@@ -53,17 +54,15 @@ class LayeredPriceTable:
 
 
 class CachedPriceTable:
-    """Memoises lookups per ``(provider, model, batch)`` and minute for the hot path.
+    """Memoises lookups per ``(provider, model, batch)`` and minute for the hot path (at most ``maxsize``).
 
     Price changes (effective dates, off-peak windows) start on whole minutes, so a minute
-    bucket never mixes two prices. One dict of minutes per model, not one keyed by the whole
-    tuple: in a large cache the tuple's allocation and hash took half of a lookup.
+    bucket never mixes two prices.
     """
 
     def __init__(self, inner: PriceTable, maxsize: int = 65_536) -> None:
         self._inner = inner
-        self._maxsize = maxsize  # minutes kept per model (cleared when full)
-        self._cache: dict[tuple[str, str, bool], dict[int, PriceSpec]] = {}
+        self._cache: MinuteCache[tuple[str, str, bool], PriceSpec] = MinuteCache(maxsize)
 
     def lookup(self, provider: str, model: str, at: datetime, *, batch: bool = False) -> PriceSpec:
         """Same answer as the inner table, cached."""
@@ -72,14 +71,9 @@ class CachedPriceTable:
     def lookup_minute(self, provider: str, model: str, minute: int, at: datetime, *, batch: bool = False) -> PriceSpec:
         """:meth:`lookup` for a caller that has ``at``'s epoch minute already (the pricing stage)."""
         by_minute = self._cache.get((provider, model, batch))
-        if by_minute is None:
-            if len(self._cache) >= self._maxsize:
-                self._cache.clear()  # as many models as minutes kept: a flood of made-up names
-            by_minute = self._cache[(provider, model, batch)] = {}
-        spec = by_minute.get(minute)
+        spec = by_minute.get(minute) if by_minute is not None else None
         if spec is None:
-            spec = self._inner.lookup(provider, model, at, batch=batch)
-            if len(by_minute) >= self._maxsize:
-                by_minute.clear()
-            by_minute[minute] = spec
+            spec = self._cache.remember(
+                (provider, model, batch), minute, self._inner.lookup(provider, model, at, batch=batch)
+            )
         return spec
