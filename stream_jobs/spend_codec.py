@@ -166,16 +166,13 @@ def unpack(packed: bytes) -> dict[str, Any]:
     values = _layout(version, (day, month, minute, hour, applied)).unpack(packed)
     record: dict[str, Any] = {}
     i = 0
-    for name, count, cache, to_key in (
-        ("day", day, _PERIOD_KEYS, _period_key),
-        ("month", month, _PERIOD_KEYS, _period_key),
-        ("minute", minute, _BUCKET_KEYS, _bucket_key),
-        ("hour", hour, _BUCKET_KEYS, _bucket_key),
+    for name, count, to_key in (
+        ("day", day, _period_key),
+        ("month", month, _period_key),
+        ("minute", minute, _bucket_key),
+        ("hour", hour, _bucket_key),
     ):
-        minutes = values[i : i + 2 * count : 2]
-        found = [cache.get(m) for m in minutes]  # one C-level pass per record, as in pack
-        keys = [to_key(m) for m in minutes] if None in found else cast(list[str], found)
-        record[name] = dict(zip(keys, values[i + 1 : i + 2 * count : 2], strict=True))
+        record[name] = {to_key(values[j]): values[j + 1] for j in range(i, i + 2 * count, 2)}
         i += 2 * count
     if applied:
         record[RAW_APPLIED] = {str(values[j]): values[j + 1] for j in range(i, i + 2 * applied, 2)}
