@@ -26,6 +26,7 @@ import msgspec
 from confluent_kafka import KafkaError, Producer
 
 from producers.events import kafka_key
+from tokenledger.event_time import epoch_us
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.schema import UsageEventV1
 from tokenledger.schema.fastdecode import encode_usage_event
@@ -112,7 +113,7 @@ class UsagePublisher:
 
     def publish(self, event: UsageEventV1) -> None:
         """Enqueue one event; spool it when the local buffer is full. Never blocks."""
-        ms = int(event.time.timestamp() * 1000) if self._event_time else 0
+        ms = epoch_us(event.time) // 1000 if self._event_time else 0  # exact: a float's ms can be one short
         self._add(kafka_key(event), encode_usage_event(event), ms)
 
     def publish_raw(self, key: bytes, value: bytes, timestamp_ms: int = 0) -> None:
