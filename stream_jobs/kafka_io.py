@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import Message as KafkaMessage
 
 from stream_jobs.dead_letters import origin_key, origin_of
 from stream_jobs.stall_watch import StallWatch
@@ -85,6 +86,12 @@ class ErrorWatch:
 class ConfluentBatchConsumer:
     """Manual-commit consumer of one topic (static assignment or group subscription).
 
+    A commit waits for the broker's answer at most ``commit_timeout_s`` and then raises
+    :class:`TransientError`, so the caller's retry loop backs off and commits again. (librdkafka's
+    synchronous commit takes no timeout; one was seen never to return after a broker restart.)
+    While waiting it serves the consumer's queue; a message that arrives then, or during a
+    ``keepalive``, is held for the next :meth:`poll_batch`, never dropped.
+
     A consumer that is behind the end of its topic yet receives nothing is reported, not
     silently tolerated: every ``check_every_s`` of empty polls the lag is refreshed, and once it
     has stayed non-zero without a record for ``stall_after_s`` a warning names the partitions
@@ -99,10 +106,15 @@ class ConfluentBatchConsumer:
         *,
         stall_after_s: float = 60.0,
         check_every_s: float = 5.0,
+        commit_timeout_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._topic, self._group = topic, group_id
         self._clock = clock
+        self._commit_timeout_s = commit_timeout_s
+        self._held: list[Message] = []  # returned by a poll outside poll_batch, delivered next
+        self._acked: dict[tuple[str, int], int] = {}  # highest offset the broker acknowledged
+        self._refused: dict[tuple[str, int], tuple[int, KafkaError]] = {}  # offset and why
         self._watch = StallWatch(clock(), stall_after_s=stall_after_s, check_every_s=check_every_s)
         self.errors = ErrorWatch(f"consumer group {group_id}")
         self._consumer = Consumer(
@@ -113,6 +125,7 @@ class ConfluentBatchConsumer:
                 "auto.offset.reset": "earliest",
                 "fetch.wait.max.ms": settings.fetch_wait_ms,
                 "error_cb": self.errors,
+                "on_commit": self._on_commit,
                 **_debug_config(),
             }
         )
@@ -131,20 +144,40 @@ class ConfluentBatchConsumer:
             )
 
     def poll_batch(self, max_messages: int, timeout_s: float) -> list[Message]:
-        """Up to ``max_messages`` messages."""
+        """Up to ``max_messages`` messages (those held from an earlier poll first)."""
+        if self._held:
+            out, self._held = self._held[:max_messages], self._held[max_messages:]
+            return out
         out = []
         for m in self._consumer.consume(max_messages, timeout_s):
-            err = m.error()
-            if err:
-                if is_permanent(err):
-                    self.errors(err)
-                continue  # partition EOF and transient fetch errors: librdkafka retries
-            out.append(Message(m.topic() or "", m.partition() or 0, m.offset() or 0, m.value()))
+            self._take(m, out)
         self.errors.check()
         now = self._clock()
         if self._watch.polled(now, len(out)):
             self._report_lag(now)
         return out
+
+    def _take(self, m: KafkaMessage, into: list[Message]) -> None:
+        err = m.error()
+        if err:
+            if is_permanent(err):
+                self.errors(err)
+            return  # partition EOF and transient fetch errors: librdkafka retries
+        into.append(Message(m.topic() or "", m.partition() or 0, m.offset() or 0, m.value()))
+
+    def _serve(self, timeout_s: float) -> None:
+        """Serve callbacks (commit results, group protocol); hold a message if one comes."""
+        m = self._consumer.poll(timeout_s)
+        if m is not None:
+            self._take(m, self._held)
+
+    def _on_commit(self, err: KafkaError | None, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            key, why = (tp.topic, tp.partition), err or tp.error
+            if why is not None:
+                self._refused[key] = (tp.offset, why)
+            elif tp.offset >= 0 and tp.offset > self._acked.get(key, -1):
+                self._acked[key] = tp.offset
 
     def _report_lag(self, now: float) -> None:
         lag = self.lag()
@@ -164,28 +197,51 @@ class ConfluentBatchConsumer:
             )
 
     def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        """Synchronous commit.
+        """Commit and wait for the broker's answer, at most ``commit_timeout_s``.
 
         Raises:
-            TransientError: The coordinator is away; retry the same commit.
+            TransientError: The coordinator is away or did not answer in time; retry the same commit.
             PermanentError: Credentials or permissions are wrong.
         """
+        for key in offsets:
+            self._refused.pop(key, None)
         try:
-            self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=False
-            )
+            self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
         except KafkaException as exc:
             err = exc.args[0]
             if not isinstance(err, KafkaError):
                 raise
-            if err.code() in _COMMIT_SUPERSEDED:
-                log.info("commit superseded by a rebalance (%s); the new owner replays from the last commit", err.str())
+            self._raise_refused(err, exc)
+            return
+        deadline = self._clock() + self._commit_timeout_s
+        while not all(self._acked.get(key, -1) >= o for key, o in offsets.items()):
+            refused = self._refusal(offsets)
+            if refused is not None:
+                self._raise_refused(refused, None)
                 return
-            if is_permanent(err):
-                raise PermanentError(f"Kafka refused the commit: {err.str()}") from exc
-            raise TransientError(f"commit not acknowledged: {err.str()}") from exc
+            if self._clock() >= deadline:
+                raise TransientError(f"commit not answered within {self._commit_timeout_s:g} s")
+            self._serve(0.05)
         metrics.CONSUMER_LAG.labels(self._group, self._topic).set(self.lag())
         metrics.CONSUMER_STALLED.labels(self._group, self._topic).set(0)
+
+    def _refusal(self, offsets: dict[tuple[str, int], int]) -> KafkaError | None:
+        """Why this commit was refused, if it was (a late refusal of an older commit is not)."""
+        for key, offset in offsets.items():
+            refused = self._refused.get(key)
+            if refused is not None and refused[0] >= offset:
+                return refused[1]
+        return None
+
+    @staticmethod
+    def _raise_refused(err: KafkaError, cause: BaseException | None) -> None:
+        """Classify a refused commit: superseded (returns), permanent or transient (raise)."""
+        if err.code() in _COMMIT_SUPERSEDED:
+            log.info("commit superseded by a rebalance (%s); the new owner replays from the last commit", err.str())
+            return
+        if is_permanent(err):
+            raise PermanentError(f"Kafka refused the commit: {err.str()}") from cause
+        raise TransientError(f"commit not acknowledged: {err.str()}") from cause
 
     def lag(self) -> int:
         """Messages between this consumer's position and the ends of its assigned partitions.
@@ -210,8 +266,11 @@ class ConfluentBatchConsumer:
         self._consumer.resume(self._consumer.assignment())
 
     def keepalive(self) -> None:
-        """Serve callbacks and group heartbeats while paused."""
-        self._consumer.poll(0)
+        """Serve callbacks and group heartbeats while paused.
+
+        A message of a partition assigned meanwhile (hence not paused) is held for the next batch.
+        """
+        self._serve(0)
 
     def close(self) -> None:
         """Leave cleanly."""

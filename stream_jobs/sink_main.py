@@ -21,6 +21,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
@@ -48,6 +49,8 @@ class SinkRun:
     stop: threading.Event
     failure: str | None = None
     running: bool = False
+    # No step (a poll, an insert, a commit, one backoff) takes this long unless a call is wedged.
+    wedged_after_s: float = 120.0
 
     @classmethod
     def open(cls, store: Store, settings: KafkaSettings, group: str, batch_size: int, batch_wait_s: float) -> SinkRun:
@@ -60,6 +63,7 @@ class SinkRun:
             raise PermanentError("the store has no table usage_events: run `python -m billing migrate` first")
         stop = threading.Event()
         consumer = ConfluentBatchConsumer(settings, settings.topics.usage_priced, group)
+        quiet_broker = quiet.current()
         sink = StoreSink(
             store,
             consumer,
@@ -67,6 +71,7 @@ class SinkRun:
             batch_size=batch_size,
             batch_wait_s=batch_wait_s,
             should_stop=stop.is_set,
+            broker_outage=quiet_broker.joined() if quiet_broker else None,
         )
         log.info("sink: %s -> usage_events (group %s)", settings.topics.usage_priced, group)
         return cls(sink, consumer, stop)
@@ -92,9 +97,18 @@ class SinkRun:
             st = self.sink.stats
             log.info("sink stopped: %d rows in %d batches, %d dead letters", st.rows, st.batches, st.dead_lettered)
 
+    def live(self) -> str | None:
+        """Why the sink is not live: stopped by a failure, or one step not returning (a wedged call)."""
+        if not self.running:
+            return None if self.stop.is_set() else (self.failure or "not running")
+        stuck_s = time.monotonic() - self.sink.beat
+        if stuck_s > self.wedged_after_s:
+            return f"sink stuck: one step has not returned for {stuck_s:.0f} s"
+        return None
+
     def register_health(self) -> None:
-        """Live while the loop runs; ready while it runs and the broker accepted the client."""
-        HEALTH.live["sink"] = lambda: None if self.running or self.stop.is_set() else (self.failure or "not running")
+        """Live while the loop runs and its steps return; ready while it runs."""
+        HEALTH.live["sink"] = self.live
         HEALTH.ready["sink"] = lambda: None if self.running else "sink not running"
 
 

@@ -27,7 +27,7 @@ import msgspec
 
 from tokenledger import metrics
 from tokenledger.errors import TransientError
-from tokenledger.outage import Outage
+from tokenledger.outage import Outage, OutageLog
 from tokenledger.schema.priced import PRICED_ROWS_PREFIX, decode_row, priced_items, v1_as_row
 from tokenledger.store.base import Store
 from tokenledger.store.records import USAGE_COLUMNS
@@ -124,6 +124,7 @@ class StoreSink:
         sleep: Callable[[float], None] | None = None,
         backoff: Backoff | None = None,
         should_stop: Callable[[], bool] = lambda: False,
+        broker_outage: OutageLog | None = None,
     ) -> None:
         self._store = store
         self._consumer = consumer
@@ -134,10 +135,12 @@ class StoreSink:
         self._backoff = backoff or Backoff()
         self._should_stop = should_stop
         self.stats = SinkStats()
+        self.beat = time.monotonic()  # when a step last began: the live check's proof of progress
         self._per_message = 1.0  # priced events per message, as seen lately (batches hold ~1,000)
-        self._outages = {
+        self._outages: dict[str, OutageLog] = {
             "store": Outage("store", "", "the sink pauses and retries with backoff", logger=log),
-            "broker": Outage("broker", "", "the sink pauses and retries with backoff", logger=log),
+            # The process's own broker outage if it has one (quiet.py): one outage, said once.
+            "broker": broker_outage or Outage("broker", "", "the sink pauses and retries with backoff", logger=log),
         }
 
     def run_once(self) -> int:
@@ -150,6 +153,7 @@ class StoreSink:
             SinkStopped: Asked to stop while the store or broker was away (nothing committed).
             PermanentError: The store or broker refused for a reason retrying cannot fix.
         """
+        self.beat = time.monotonic()
         want = max(1, min(self._batch_size, round(self._batch_size / self._per_message)))
         messages = self._consumer.poll_batch(want, self._batch_wait_s)
         if not messages:
@@ -202,6 +206,7 @@ class StoreSink:
         paused = False
         outage = self._outages[kind]
         while True:
+            self.beat = time.monotonic()
             try:
                 action()
             except TransientError as exc:

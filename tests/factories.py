@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
+from tokenledger.pricing import LayeredPriceTable, price
+from tokenledger.schema.fastdecode import decode_usage_event
+from tokenledger.schema.priced import encode_priced
+
 
 def event_dict(**data_overrides: Any) -> dict[str, Any]:
     """A valid v1 usage event as a JSON-ready dict; ``data`` members overridable."""
@@ -42,3 +48,15 @@ def event_dict(**data_overrides: Any) -> dict[str, Any]:
         "subject": "acme",
         "data": data,
     }
+
+
+def priced_values(n: int) -> list[bytes]:
+    """``n`` priced events (request ids ``r0``..., event ids ``e0``...) as the pricing stage writes them."""
+    table = LayeredPriceTable.from_path()
+    out = []
+    for i in range(n):
+        doc = event_dict(request_id=f"r{i}")
+        doc["id"] = f"e{i}"
+        ev = decode_usage_event(orjson.dumps(doc))
+        out.append(encode_priced(ev, price(ev.data, ev.time, table)))
+    return out

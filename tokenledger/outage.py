@@ -9,6 +9,19 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from typing import Protocol
+
+
+class OutageLog(Protocol):
+    """Where a retry loop reports a dependency's failures and its recovery."""
+
+    def down(self, exc: BaseException | str) -> None:
+        """It did not answer."""
+        ...
+
+    def up(self) -> None:
+        """It answered."""
+        ...
 
 
 class Outage:

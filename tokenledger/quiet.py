@@ -24,7 +24,7 @@ from confluent_kafka.admin import AdminClient
 
 from tokenledger import metrics
 from tokenledger.kafka_config import KafkaSettings
-from tokenledger.outage import Outage
+from tokenledger.outage import Outage, OutageLog
 
 # Lines of the Kafka client libraries that mean "the broker (or the connection to it) is away".
 CONNECTION_ERRORS = (
@@ -141,7 +141,11 @@ class BrokerOutage(logging.Filter):
         if not any(p in text for p in CONNECTION_ERRORS):
             return True
         self._errors.inc()
-        reason = text.splitlines()[0][:160] if text else record.name
+        self.saw(text.splitlines()[0][:160] if text else record.name)
+        return False
+
+    def saw(self, reason: str) -> None:
+        """A connection failure (a library's log line, or one the process's own code met): part of one outage."""
         with self._lock:
             self._last_error = time.monotonic()
             if self.outage.since is None and self._last_error - self._ended < AFTERMATH_S:
@@ -153,13 +157,16 @@ class BrokerOutage(logging.Filter):
                         target=self._confirm, args=(reason,), name="broker-outage", daemon=True
                     )
                     self._prober.start()
-                return False
+                return
             starting = self.outage.since is None
             self.outage.down(reason)
             if starting and (self._prober is None or not self._prober.is_alive()):
                 self._prober = threading.Thread(target=self._watch, name="broker-outage", daemon=True)
                 self._prober.start()
-        return False
+
+    def joined(self) -> OutageLog:
+        """This outage for code with a retry loop of its own: its failures join it, the probe ends it."""
+        return _Joined(self)
 
     def _confirm(self, reason: str) -> None:
         """A connection error soon after an outage: a new outage only if the cluster does not answer."""
@@ -186,14 +193,29 @@ class BrokerOutage(logging.Filter):
                     return
 
 
+class _Joined:
+    def __init__(self, quiet: BrokerOutage) -> None:
+        self._quiet = quiet
+
+    def down(self, exc: BaseException | str) -> None:
+        self._quiet.saw(str(exc))
+
+    def up(self) -> None:
+        """Nothing to say: the probe says when the broker answers again."""
+
+
+def current(root: logging.Logger | None = None) -> BrokerOutage | None:
+    """The process's :class:`BrokerOutage`, if :func:`install` put one on the root logger."""
+    root = root or logging.getLogger()
+    return next((f for h in root.handlers for f in h.filters if isinstance(f, BrokerOutage)), None)
+
+
 def install(settings: KafkaSettings, component: str, root: logging.Logger | None = None) -> BrokerOutage:
     """Put one :class:`BrokerOutage` on every handler of the root logger (idempotent per handler)."""
     root = root or logging.getLogger()
-    found = next(
-        (f for h in root.handlers for f in h.filters if isinstance(f, BrokerOutage)),
-        None,
+    quiet = current(root) or BrokerOutage(
+        settings.bootstrap_servers, component, probe=metadata_probe(settings.client_config())
     )
-    quiet = found or BrokerOutage(settings.bootstrap_servers, component, probe=metadata_probe(settings.client_config()))
     for handler in root.handlers:
         if quiet not in handler.filters:
             handler.addFilter(quiet)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import uuid
@@ -15,13 +14,10 @@ from confluent_kafka import Producer
 from infra.workers import kafka_env, sink_command
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.store_sink import Backoff, StoreSink
-from tests.factories import event_dict
+from tests.factories import priced_values
 from tokenledger import metrics
 from tokenledger.errors import EXIT_PERMANENT, EXIT_TRANSIENT
 from tokenledger.kafka_config import KafkaSettings
-from tokenledger.pricing import LayeredPriceTable, price
-from tokenledger.schema.fastdecode import decode_usage_event
-from tokenledger.schema.priced import encode_priced
 from tokenledger.store.base import StoreRejected
 from tokenledger.store.chdb_store import ChdbStore
 from tokenledger.store.migrations import migrate
@@ -79,17 +75,6 @@ def test_refused_kafka_credentials_stop_the_sink_with_one_line(kafka: KafkaSetti
     assert line.startswith(
         "python -m stream_jobs sink: error: Kafka refused consumer group sink-badauth: _AUTHENTICATION"
     )
-
-
-def priced_values(n: int) -> list[bytes]:
-    table = LayeredPriceTable.from_path()
-    out = []
-    for i in range(n):
-        doc = event_dict(request_id=f"r{i}")
-        doc["id"] = f"e{i}"
-        ev = decode_usage_event(json.dumps(doc).encode())
-        out.append(encode_priced(ev, price(ev.data, ev.time, table)))
-    return out
 
 
 def test_missing_table_mid_run_is_permanent_and_commits_nothing(kafka: KafkaSettings, store: ChdbStore) -> None:

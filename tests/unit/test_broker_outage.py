@@ -52,3 +52,23 @@ def test_one_line_each_way_and_a_stale_line_after_the_end_is_not_a_new_outage(
     answers["now"] = True
     wait_until(lambda: len(said(caplog)) == 4)
     assert said(caplog)[3].startswith("Kafka broker b:9092 back after ") and len(said(caplog)) == 4
+
+
+def test_a_retry_loop_of_its_own_joins_the_same_outage(caplog: pytest.LogCaptureFixture) -> None:
+    answers = {"now": False}
+    quiet = BrokerOutage("b:9092", "test", probe=lambda: answers["now"], probe_every_s=0.01, quiet_for_s=0.05)
+    sink_side = quiet.joined()
+    caplog.set_level(logging.INFO, logger="tokenledger.broker")
+    sink_side.down("commit not answered within 10 s")
+    lib = logging.getLogger("rdkafka")
+    assert not quiet.filter(lib.makeRecord("rdkafka", logging.ERROR, __file__, 1, "Connection refused", (), None))
+    sink_side.down("commit not answered within 10 s")
+    sink_side.up()  # the commit went through; the probe, not the loop, says the outage ended
+    assert said(caplog) == [
+        "Kafka broker b:9092 unavailable (commit not answered within 10 s): " + quiet.outage.consequence
+    ]
+    answers["now"] = True
+    wait_until(lambda: len(said(caplog)) == 2)
+    assert said(caplog)[1].startswith("Kafka broker b:9092 back after ") and said(caplog)[1].endswith(
+        "(3 failed attempts)"
+    )
