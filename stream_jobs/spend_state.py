@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from itertools import chain
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -219,40 +220,83 @@ class SpendFold:
         """Fold one request in."""
         self.add_keys(fold_keys(when.day, when.month, when.minute, when.hour), nanos)
 
-    def add_entries(self, entries: Sequence[tuple[int, int, int, int]], tz: ZoneInfo) -> dict[int, int]:
+    def add_entries(self, entries: Sequence[tuple[int, int, int, int]], tz: ZoneInfo) -> dict[int, int]:  # noqa: PLR0912
         """Fold delta entries ``(raw partition, position, epoch µs, nano-USD)`` in order.
 
         Consecutive entries of one UTC minute share every key, and folding them one by one
         equals folding their sum once, so each run of a minute is folded once: at a high rate
-        most of a batch's entries fall in the same minute. Returns the latest event time (µs)
-        per hour bucket folded into.
+        most of a batch's entries fall in the same minute. Likewise consecutive runs of one hour,
+        day and month add to those buckets once (each bucket dict is independent of the others):
+        a busy key's runs are minutes apart but mostly in one hour. Returns the latest event time
+        (µs) per hour bucket folded into.
         """
         latest: dict[int, int] = {}
         run_minute: int | None = None
         run_us = run_nanos = 0
-        for entry in entries:
-            at_us = entry[2]
-            minute = at_us // 60_000_000
-            if minute != run_minute:
-                if run_minute is not None:
-                    self._add_run(run_us, run_nanos, tz, latest)
-                run_minute, run_us, run_nanos = minute, at_us, 0
-            elif at_us > run_us:
-                run_us = at_us
-            run_nanos += entry[3]
-        if run_minute is not None:
-            self._add_run(run_us, run_nanos, tz, latest)
+        # The hour, day and month being summed: (day, month, hour, hour str, hour edge str), nanos, latest µs.
+        held: tuple[str, str, int, str, str] | None = None
+        held_nanos = held_us = 0
+        ten_from, ten_to = _TEN_DIGITS + _HOURLY_KEEP_S, _ELEVEN_DIGITS
+        # One loop, no helper call per run: this is the spend stage's hottest code.
+        for entry in chain(entries, _END):
+            if entry is not None:
+                at_us = entry[2]
+                minute = at_us // 60_000_000
+                if minute == run_minute:
+                    if at_us > run_us:  # noqa: PLR1730 - max() is a call: slower here
+                        run_us = at_us
+                    run_nanos += entry[3]
+                    continue
+            if run_minute is not None:  # a run ended: its minute now, its hour, day and month later
+                keys = keys_of_us(run_us, tz)
+                when_hour = keys[3]
+                if self._ten and when_hour >= ten_from and keys[2] < ten_to:
+                    key = keys[4]
+                    if not self._mmax or key > self._mmax:
+                        self._mmax = key
+                        self._m_edge = keys[6]
+                    if key > self._m_edge:
+                        by_minute = self.minute
+                        by_minute[key] = by_minute.get(key, 0) + run_nanos
+                        if not self._mmin or key < self._mmin:
+                            self._mmin = key
+                    if held is not None and held[2] == when_hour and held[0] == keys[0] and held[1] == keys[1]:
+                        held_nanos += run_nanos
+                        if run_us > held_us:  # noqa: PLR1730
+                            held_us = run_us
+                    else:
+                        if held is not None:
+                            self._add_periods(held[0], held[1], held[3], held[4], held_nanos)
+                            _note_latest(latest, held[2], held_us)
+                        held, held_nanos, held_us = (keys[0], keys[1], when_hour, keys[5], keys[7]), run_nanos, run_us
+                else:  # outside the ten-digit range: the general path, in order
+                    if held is not None:
+                        self._add_periods(held[0], held[1], held[3], held[4], held_nanos)
+                        _note_latest(latest, held[2], held_us)
+                        held = None
+                    self.add_keys(keys, run_nanos)
+                    _note_latest(latest, when_hour, run_us)
+            if entry is not None:
+                run_minute, run_us, run_nanos = minute, at_us, entry[3]
+        if held is not None:
+            self._add_periods(held[0], held[1], held[3], held[4], held_nanos)
+            _note_latest(latest, held[2], held_us)
         return latest
-
-    def _add_run(self, at_us: int, nanos: int, tz: ZoneInfo, latest: dict[int, int]) -> None:
-        keys = keys_of_us(at_us, tz)
-        self.add_keys(keys, nanos)
-        if latest.get(keys[3], -1) < at_us:
-            latest[keys[3]] = at_us
 
     def add_keys(self, keys: FoldKeys, nanos: int) -> None:
         """Fold one request in, given its keys (see :func:`keys_of_us`)."""
         when_day, when_month, when_minute, when_hour, key, hkey, m_edge, h_edge = keys
+        if not (self._ten and when_hour >= _TEN_DIGITS + _HOURLY_KEEP_S and when_minute < _ELEVEN_DIGITS):
+            self._add_calendar(when_day, when_month, nanos)
+            if self._ten:  # pending drops were decided with ten-digit keys: apply them first
+                self._drop_minutes()
+                self._drop_hours()
+            self._add_by_value(when_minute, when_hour, nanos)
+            return
+        self._add_minute(key, m_edge, nanos)
+        self._add_periods(when_day, when_month, hkey, h_edge, nanos)
+
+    def _add_calendar(self, when_day: str, when_month: str, nanos: int) -> None:
         day, month = self.day, self.month
         day[when_day] = day.get(when_day, 0) + nanos
         month[when_month] = month.get(when_month, 0) + nanos
@@ -260,20 +304,21 @@ class SpendFold:
             self.day = dict(sorted(day.items())[-self._keep_days :])
         if len(month) > self._keep_months:
             self.month = dict(sorted(month.items())[-self._keep_months :])
-        if not (self._ten and when_hour >= _TEN_DIGITS + _HOURLY_KEEP_S and when_minute < _ELEVEN_DIGITS):
-            if self._ten:  # pending drops were decided with ten-digit keys: apply them first
-                self._drop_minutes()
-                self._drop_hours()
-            self._add_by_value(when_minute, when_hour, nanos)
-            return
-        minute = self.minute
+
+    def _add_minute(self, key: str, m_edge: str, nanos: int) -> None:
+        """A minute bucket (ten-digit keys)."""
         if not self._mmax or key > self._mmax:
             self._mmax = key
             self._m_edge = m_edge
         if key > self._m_edge:
+            minute = self.minute
             minute[key] = minute.get(key, 0) + nanos
             if not self._mmin or key < self._mmin:
                 self._mmin = key
+
+    def _add_periods(self, when_day: str, when_month: str, hkey: str, h_edge: str, nanos: int) -> None:
+        """The day, month and hour buckets (ten-digit keys)."""
+        self._add_calendar(when_day, when_month, nanos)
         if hkey < self._h_last:
             self._drop_hours()  # an older hour: what the newer ones dropped goes first
         hour = self.hour
@@ -309,6 +354,12 @@ class SpendFold:
 
 
 _TEN_DIGITS, _ELEVEN_DIGITS = 10**9, 10**10
+_END: tuple[None] = (None,)  # after the last entry: ends the last run
+
+
+def _note_latest(latest: dict[int, int], hour: int, at_us: int) -> None:
+    if latest.get(hour, -1) < at_us:
+        latest[hour] = at_us
 
 
 def spent(state: dict[str, Any] | None, period: str, at: datetime, tz: ZoneInfo) -> int:
