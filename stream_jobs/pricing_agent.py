@@ -82,6 +82,8 @@ _IN = metrics.EVENTS.labels("pricing", "in")
 _MESSAGES_IN = metrics.MESSAGES.labels("pricing", "in")
 _PRICED = metrics.EVENTS.labels("pricing", "priced")
 _FORWARDED = metrics.EVENTS.labels("pricing", "forwarded")
+_ESTIMATES = metrics.EVENTS.labels("pricing", "estimate")
+_DUPLICATES = metrics.EVENTS.labels("pricing", "duplicate")
 
 
 @app.on_partitions_assigned.connect  # type: ignore[arg-type]  # mode's handler type is stricter than its send
@@ -179,9 +181,10 @@ async def _price(event: Any, batch: Batch, known: PartitionIndex) -> None:
     _IN.inc(len(parts))
     single = len(parts) == 1 and parts[0] is raw
     for index, part in enumerate(parts):
-        await _price_one(
-            part, position(offset, index), event, None if single else index, batch, known=known, record_ms=record_ms
-        )
+        pos = position(offset, index)
+        invalid = _price_one(part, pos, batch, known=known, record_ms=record_ms)
+        if invalid is not None:
+            await _dead_letter(batch, event, None if single else index, pos, reason=invalid, raw=part)
 
 
 def _record_ms(event: Any) -> int:
@@ -203,42 +206,42 @@ async def _dead_letter(batch: Batch, event: Any, index: int | None, pos: int, *,
     metrics.EVENTS.labels("pricing", "dead_letter").inc()
 
 
-async def _price_one(
-    raw: bytes, pos: int, event: Any, index: int | None, batch: Batch, *, known: PartitionIndex, record_ms: int
-) -> None:
-    """One event at position ``pos`` of its partition, from a record stamped ``record_ms`` (0: none)."""
+def _price_one(raw: bytes, pos: int, batch: Batch, *, known: PartitionIndex, record_ms: int) -> str | None:
+    """One event at position ``pos`` of its partition, from a record stamped ``record_ms`` (0: none).
+
+    Returns why it is invalid (for the dead-letter topic), or ``None``. Not a coroutine: one
+    per event cost more than the rest of a duplicate's or an estimate's handling.
+    """
     partition = batch.partition
     staged = batch.staged
     staged.at(partition, pos)
     try:
         ev = decode_usage_event(raw)
     except InvalidEvent as exc:
-        await _dead_letter(batch, event, index, pos, reason=exc.reason, raw=raw)
-        return
+        return exc.reason
     if not ev.data.final:
         staged.add(counters, "estimates")
-        metrics.EVENTS.labels("pricing", "estimate").inc()
-        return
+        _ESTIMATES.inc()
+        return None
     at_us = epoch_us(ev.time)
     late = outside_window(at_us, record_ms * 1000) if record_ms > 0 else None  # a record without a timestamp: no window
     if late is not None:
-        await _dead_letter(batch, event, index, pos, reason=late, raw=raw)
-        return
+        return late
     home = partition_for(placement_key(ev), PARTITIONS)
     if home != partition:  # its request's copies meet in the home partition: price it there
         batch.forward.setdefault((home, record_ms), []).append(raw)
         _FORWARDED.inc()
-        return
+        return None
     request = request_identity(ev)
     remembered = batch.ids.get(request) or known.get(request)
     if remembered is None and known.legacy:
         remembered = known.get(legacy_identity(ev))  # priced before tenant scoping, within 35 days
-    if is_repeat(remembered, partition, pos):
-        staged.add(counters, "duplicates:pricing")
-        metrics.EVENTS.labels("pricing", "duplicate").inc()
-        return
     if remembered is not None:
-        return  # this very event, replayed after a crash: priced and delivered before its identity was stored
+        if is_repeat(remembered, partition, pos):
+            staged.add(counters, "duplicates:pricing")
+            _DUPLICATES.inc()
+        # else this very event, replayed after a crash: priced and delivered before its identity was stored
+        return None
     d = ev.data
     cost = price_with_spec(d, TABLE.lookup_minute(d.provider, d.model, at_us // 60_000_000, ev.time, batch=d.batch))
     # Sent keyless in batch messages: one tenant's rows spread over every sink partition.
@@ -253,6 +256,7 @@ async def _price_one(
     usage[3] += d.output_tokens - d.reasoning_tokens
     usage[4] += d.reasoning_tokens
     usage[5] += nanos
+    return None
 
 
 _KINDS = ("input", "cached_read", "cache_write", "output", "reasoning")

@@ -85,6 +85,8 @@ SPIKE_DIMENSIONS = ("tenant", "department")
 
 
 _MESSAGES_IN = metrics.MESSAGES.labels("spend", "in")
+_ENTRIES_IN = metrics.ENTRIES.labels("spend", "in")  # a labelled child per call took ~1 µs, per key
+_EVENTS_IN = metrics.EVENTS.labels("spend", "in")
 
 
 @app.agent(deltas_topic)
@@ -139,10 +141,10 @@ async def _apply_spend(staged: Staged, delta: SpendDeltaV1) -> None:
     fold = SpendFold(record)
     latest = fold.add_entries(entries, control_state().zone(delta.key.partition("|")[0]))  # hour -> latest µs
     staged.set(spend, delta.key, fold.state(), applied=last)
-    metrics.ENTRIES.labels("spend", "in").inc(len(entries))
+    _ENTRIES_IN.inc(len(entries))
     dim = delta.key.partition("|")[2].partition("=")[0]
     if dim == "tenant":  # every priced request has exactly one entry on its tenant's own key
-        metrics.EVENTS.labels("spend", "in").inc(len(entries))
+        _EVENTS_IN.inc(len(entries))
     if dim in SPIKE_DIMENSIONS:
         instants = [EPOCH + timedelta(microseconds=at_us) for at_us in sorted(latest.values())]
         _progress.seen(instants[-1])
@@ -158,7 +160,7 @@ async def _apply_budget(staged: Staged, delta: SpendDeltaV1) -> None:
     """
     key = delta.key
     budget_id = key.removeprefix(BUDGET_PREFIX)
-    metrics.ENTRIES.labels("spend", "in").inc(len(delta.entries))
+    _ENTRIES_IN.inc(len(delta.entries))
     control = control_state()
     budget = control.budgets.get(budget_id)
     tenant = control.tenant(budget.tenant if budget is not None else "")
