@@ -134,7 +134,7 @@ def hot_path(raws: list[bytes], control: ControlState, batch: int = BATCH) -> tu
                 if not delta.key.startswith(BUDGET_PREFIX):
                     fold = SpendFold(spend.get(delta.key))
                     fold.add_entries(delta.entries, tz)
-                    spend[delta.key] = fold.state()  # packed, as the spend agent's table keeps it
+                    spend[delta.key] = fold.view()  # packed, as the spend agent's table keeps it
                     continue
                 budget = by_id[delta.key.removeprefix(BUDGET_PREFIX)]
                 state[delta.key], statuses[budget.id], _ = fold_budget(

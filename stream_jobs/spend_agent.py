@@ -140,7 +140,7 @@ async def _apply_spend(staged: Staged, delta: SpendDeltaV1) -> None:
         return
     fold = SpendFold(record)
     latest = fold.add_entries(entries, control_state().zone(delta.key.partition("|")[0]))  # hour -> latest µs
-    staged.set(spend, delta.key, fold.state(), applied=last)
+    staged.set(spend, delta.key, fold.view(), applied=last)  # the fold ends here: its dicts, not copies
     _ENTRIES_IN.inc(len(entries))
     dim = delta.key.partition("|")[2].partition("=")[0]
     if dim == "tenant":  # every priced request has exactly one entry on its tenant's own key
