@@ -203,8 +203,9 @@ class ConfluentBatchConsumer:
             TransientError: The coordinator is away or did not answer in time; retry the same commit.
             PermanentError: Credentials or permissions are wrong.
         """
-        for key in offsets:
+        for key in offsets:  # answers to this commit only (offsets may have been reset backwards)
             self._refused.pop(key, None)
+            self._acked.pop(key, None)
         try:
             self._consumer.commit(offsets=[TopicPartition(t, p, o) for (t, p), o in offsets.items()], asynchronous=True)
         except KafkaException as exc:
