@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tokenledger.minute_cache import MinuteCache
-from tokenledger.windows import ROLLING, bucket_start, calendar_window
+from tokenledger.windows import ROLLING, bucket_start, window_at
 
 HOURLY_KEEP = timedelta(hours=49)
 DIMENSIONS = ("tenant", "user", "department", "project", "model", "feature", "api_key")
@@ -98,26 +98,9 @@ def keys_of_us(at_us: int, tz: ZoneInfo) -> FoldKeys:
 
 
 def _day_month(minute: int, tz: ZoneInfo) -> tuple[str, str]:
-    """The keys of the local day and month holding UTC minute ``minute`` (epoch minutes).
-
-    Sparse minutes (a backfill of a month) miss the per-minute caches: the day and month
-    around the last one looked up in this timezone usually hold this one too.
-    """
+    """The keys of the local day and month holding UTC minute ``minute`` (epoch minutes)."""
     at_s = minute * 60
-    span = _SPANS.get(tz)
-    if span is None or not (span[0] <= at_s < span[1] and span[3] <= at_s < span[4]):
-        at = _EPOCH + timedelta(seconds=at_s)
-        day, month = calendar_window(at, "day", tz), calendar_window(at, "month", tz)
-        span = _SPANS[tz] = (_s(day.start), _s(day.end), day.key, _s(month.start), _s(month.end), month.key)
-    return span[2], span[5]
-
-
-# Per timezone, the day and month of the last lookup: (day start, end, key, month start, end, key), epoch s.
-_SPANS: dict[ZoneInfo, tuple[int, int, str, int, int, str]] = {}
-
-
-def _s(at: datetime) -> int:
-    return int(at.timestamp())
+    return window_at(at_s, "day", tz)[2], window_at(at_s, "month", tz)[2]
 
 
 # (day, month, minute bucket, hour bucket, their str, minute edge str, hour edge str)

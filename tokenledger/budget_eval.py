@@ -13,11 +13,10 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Literal
-from zoneinfo import ZoneInfo
 
 from tokenledger.budgets import Budget
 from tokenledger.money import units_text
-from tokenledger.windows import ROLLING, calendar_window
+from tokenledger.windows import ROLLING, window_of
 
 Level = Literal["warning", "throttled", "broken"]
 State = Literal["normal", "warning", "throttled", "broken"]
@@ -134,10 +133,9 @@ def publish_step_nanos(budget: Budget) -> int:
     return found
 
 
-# Evaluated once per budget and request on the hot path: the Decimal products and calendar
-# windows are memoised (per limit and levels; per period kind, timezone and UTC minute).
+# Evaluated once per budget and request on the hot path: the Decimal products are memoised (per
+# limit and levels), and calendar windows in ``tokenledger.windows.window_at``.
 _THRESHOLDS: dict[tuple[int, Decimal, Decimal, Decimal], dict[Level, int]] = {}
-_PERIODS: dict[tuple[str, str, int], tuple[str, datetime | None]] = {}
 _STEPS: dict[tuple[int, Decimal], int] = {}
 
 
@@ -154,25 +152,8 @@ def period_of(budget: Budget, at: datetime, tz_name: str) -> tuple[str, datetime
     """``(period_key, period_end)`` of the budget's period containing ``at``."""
     if budget.period in ROLLING:
         return budget.period, None
-    span = _SPANS.get((budget.period, tz_name))
-    if span is not None and span[0] <= at < span[1]:  # usually the period of the last lookup
-        return span[2], span[1]
-    # Every instant of a UTC minute lies in the same local day and month (offsets are whole minutes).
-    key = (budget.period, tz_name, int(at.timestamp() // 60))
-    found = _PERIODS.get(key)
-    if found is None:
-        window = calendar_window(at, budget.period, ZoneInfo(tz_name))  # type: ignore[arg-type]
-        if len(_PERIODS) >= 100_000:
-            _PERIODS.clear()
-        found = _PERIODS[key] = (window.key, window.end)
-        _SPANS[(budget.period, tz_name)] = (window.start, window.end, window.key)
-    return found
-
-
-# Per (period, timezone): the window of the last lookup that computed one, (start, end, key).
-# A sparse backfill opens a new minute at nearly every request: the per-minute cache misses,
-# the period rarely changes.
-_SPANS: dict[tuple[str, str], tuple[datetime, datetime, str]] = {}
+    found = window_of(at, budget.period, tz_name)  # type: ignore[arg-type]
+    return found[2], found[3].end
 
 
 def evaluate(

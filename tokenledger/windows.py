@@ -48,6 +48,43 @@ def calendar_window(at: datetime, period: Literal["day", "month"], tz: ZoneInfo)
     return CalendarWindow(start.astimezone(UTC), end.astimezone(UTC))
 
 
+def window_at(at_s: int, period: Literal["day", "month"], tz: ZoneInfo) -> KnownWindow:
+    """:func:`calendar_window` of the instant ``at_s`` (epoch seconds): its edges in epoch seconds, its key.
+
+    Remembers the last window per period and zone (shared with :func:`window_of`): a sparse
+    backfill opens a new minute (and misses every per-minute cache) at nearly every event,
+    while its period rarely changes.
+    """
+    zone = str(tz)  # its IANA name
+    last = _LAST.get((period, zone))
+    if last is not None and last[0] <= at_s < last[1]:
+        return last
+    return _remember(calendar_window(_EPOCH + timedelta(seconds=at_s), period, tz), period, zone)
+
+
+def window_of(at: datetime, period: Literal["day", "month"], zone: str) -> KnownWindow:
+    """:func:`window_at` for an aware datetime and a zone's IANA name."""
+    last = _LAST.get((period, zone))
+    if last is not None and last[3].start <= at < last[3].end:
+        return last
+    return _remember(calendar_window(at, period, ZoneInfo(zone)), period, zone)
+
+
+def _remember(window: CalendarWindow, period: str, zone: str) -> KnownWindow:
+    found = _LAST[(period, zone)] = (_epoch_s(window.start), _epoch_s(window.end), window.key, window)
+    return found
+
+
+KnownWindow = tuple[int, int, str, CalendarWindow]  # start and end (epoch s), key, the window
+# Per (period, zone name): the last window computed.
+_LAST: dict[tuple[str, str], KnownWindow] = {}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _epoch_s(at: datetime) -> int:
+    return (at - _EPOCH) // timedelta(seconds=1)
+
+
 def bucket_start(at: datetime, width: timedelta) -> int:
     """Epoch seconds of the bucket containing ``at``."""
     step = int(width.total_seconds())

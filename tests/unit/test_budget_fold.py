@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from stream_jobs.budget_fold import BUDGET_KEEP_DAYS, BUDGET_KEEP_MONTHS, Output, fold_budget
 from stream_jobs.spend_state import SpendFold, When, spent
-from tokenledger import budget_eval
+from tokenledger import windows
 from tokenledger.budget_eval import BudgetStatus, evaluate, evaluate_late, period_of
 from tokenledger.budgets import Budget
 from tokenledger.windows import ROLLING, calendar_window
@@ -110,8 +110,7 @@ def test_quiet_requests_are_only_added_up() -> None:
 def test_period_of_sparse_instants_equals_the_calendar_window(period: str, tz_name: str, deltas_us: list[int]) -> None:
     """Instants days apart, back and forth, over DST changes, one µs either side of midnight:
     the window remembered from the last lookup is reused only where it holds."""
-    budget_eval._PERIODS.clear()
-    budget_eval._SPANS.clear()
+    windows._LAST.clear()
     budget = Budget(id="b", tenant="acme", period=period, limit_usd=Decimal("1"))
     tz = ZoneInfo(tz_name)
     midnight = datetime(2026, 11, 1, tzinfo=tz).astimezone(UTC)

@@ -20,6 +20,7 @@ from stream_jobs.spend_state import (
     fold_keys,
     keys_of_us,
 )
+from tokenledger import windows
 from tokenledger.windows import ROLLING, bucket_start, calendar_window
 
 TZS = [ZoneInfo("Asia/Shanghai"), ZoneInfo("America/St_Johns"), ZoneInfo("UTC")]
@@ -156,7 +157,7 @@ def test_keys_of_sparse_minutes_equal_the_datetime_path(base: datetime, tz: Zone
     """Instants days apart, back and forth, over DST changes and 45-minute offsets: the day and
     month remembered from the previous lookup are reused only where they hold."""
     spend_state._FOLD_KEYS.clear()
-    spend_state._SPANS.clear()
+    windows._LAST.clear()
     for delta_us in deltas:
         at = base + timedelta(microseconds=delta_us)
         at_us = (at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
