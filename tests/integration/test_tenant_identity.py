@@ -16,7 +16,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,30 @@ def sink_all(kafka: KafkaSettings, store: ChdbStore, rows: int, timeout_s: float
         consumer.close()
 
 
+def assert_each_request_once(
+    kafka: KafkaSettings,
+    store: ChdbStore,
+    w: Worker,
+    truth: dict[str, int],
+    rows_each: int,
+    spent: Callable[[str], int],
+) -> None:
+    """Real-time spend, then the store: each tenant's ``rows_each`` requests once, at their exact prices."""
+    wait_for(
+        lambda: {t: spent(t) for t in truth} == truth,
+        120,
+        "real-time spend of both tenants",
+        observe=lambda: ({t: spent(t) for t in truth}, truth),
+        alive=lambda: w.alive,
+    )
+    rows = rows_each * len(truth)
+    sink_all(kafka, store, rows)
+    time.sleep(1)  # anything more would be a double count: let it arrive
+    sink_all(kafka, store, rows + 1, timeout_s=3)
+    found = store.query("SELECT tenant, count(), sum(cost_nanos) FROM usage_events FINAL GROUP BY tenant ORDER BY 1")
+    assert [tuple(r) for r in found.rows] == [(t, rows_each, truth[t]) for t in sorted(truth)]
+
+
 def spend(kafka: KafkaSettings, app_id: str, tenant: str) -> int:
     state = latest(kafka, f"{app_id}-spend-changelog").get(f'"{tenant}|department=research"'.encode())
     return int(state["month"].get("2026-10-01T00:00Z", 0)) if state else 0
@@ -126,18 +150,7 @@ def test_two_tenants_same_ids_any_partition_any_codec(
 
     w.start()
     truth = {t: sum(cost(d) for d in docs) for t, docs in (("acme", acme), ("globex", globex))}
-    wait_for(
-        lambda: {t: spend(kafka, app_id, t) for t in truth} == truth,
-        120,
-        "real-time spend of both tenants",
-        observe=lambda: ({t: spend(kafka, app_id, t) for t in truth}, truth),
-        alive=lambda: w.alive,
-    )
-    sink_all(kafka, store, 80)
-    time.sleep(1)  # anything more would be a double count: let it arrive
-    sink_all(kafka, store, 81, timeout_s=3)
-    rows = store.query("SELECT tenant, count(), sum(cost_nanos) FROM usage_events FINAL GROUP BY tenant ORDER BY 1")
-    assert [tuple(r) for r in rows.rows] == [("acme", 40, truth["acme"]), ("globex", 40, truth["globex"])]
+    assert_each_request_once(kafka, store, w, truth, 40, lambda t: spend(kafka, app_id, t))
     ctx = BillingContext.default()
     for tenant in ("acme", "globex"):
         bill = build_bill(store, Scope(tenant, "department", "research"), month_period(MONTH, ctx.config.tz), ctx)
