@@ -66,9 +66,10 @@ def cost(d: dict[str, Any]) -> int:
 
 
 @pytest.fixture
-def worker(kafka: KafkaSettings, tmp_path: Path) -> Iterator[tuple[Worker, str]]:
+def worker(kafka: KafkaSettings, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[Worker, str]]:
+    """A pricing and spend worker; budgets from the test module's ``BUDGETS`` (else this one's)."""
     budgets = tmp_path / "budgets.yaml"
-    budgets.write_text(BUDGETS)
+    budgets.write_text(getattr(request.module, "BUDGETS", BUDGETS))
     app_id = f"tl-id-{uuid.uuid4().hex[:8]}"
     env = worker_env(kafka, app_id=app_id, datadir=tmp_path / "faust", budgets=budgets, session_timeout_s=6)
     w = Worker(env, tmp_path / "worker.log")
