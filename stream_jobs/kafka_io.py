@@ -145,12 +145,10 @@ class ConfluentBatchConsumer:
 
     def poll_batch(self, max_messages: int, timeout_s: float) -> list[Message]:
         """Up to ``max_messages`` messages (those held from an earlier poll first)."""
-        if self._held:
-            out, self._held = self._held[:max_messages], self._held[max_messages:]
-            return out
-        out = []
-        for m in self._consumer.consume(max_messages, timeout_s):
-            self._take(m, out)
+        out, self._held = self._held[:max_messages], self._held[max_messages:]
+        if len(out) < max_messages:  # a full batch still: a few held ones must not shrink it
+            for m in self._consumer.consume(max_messages - len(out), timeout_s):
+                self._take(m, out)
         self.errors.check()
         now = self._clock()
         if self._watch.polled(now, len(out)):
@@ -222,7 +220,7 @@ class ConfluentBatchConsumer:
                 return
             if self._clock() >= deadline:
                 raise TransientError(f"commit not answered within {self._commit_timeout_s:g} s")
-            self._serve(0.05)
+            self._serve(0.002)  # a served callback does not end a poll: only a message or the timeout does
         metrics.CONSUMER_LAG.labels(self._group, self._topic).set(self.lag())
         metrics.CONSUMER_STALLED.labels(self._group, self._topic).set(0)
 
