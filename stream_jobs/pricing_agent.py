@@ -209,8 +209,8 @@ async def _dead_letter(batch: Batch, event: Any, index: int | None, pos: int, *,
 def _price_one(raw: bytes, pos: int, batch: Batch, *, known: PartitionIndex, record_ms: int) -> str | None:
     """One event at position ``pos`` of its partition, from a record stamped ``record_ms`` (0: none).
 
-    Returns why it is invalid (for the dead-letter topic), or ``None``. Not a coroutine: one
-    per event cost more than the rest of a duplicate's or an estimate's handling.
+    Returns why it is invalid (for the dead-letter topic), or ``None``. Not a coroutine: only a
+    dead letter awaits (the caller sends it), so no coroutine object is made per event.
     """
     partition = batch.partition
     staged = batch.staged
