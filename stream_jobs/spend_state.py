@@ -234,6 +234,7 @@ class SpendFold:
                 keys = keys_of_us(run_us, tz)
                 when_hour = keys[3]
                 if self._ten and when_hour >= ten_from and keys[2] < ten_to:
+                    # _add_minute, inlined: the call per run cost ~0.6 µs an event on the bench's entries
                     key = keys[4]
                     if not self._mmax or key > self._mmax:
                         self._mmax = key
@@ -249,22 +250,24 @@ class SpendFold:
                             held_us = run_us
                     else:
                         if held is not None:
-                            self._add_periods(held[0], held[1], held[3], held[4], held_nanos)
-                            _note_latest(latest, held[2], held_us)
+                            self._add_held(held, held_nanos, held_us, latest)
                         held, held_nanos, held_us = (keys[0], keys[1], when_hour, keys[5], keys[7]), run_nanos, run_us
                 else:  # outside the ten-digit range: the general path, in order
                     if held is not None:
-                        self._add_periods(held[0], held[1], held[3], held[4], held_nanos)
-                        _note_latest(latest, held[2], held_us)
+                        self._add_held(held, held_nanos, held_us, latest)
                         held = None
                     self.add_keys(keys, run_nanos)
                     _note_latest(latest, when_hour, run_us)
             if entry is not None:
                 run_minute, run_us, run_nanos = minute, at_us, entry[3]
         if held is not None:
-            self._add_periods(held[0], held[1], held[3], held[4], held_nanos)
-            _note_latest(latest, held[2], held_us)
+            self._add_held(held, held_nanos, held_us, latest)
         return latest
+
+    def _add_held(self, held: tuple[str, str, int, str, str], nanos: int, at_us: int, latest: dict[int, int]) -> None:
+        """Minute runs of one hour, day and month: their buckets once, and the hour's latest instant."""
+        self._add_periods(held[0], held[1], held[3], held[4], nanos)
+        _note_latest(latest, held[2], at_us)
 
     def add_keys(self, keys: FoldKeys, nanos: int) -> None:
         """Fold one request in, given its keys (see :func:`keys_of_us`)."""

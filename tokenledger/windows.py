@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo
 
+from tokenledger.event_time import epoch_us
+
 Period = Literal["day", "month", "rolling_1h", "rolling_24h"]
 
 ROLLING: dict[str, tuple[timedelta, timedelta]] = {
@@ -59,7 +61,7 @@ def window_at(at_s: int, period: Literal["day", "month"], tz: ZoneInfo) -> Known
     last = _LAST.get((period, zone))
     if last is not None and last[0] <= at_s < last[1]:
         return last
-    return _remember(calendar_window(_EPOCH + timedelta(seconds=at_s), period, tz), period, zone)
+    return _remember(calendar_window(datetime.fromtimestamp(at_s, UTC), period, tz), period, zone)
 
 
 def window_of(at: datetime, period: Literal["day", "month"], zone: str) -> KnownWindow:
@@ -71,18 +73,18 @@ def window_of(at: datetime, period: Literal["day", "month"], zone: str) -> Known
 
 
 def _remember(window: CalendarWindow, period: str, zone: str) -> KnownWindow:
-    found = _LAST[(period, zone)] = (_epoch_s(window.start), _epoch_s(window.end), window.key, window)
+    found = _LAST[(period, zone)] = (
+        epoch_us(window.start) // 1_000_000,
+        epoch_us(window.end) // 1_000_000,
+        window.key,
+        window,
+    )
     return found
 
 
 KnownWindow = tuple[int, int, str, CalendarWindow]  # start and end (epoch s), key, the window
 # Per (period, zone name): the last window computed.
 _LAST: dict[tuple[str, str], KnownWindow] = {}
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _epoch_s(at: datetime) -> int:
-    return (at - _EPOCH) // timedelta(seconds=1)
 
 
 def bucket_start(at: datetime, width: timedelta) -> int:
