@@ -29,6 +29,7 @@ from tests.integration.test_stream_pipeline import Worker, latest, wait_for
 from tests.integration.test_tenant_identity import (
     assert_each_request_once,
     cost,
+    spend,
     worker,  # noqa: F401 - a fixture
 )
 from tests.readme import block
@@ -81,11 +82,6 @@ def send(command: list[str], kafka: KafkaSettings, compression: str, lines: list
     return [int(line.split()[0]) for line in done.stdout.splitlines()]
 
 
-def month_spend(kafka: KafkaSettings, app_id: str, tenant: str) -> int:
-    state = latest(kafka, f"{app_id}-spend-changelog").get(f'"{tenant}|department=research"'.encode())
-    return sum(int(v) for v in state["month"].values()) if state else 0
-
-
 def test_java_clients_publish_usage_and_follow_breakers(
     kafka: KafkaSettings,
     store: ChdbStore,
@@ -113,7 +109,7 @@ def test_java_clients_publish_usage_and_follow_breakers(
     w.start()
     truth = {tenant: sum(cost(d) for d in ds) for tenant, ds in docs.items()}
     assert all(v > 0 for v in truth.values())
-    assert_each_request_once(kafka, store, w, truth, 30, lambda t: month_spend(kafka, app_id, t))
+    assert_each_request_once(kafka, store, w, truth, 30, lambda t: spend(kafka, app_id, t, month=None))
 
     def breakers() -> dict[str, Any]:
         return {k.decode(): v for k, v in latest(kafka, kafka.topics.breakers).items() if v is not None}

@@ -15,10 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from infra.broker import KafkaBroker
 from infra.topics import SIMULATION_RETENTION_MS, create_topics
+from infra.workers import committed_offsets
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.sink_main import SinkRun
 from stream_jobs.store_sink import Backoff, StoreSink
@@ -44,15 +45,6 @@ class FreezeBrokerAfterFirstInsert:
 
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
-
-
-def committed(settings: KafkaSettings, group: str) -> dict[int, int]:
-    probe = Consumer({**settings.client_config(), "group.id": group})
-    try:
-        parts = [TopicPartition(settings.topics.usage_priced, p) for p in range(3)]
-        return {tp.partition: tp.offset for tp in probe.committed(parts, timeout=30)}
-    finally:
-        probe.close()
 
 
 def test_unanswered_commit_is_retried_after_a_bounded_wait(
@@ -96,7 +88,7 @@ def test_unanswered_commit_is_retried_after_a_bounded_wait(
         seen = 0
         for _ in range(60):
             seen += sink.run_once()
-            if seen >= 30 and committed(settings, "sink-freeze") == ends:
+            if seen >= 30 and committed_offsets(settings, "sink-freeze", settings.topics.usage_priced) == ends:
                 break
     finally:
         os.kill(pid, signal.SIGCONT)  # never leave the broker frozen for the fixture's stop
@@ -106,7 +98,7 @@ def test_unanswered_commit_is_retried_after_a_bounded_wait(
     # (A third may time out too if the resumed broker is slow to answer on a busy machine.)
     assert len(waits) >= 2 and 2.0 <= waits[0] < 4.0 and 4.0 <= waits[1] < 8.0
     assert sink.stats.retries == len(waits) and counted._value.get() - before == len(waits)
-    assert seen == 30 and committed(settings, "sink-freeze") == ends
+    assert seen == 30 and committed_offsets(settings, "sink-freeze", settings.topics.usage_priced) == ends
     assert store.query("SELECT count(), uniqExact(event_id) FROM usage_events FINAL").rows == [(30, 30)]
     said = [r.getMessage() for r in caplog.records if r.name == "stream_jobs.store_sink"]
     assert len(said) == 2, said  # the outage once when it starts, once when it ends

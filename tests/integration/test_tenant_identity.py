@@ -42,6 +42,7 @@ from tokenledger.schema.raw_batch import encode_batch, event_time_ms, partition_
 from tokenledger.store.chdb_store import ChdbStore
 
 MONTH = "2026-10"
+MONTH_KEY = "2026-10-01T00:00Z"  # the spend state's key of MONTH (UTC)
 CODECS = ("none", "gzip", "snappy", "lz4", "zstd")
 BUDGETS = """
 timezone: "UTC"
@@ -114,9 +115,12 @@ def assert_each_request_once(
     assert [tuple(r) for r in found.rows] == [(t, rows_each, truth[t]) for t in sorted(truth)]
 
 
-def spend(kafka: KafkaSettings, app_id: str, tenant: str) -> int:
+def spend(kafka: KafkaSettings, app_id: str, tenant: str, month: str | None = MONTH_KEY) -> int:
+    """The tenant's research department's real-time spend in ``month`` (every month kept: ``None``)."""
     state = latest(kafka, f"{app_id}-spend-changelog").get(f'"{tenant}|department=research"'.encode())
-    return int(state["month"].get("2026-10-01T00:00Z", 0)) if state else 0
+    if not state:
+        return 0
+    return sum(int(v) for k, v in state["month"].items() if month is None or k == month)
 
 
 def test_two_tenants_same_ids_any_partition_any_codec(
