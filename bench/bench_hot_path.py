@@ -122,7 +122,7 @@ def hot_path(raws: list[bytes], control: ControlState, batch: int = BATCH) -> tu
             seen.add(request)
             cost = price_with_spec(
                 ev.data,
-                table.lookup_minute(ev.data.provider, ev.data.model, at_us // 60_000_000, ev.time, batch=ev.data.batch),
+                table.lookup_at(ev.data.provider, ev.data.model, at_us, ev.time, batch=ev.data.batch),
             )
             priced.append(encode_row(ev, cost))
             total += cost.total_nanos

@@ -243,7 +243,7 @@ def _price_one(raw: bytes, pos: int, batch: Batch, *, known: PartitionIndex, rec
         # else this very event, replayed after a crash: priced and delivered before its identity was stored
         return None
     d = ev.data
-    cost = price_with_spec(d, TABLE.lookup_minute(d.provider, d.model, at_us // 60_000_000, ev.time, batch=d.batch))
+    cost = price_with_spec(d, TABLE.lookup_at(d.provider, d.model, at_us, ev.time, batch=d.batch))
     # Sent keyless in batch messages: one tenant's rows spread over every sink partition.
     batch.priced.append(encode_row(ev, cost))
     nanos = cost.total_nanos

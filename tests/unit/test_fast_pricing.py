@@ -114,3 +114,67 @@ def test_integer_pricing_equals_decimal_pricing(
     got = (cost.input_nanos, cost.cached_read_nanos, cost.cache_write_nanos, cost.output_nanos, cost.reasoning_nanos)
     assert got == decimal_price(usage, spec)
     assert ("batch_discount" in cost.flags) == (batch and discount > 0)
+
+
+EDGE_MODELS = [
+    ("deepseek", "deepseek-chat"),  # overrides from 2025-09-05 16:00 and 09-29; off-peak 00:30-16:30 UTC before
+    ("deepseek", "deepseek-flash"),  # two off-peak windows a day
+    ("deepseek", "deepseek-v4-flash"),  # start dates and off-peak windows
+    ("deepseek", "deepseek-v4-pro"),
+    ("google", "gemini-2.5-flash"),  # batch prices listed from a start date
+    ("azure", "gpt-4o"),
+    ("openai", "gpt-unknown-9"),
+]
+EDGES = [
+    datetime(2025, 9, 5, 16, tzinfo=UTC),
+    datetime(2025, 9, 29, tzinfo=UTC),
+    datetime(2026, 8, 17, tzinfo=UTC),
+    datetime(2026, 9, 10, tzinfo=UTC),
+    datetime(2026, 10, 14, tzinfo=UTC),
+    datetime(2026, 9, 1, 0, 30, tzinfo=UTC),
+    datetime(2026, 9, 1, 16, 30, tzinfo=UTC),
+    datetime(2026, 9, 2, 1, tzinfo=UTC),
+    datetime(2026, 9, 2, 4, tzinfo=UTC),
+    datetime(2026, 9, 2, 6, tzinfo=UTC),
+    datetime(2026, 9, 2, 10, tzinfo=UTC),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(EDGE_MODELS),
+            st.sampled_from(EDGES),
+            st.integers(-2 * 86_400_000_000, 2 * 86_400_000_000) | st.integers(-3, 3),  # µs from an edge
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_spans_cache_answers_as_a_fresh_lookup_next_to_every_price_edge(
+    calls: list[tuple[tuple[str, str], datetime, int, bool]],
+) -> None:
+    # One cache for the whole sequence, in the order drawn (events out of order, models
+    # interleaved): each answer is the one a fresh table gives at that instant.
+    cached = CachedPriceTable(LayeredPriceTable(BOOK, GenaiPricesCatalog({"openai": Decimal("0.5")})))
+    fresh = LayeredPriceTable(BOOK, GenaiPricesCatalog({"openai": Decimal("0.5")}))
+    for model, edge, delta_us, batch in calls:
+        at = edge + timedelta(microseconds=delta_us)
+        assert cached.lookup(*model, at, batch=batch) == fresh.lookup(*model, at, batch=batch), (model, at, batch)
+
+
+def test_a_span_ends_where_the_price_changes() -> None:
+    table = LayeredPriceTable(BOOK, GenaiPricesCatalog())
+    at = datetime(2024, 9, 2, 12, tzinfo=UTC)  # deepseek-chat before any override: the off-peak window
+    lo, hi = table.span_us("deepseek", "deepseek-chat", at)
+    start, end = (EPOCH_UTC + timedelta(microseconds=lo), EPOCH_UTC + timedelta(microseconds=hi))
+    assert (start, end) == (datetime(2024, 9, 2, 0, 30, tzinfo=UTC), datetime(2024, 9, 2, 16, 30, tzinfo=UTC))
+    assert table.lookup("deepseek", "deepseek-chat", end) != table.lookup("deepseek", "deepseek-chat", at)
+    # An override in force: bounded by its own start and the next one only.
+    lo, hi = table.span_us("deepseek", "deepseek-chat", datetime(2025, 9, 10, tzinfo=UTC))
+    assert (EPOCH_UTC + timedelta(microseconds=lo), EPOCH_UTC + timedelta(microseconds=hi)) == (EDGES[0], EDGES[1])
+
+
+EPOCH_UTC = datetime(1970, 1, 1, tzinfo=UTC)

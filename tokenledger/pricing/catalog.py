@@ -7,13 +7,13 @@ event timestamp and translate its ``ModelPrice`` into our :class:`PriceSpec`.
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
 from genai_prices import __version__ as GENAI_PRICES_VERSION
 from genai_prices import data_snapshot
-from genai_prices.types import ModelInfo, Provider, StartDateConstraint, TieredPrices
+from genai_prices.types import ModelInfo, Provider, StartDateConstraint, TieredPrices, TimeOfDateConstraint
 
 from tokenledger.pricing.model import PriceSpec, Rates, Tier
 
@@ -132,6 +132,37 @@ class GenaiPricesCatalog:
             flags=now.flags | {"provider_batch_price", "batch_backdated"},
         )
 
+    def boundaries(self, provider: str, model: str, at: datetime) -> list[datetime] | None:
+        """Instants around ``at`` where :meth:`find` may change its answer for the model, or ``None``.
+
+        Between two consecutive ones (and within the model's standard and batch prices) every
+        constraint genai-prices states keeps its value: a start date changes at its UTC
+        midnight, a time-of-day window at its start and end on each UTC day (those of the day
+        before, of and after ``at``'s bracket it). ``None``: a constraint of another kind, which
+        cannot be bounded here.
+        """
+        resolved = self._models.get((provider, model))
+        if resolved is None:
+            resolved = self._models[(provider, model)] = self._resolve(provider, model)
+        if resolved is False:
+            return []
+        info = resolved[1]
+        conditional = info.prices if isinstance(info.prices, list) else []
+        constraints = [c.constraint for c in conditional] + [v.constraint for v in info.price_variants or ()]
+        day = at.astimezone(UTC).date()
+        out: list[datetime] = []
+        for c in constraints:
+            if c is None:
+                continue
+            if isinstance(c, StartDateConstraint):
+                out.append(datetime.combine(c.start_date, time(0), UTC))
+            elif isinstance(c, TimeOfDateConstraint):
+                for d in (day - timedelta(days=1), day, day + timedelta(days=1)):
+                    out += [datetime.combine(d, _utc_time(t), UTC) for t in (c.start_time, c.end_time)]
+            else:
+                return None
+        return out
+
     def _resolve(self, provider: str, model: str) -> tuple[Provider, ModelInfo, bool] | Literal[False]:
         """genai-prices' provider and model for a name (memoised by the caller; False: unknown)."""
         try:
@@ -191,3 +222,10 @@ def _rates_at(raw: dict[str, Any], threshold: int) -> Rates:
         cache_write=value("cache_write"),
         reasoning=value("reasoning"),
     )
+
+
+def _utc_time(value: time) -> time:
+    """A time of day as the UTC wall time genai-prices compares (naive: UTC), without its zone."""
+    if value.tzinfo is None:
+        return value
+    return datetime.combine(date(1970, 1, 1), value).astimezone(UTC).time()

@@ -135,3 +135,8 @@ class OverrideBook:
         starts, specs = found
         i = bisect.bisect_right(starts, at) - 1
         return specs[i] if i >= 0 else None
+
+    def starts(self, provider: str, model: str) -> list[datetime]:
+        """The instants an override of the model starts (sorted; empty: none): where :meth:`find` changes."""
+        found = self._index.get((provider, model.lower()))
+        return found[0] if found is not None else []

@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 
+from tokenledger.event_time import epoch_us
 from tokenledger.minute_cache import MinuteCache
 from tokenledger.pricing.catalog import GenaiPricesCatalog
 from tokenledger.pricing.model import PriceSpec, PriceTable
@@ -52,28 +53,69 @@ class LayeredPriceTable:
             )
         return spec
 
+    def span_us(self, provider: str, model: str, at: datetime) -> tuple[int, int]:
+        """``[lo, hi)`` in epoch µs around ``at`` within which :meth:`lookup` answers as at ``at``.
+
+        Bounded by the model's override starts and, where no override is in force, by the
+        instants genai-prices' constraints change (``GenaiPricesCatalog.boundaries``). A
+        constraint that cannot be bounded gives ``[at, at + 1 µs)``: nothing cached beyond it.
+        """
+        at_us = epoch_us(at)
+        cuts = [epoch_us(s) for s in self._overrides.starts(provider, model)]
+        if self._overrides.find(provider, model, at) is None:
+            found = self._catalog.boundaries(provider, model, at)
+            if found is None:
+                return at_us, at_us + 1
+            cuts += [epoch_us(b) for b in found]
+        lo = max((c for c in cuts if c <= at_us), default=_NEVER_BEFORE)
+        hi = min((c for c in cuts if c > at_us), default=_NEVER_AFTER)
+        return lo, hi
+
+
+_NEVER_BEFORE, _NEVER_AFTER = -(1 << 62), 1 << 62
+
 
 class CachedPriceTable:
-    """Memoises lookups per ``(provider, model, batch)`` and minute for the hot path (at most ``maxsize``).
+    """Memoises lookups for the hot path: per ``(provider, model, batch)``, the last answer and the span it holds for.
 
-    Price changes (effective dates, off-peak windows) start on whole minutes, so a minute
-    bucket never mixes two prices.
+    A layered table tells how long its answer holds (:meth:`LayeredPriceTable.span_us`: until
+    the next override start, effective date or off-peak edge), so events of a quiet model hit
+    the cache even when each falls in a minute of its own (a month of sparse traffic missed a
+    per-minute cache on ~3 events in 4, ~1.7 µs each). Any other table is memoised per minute:
+    price changes start on whole minutes, so a minute bucket never mixes two prices (at most
+    ``maxsize`` minutes kept).
     """
 
     def __init__(self, inner: PriceTable, maxsize: int = 65_536) -> None:
         self._inner = inner
+        self._layered = inner if isinstance(inner, LayeredPriceTable) else None
         self._cache: MinuteCache[tuple[str, str, bool], PriceSpec] = MinuteCache(maxsize)
+        self._spans: dict[tuple[str, str, bool], tuple[int, int, PriceSpec]] = {}
+        self._maxsize = maxsize
 
     def lookup(self, provider: str, model: str, at: datetime, *, batch: bool = False) -> PriceSpec:
         """Same answer as the inner table, cached."""
-        return self.lookup_minute(provider, model, int(at.timestamp()) // 60, at, batch=batch)
+        return self.lookup_at(provider, model, epoch_us(at), at, batch=batch)
 
-    def lookup_minute(self, provider: str, model: str, minute: int, at: datetime, *, batch: bool = False) -> PriceSpec:
-        """:meth:`lookup` for a caller that has ``at``'s epoch minute already (the pricing stage)."""
-        by_minute = self._cache.get((provider, model, batch))
+    def lookup_at(self, provider: str, model: str, at_us: int, at: datetime, *, batch: bool = False) -> PriceSpec:
+        """:meth:`lookup` for a caller that has ``at`` in epoch µs already (the pricing stage)."""
+        key = (provider, model, batch)
+        span = self._spans.get(key)
+        if span is not None and span[0] <= at_us < span[1]:
+            return span[2]
+        layered = self._layered
+        if layered is None:
+            return self._per_minute(key, at_us // 60_000_000, at)
+        spec = layered.lookup(provider, model, at, batch=batch)
+        if len(self._spans) >= self._maxsize:
+            self._spans.clear()  # a flood of made-up model names stays bounded
+        lo, hi = layered.span_us(provider, model, at)
+        self._spans[key] = (lo, hi, spec)
+        return spec
+
+    def _per_minute(self, key: tuple[str, str, bool], minute: int, at: datetime) -> PriceSpec:
+        by_minute = self._cache.get(key)
         spec = by_minute.get(minute) if by_minute is not None else None
         if spec is None:
-            spec = self._cache.remember(
-                (provider, model, batch), minute, self._inner.lookup(provider, model, at, batch=batch)
-            )
+            spec = self._cache.remember(key, minute, self._inner.lookup(key[0], key[1], at, batch=key[2]))
         return spec
