@@ -97,7 +97,9 @@ class ControlLog:
                 "group.id": f"control-reader-{uuid.uuid4().hex}",  # never commits: always reads all
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
-                "fetch.wait.max.ms": 100,
+                # The broker answers as soon as a change arrives: the wait only bounds idle round
+                # trips (every worker, gateway and billing process runs one of these readers).
+                "fetch.wait.max.ms": self.settings.fetch_wait_ms,
                 "logger": RDKAFKA,
             }
         )
