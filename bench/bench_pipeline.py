@@ -263,7 +263,7 @@ def run_pipeline(raws: list[bytes], docs: list[dict[str, Any]], tmp: str, warm: 
         ).start()
         for role in ("pricing", "spend")
     ]
-    sink = sink_command(f"chdb://{tmp}/chdb", "bench-sink", batch_size=5_000, batch_wait_s=0.2)
+    sink = sink_command(f"chdb://{tmp}/chdb", "bench-sink")  # the sink's defaults, as an operator runs it
     procs.append(Proc(sink, kafka_env(settings), Path(tmp) / "sink.log").start())
     pids = {name: p.proc.pid if p.proc else 0 for name, p in zip(("pricing", "spend", "sink"), procs, strict=True)}
     pids["broker"] = broker.pid or 0

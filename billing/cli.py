@@ -30,6 +30,7 @@ from billing.periods import month_period
 from billing.rerate import rerate_period
 from billing.scheduler import run_blocking
 from billing.service import SinkOptions, run_service
+from stream_jobs.store_sink import DEFAULT_BATCH_ROWS, DEFAULT_BATCH_WAIT_S
 from tokenledger import quiet
 from tokenledger.budgets import DEFAULT_BUDGETS, BudgetFile
 from tokenledger.control.follow import follow, load_seed
@@ -99,8 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0912, PLR0915 - 
     s.add_argument("--sink", action="store_true", help="also consume usage-priced into the store (embedded default)")
     s.add_argument("--schedule", action="store_true", help="also run the scheduled bill and forecast jobs")
     s.add_argument("--group", default=os.environ.get("TOKENLEDGER_SINK_GROUP", "tokenledger-sink"))
-    s.add_argument("--batch-size", type=int, default=5000, help="sink messages per insert")
-    s.add_argument("--batch-wait-s", type=float, default=0.5, help="sink: longest wait to fill a batch")
+    s.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_ROWS, help="sink: priced events per insert")
+    s.add_argument(
+        "--batch-wait-s", type=float, default=DEFAULT_BATCH_WAIT_S, help="sink: longest wait to fill a batch"
+    )
     s.add_argument("--out", type=Path, default=Path("out"), help="where scheduled jobs write")
     s.add_argument("-l", "--log-level", default="info")
     sc = sub.add_parser("schedule", help="run the apscheduler jobs in the foreground")

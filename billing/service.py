@@ -35,6 +35,7 @@ from billing.http_api import BillingServer
 from billing.scheduler import configure
 from producers.breaker_client import BreakerClient
 from stream_jobs.sink_main import SinkRun, watch_stages
+from stream_jobs.store_sink import DEFAULT_BATCH_ROWS, DEFAULT_BATCH_WAIT_S
 from tokenledger.control.log import ControlLog, ControlWriter
 from tokenledger.errors import EXIT_PERMANENT
 from tokenledger.guard import Guard
@@ -50,8 +51,8 @@ class SinkOptions:
     """The sink's consumer group and batching."""
 
     group: str = "tokenledger-sink"
-    batch_size: int = 5000
-    batch_wait_s: float = 0.5
+    batch_size: int = DEFAULT_BATCH_ROWS
+    batch_wait_s: float = DEFAULT_BATCH_WAIT_S
 
 
 def run_service(

@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, TopicPartition
 
+from stream_jobs.store_sink import DEFAULT_BATCH_ROWS, DEFAULT_BATCH_WAIT_S
 from tokenledger.kafka_config import KafkaSettings
 
 
@@ -80,7 +81,9 @@ def worker_command(log_level: str = "info") -> list[str]:
     return [sys.executable, "-m", "stream_jobs", "worker", "-l", log_level]
 
 
-def sink_command(store_url: str, group: str, batch_size: int = 5000, batch_wait_s: float = 0.5) -> list[str]:
+def sink_command(
+    store_url: str, group: str, batch_size: int = DEFAULT_BATCH_ROWS, batch_wait_s: float = DEFAULT_BATCH_WAIT_S
+) -> list[str]:
     """``python -m stream_jobs sink`` into ``store_url`` as consumer group ``group``."""
     return [
         sys.executable,

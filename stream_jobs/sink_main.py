@@ -28,7 +28,7 @@ from types import FrameType
 
 from stream_jobs.kafka_io import ConfluentBatchConsumer, KafkaDeadLetter
 from stream_jobs.stage_watch import StageWatch, pipeline_stages
-from stream_jobs.store_sink import SinkStopped, StoreSink
+from stream_jobs.store_sink import DEFAULT_BATCH_ROWS, DEFAULT_BATCH_WAIT_S, SinkStopped, StoreSink
 from tokenledger import metrics, quiet
 from tokenledger.errors import EXIT_PERMANENT, PermanentError, cli_errors, one_line
 from tokenledger.gc_policy import tune_for_throughput
@@ -126,8 +126,18 @@ def main(argv: list[str] | None = None) -> int:
         "--store", help="chdb:///dir or clickhouse://user:pass@host:8123/db (env TOKENLEDGER_CLICKHOUSE_URL)"
     )
     ap.add_argument("--group", default=os.environ.get("TOKENLEDGER_SINK_GROUP", "tokenledger-sink"))
-    ap.add_argument("--batch-size", type=int, default=5000, help="messages per insert (default 5000)")
-    ap.add_argument("--batch-wait-s", type=float, default=0.5, help="longest wait to fill a batch (default 0.5 s)")
+    ap.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_ROWS,
+        help=f"priced events per insert (default {DEFAULT_BATCH_ROWS})",
+    )
+    ap.add_argument(
+        "--batch-wait-s",
+        type=float,
+        default=DEFAULT_BATCH_WAIT_S,
+        help=f"longest wait to fill a batch (default {DEFAULT_BATCH_WAIT_S} s)",
+    )
     ap.add_argument("-l", "--log-level", default="info")
     args = ap.parse_args(argv)
     faulthandler.register(signal.SIGUSR2, all_threads=True)  # `kill -USR2 <pid>`: every thread's stack to stderr

@@ -110,6 +110,14 @@ class SinkStats:
     retries: int = 0
 
 
+# A ClickHouse part insert has a fixed cost (chdb here: ~10 ms of CPU, mostly creating the
+# part's files), so the sink's CPU per row falls with the batch: 15.5 µs at 2,000 rows an
+# insert, 12.8 at 5,000, 8.4 at 20,000 (README). ClickHouse's own advice is 10,000-100,000
+# rows and about one insert a second; the wait bounds how stale the store can be.
+DEFAULT_BATCH_ROWS = 20_000
+DEFAULT_BATCH_WAIT_S = 0.5
+
+
 class StoreSink:
     """Consume priced events and write them to ``usage_events``."""
 
@@ -119,8 +127,8 @@ class StoreSink:
         consumer: BatchConsumer,
         dead_letter: DeadLetter,
         *,
-        batch_size: int = 5000,
-        batch_wait_s: float = 0.5,
+        batch_size: int = DEFAULT_BATCH_ROWS,
+        batch_wait_s: float = DEFAULT_BATCH_WAIT_S,
         sleep: Callable[[float], None] | None = None,
         backoff: Backoff | None = None,
         should_stop: Callable[[], bool] = lambda: False,
