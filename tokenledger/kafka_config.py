@@ -51,7 +51,7 @@ class KafkaSettings:
 
     ``compression`` is the codec of every record batch the project's producers write (librdkafka
     ``compression.type``; the Faust workers' own producer too). zstd by default: the project's
-    JSON shrinks 4-15x, and it costs less CPU than lz4 here, because the Faust workers' client
+    JSON shrinks 5-16x, and it costs less CPU than lz4 here, because the Faust workers' client
     (aiokafka) compresses lz4 at level 9 (~47 MB/s) but zstd at level 3 (~620 MB/s); measured
     with ``bench/bench_pipeline.py`` (README). Consumers read any codec, whatever a client wrote.
 
