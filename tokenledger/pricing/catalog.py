@@ -49,9 +49,7 @@ class GenaiPricesCatalog:
         ``azure`` deployments of OpenAI models) it lets genai-prices infer the provider and
         flags ``provider_inferred``.
         """
-        resolved = self._models.get((provider, model))
-        if resolved is None:
-            resolved = self._models[(provider, model)] = self._resolve(provider, model)
+        resolved = self._model(provider, model)
         if resolved is False:
             return None
         prov, info, inferred = resolved
@@ -141,9 +139,7 @@ class GenaiPricesCatalog:
         before, of and after ``at``'s bracket it). ``None``: a constraint of another kind, which
         cannot be bounded here.
         """
-        resolved = self._models.get((provider, model))
-        if resolved is None:
-            resolved = self._models[(provider, model)] = self._resolve(provider, model)
+        resolved = self._model(provider, model)
         if resolved is False:
             return []
         info = resolved[1]
@@ -163,8 +159,15 @@ class GenaiPricesCatalog:
                 return None
         return out
 
+    def _model(self, provider: str, model: str) -> tuple[Provider, ModelInfo, bool] | Literal[False]:
+        """:meth:`_resolve`, memoised per name."""
+        resolved = self._models.get((provider, model))
+        if resolved is None:
+            resolved = self._models[(provider, model)] = self._resolve(provider, model)
+        return resolved
+
     def _resolve(self, provider: str, model: str) -> tuple[Provider, ModelInfo, bool] | Literal[False]:
-        """genai-prices' provider and model for a name (memoised by the caller; False: unknown)."""
+        """genai-prices' provider and model for a name (False: unknown); see :meth:`_model`."""
         try:
             prov, info = self._snapshot.find_provider_model(model, None, provider, None)
         except LookupError:
