@@ -14,7 +14,8 @@
   timestamp, and priced when it arrives: every copy of a request meets in one partition, so
   dedup does not depend on the producer's partitioner;
 * each batch (one source partition's share) becomes: its priced events on ``usage-priced``
-  (for the store: their stored rows), ~1,000 to a message (``tokenledger.schema.priced``), one delta per touched
+  (for the store: their stored rows, as Arrow columns, up to ~2,500 to a message,
+  ``tokenledger.schema.priced_arrow``), one delta per touched
   key on ``spend-deltas`` (for the spend stage: every dimension value and every matching
   budget, see ``tokenledger.schema.deltas``), and one identity record in the ``priced-batches`` table.
 
@@ -61,8 +62,10 @@ from tokenledger.identity import legacy_identity, placement_key, request_identit
 from tokenledger.pricing import CachedPriceTable, LayeredPriceTable
 from tokenledger.pricing.engine import price_with_spec
 from tokenledger.schema.fastdecode import InvalidEvent, decode_usage_event
-from tokenledger.schema.priced import encode_priced_batches, encode_row
+from tokenledger.schema.priced import BATCH_BYTES
+from tokenledger.schema.priced_arrow import encode_arrow_batches
 from tokenledger.schema.raw_batch import encode_batch, partition_for, position
+from tokenledger.store.records import usage_row
 
 TABLE = CachedPriceTable(LayeredPriceTable.from_path())
 TRACE = os.environ.get("TOKENLEDGER_TRACE_EVENTS") == "1"  # log every raw event's position (diagnosis)
@@ -99,7 +102,7 @@ class Batch:
         self.partition = partition
         self.group = group
         self.staged = Staged()
-        self.priced: list[bytes] = []
+        self.priced: list[tuple[Any, ...]] = []  # stored rows (event_time in epoch µs)
         self.deltas = deltas  # shared by the partitions of one batch
         self.ids: dict[str, Identity] = {}
         self.usage: dict[tuple[str, str], list[int]] = {}  # (model, department) -> token kinds + cost, for metrics
@@ -140,7 +143,8 @@ async def _price_chunk(groups: dict[int, list[Any]], seen: dict[int, int], newes
                 await _price(event, batch, known)
     await asyncio.gather(  # priced events, deltas and forwards first: then the identities may say "done"
         outputs.send_all(
-            t.usage_priced, [(None, m) for m in encode_priced_batches([v for b in batches for v in b.priced])]
+            t.usage_priced,
+            [(None, m) for m in encode_arrow_batches([r for b in batches for r in b.priced], BATCH_BYTES)],
         ),
         outputs.send_placed(t.spend_deltas, [(None, v, p, None) for p, v in deltas.partition_messages(PARTITIONS)]),
         outputs.send_placed(t.usage_raw, [m for b in batches for m in b.forwards()]),
@@ -244,8 +248,8 @@ def _price_one(raw: bytes, pos: int, batch: Batch, *, known: PartitionIndex, rec
         return None
     d = ev.data
     cost = price_with_spec(d, TABLE.lookup_at(d.provider, d.model, at_us, ev.time, batch=d.batch))
-    # Sent keyless in batch messages: one tenant's rows spread over every sink partition.
-    batch.priced.append(encode_row(ev, cost))
+    # Sent keyless as columns (tokenledger.schema.priced_arrow): one tenant's rows spread over every sink partition.
+    batch.priced.append(usage_row(ev, cost, at_us))
     nanos = cost.total_nanos
     batch.deltas.add_event(partition, pos, at_us, nanos, ev)
     batch.ids[request] = (at_us // 1_000_000, partition, pos)

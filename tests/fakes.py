@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
+import pyarrow as pa
 
 from stream_jobs.store_sink import Message
 from tokenledger.store.base import QueryResult, StoreUnavailable
@@ -61,6 +62,13 @@ class FlakyStore:
 
     def insert_lines(self, table: str, columns: Sequence[str], lines: Sequence[bytes]) -> None:
         self.insert(table, columns, [orjson.loads(line) for line in lines])
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        # event_time as the JSON lines carry it (RFC 3339), so rows compare whichever form came in
+        rows = [
+            tuple(v.isoformat() if name == "event_time" else v for name, v in row.items()) for row in data.to_pylist()
+        ]
+        self.insert(table, data.column_names, rows)
 
     def close(self) -> None:
         pass

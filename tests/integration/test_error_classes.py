@@ -114,6 +114,10 @@ class FlakyStore:
         self._guard()
         self.inner.insert_lines(table, columns, lines)  # type: ignore[arg-type]
 
+    def insert_arrow(self, table: str, data: object) -> None:
+        self._guard()
+        self.inner.insert_arrow(table, data)
+
     def __getattr__(self, name: str) -> object:
         return getattr(self.inner, name)
 

@@ -22,7 +22,7 @@ from tests.integration.test_stream_pipeline import read_messages, wait_for
 from tokenledger.cli import price_lines
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable, price
-from tokenledger.schema.priced import decode_row, priced_items
+from tokenledger.schema.priced import priced_rows
 from tokenledger.schema.raw_batch import event_time_ms
 from tokenledger.schema.v1 import UsageEventV1
 from tokenledger.store.chdb_store import ChdbStore
@@ -88,8 +88,7 @@ def test_cli_backfill_and_pricing_agent_bill_the_same(kafka: KafkaSettings, tmp_
         worker.stop()
     priced = {}
     for m in read_messages(kafka, kafka.topics.usage_priced):
-        for item in priced_items(m.value()):  # batch messages: one stored row per priced request
-            p = decode_row(item)
+        for p in priced_rows(m.value()):  # batch messages: one stored row per priced request
             priced[p.identity] = p.cost_nanos
 
     assert rows == len(priced) == 60

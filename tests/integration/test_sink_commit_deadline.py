@@ -39,6 +39,13 @@ class FreezeBrokerAfterFirstInsert:
 
     def insert_lines(self, table: str, columns: object, lines: object) -> None:
         self.inner.insert_lines(table, columns, lines)  # type: ignore[arg-type]
+        self._freeze()
+
+    def insert_arrow(self, table: str, data: object) -> None:
+        self.inner.insert_arrow(table, data)
+        self._freeze()
+
+    def _freeze(self) -> None:
         if self.frozen_at is None:
             os.kill(self.pid, signal.SIGSTOP)
             self.frozen_at = time.monotonic()

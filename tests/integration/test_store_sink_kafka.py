@@ -15,12 +15,15 @@ from stream_jobs.store_sink import Message, StoreSink
 from tests.factories import event_dict
 from tests.fakes import FakeConsumer, ListDeadLetter
 from tests.integration.test_stream_pipeline import read_messages
+from tokenledger.event_time import epoch_us
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema.fastdecode import decode_usage_event
-from tokenledger.schema.priced import encode_priced, encode_priced_batches, encode_row
+from tokenledger.schema.priced import BATCH_BYTES, encode_priced, encode_priced_batches, encode_row
+from tokenledger.schema.priced_arrow import encode_arrow_batches
 from tokenledger.store.base import StoreUnavailable
 from tokenledger.store.chdb_store import ChdbStore
+from tokenledger.store.records import usage_row
 
 TABLE = LayeredPriceTable.from_path()
 
@@ -43,6 +46,10 @@ class OutageStore:
     def insert_lines(self, table: str, columns: Sequence[str], lines: Sequence[bytes]) -> None:
         self.guard()
         self.inner.insert_lines(table, columns, lines)
+
+    def insert_arrow(self, table: str, data: Any) -> None:
+        self.guard()
+        self.inner.insert_arrow(table, data)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -120,8 +127,8 @@ def test_sink_exact_totals_through_outage_and_crash(kafka: KafkaSettings, store:
     assert all(d["reason"].startswith("not a priced event:") for d in by_origin.values())
 
 
-def test_v1_events_and_v2_rows_store_identically(store: ChdbStore) -> None:
-    """An earlier release's v1 messages and today's v2 row lines give the same stored rows, to the µs."""
+def test_v1_events_v2_rows_and_v3_columns_store_identically(store: ChdbStore) -> None:
+    """Earlier releases' v1 messages and v2 row lines, and today's v3 columns, give the same stored rows, to the µs."""
 
     def event(i: int, source: str) -> Any:
         doc = event_dict(request_id=f"r{i}", model="mystery-model" if i == 2 else "gpt-4o")
@@ -134,17 +141,24 @@ def test_v1_events_and_v2_rows_store_identically(store: ChdbStore) -> None:
     v2 = encode_priced_batches(
         [encode_row(ev, price(ev.data, ev.time, TABLE)) for ev in (event(i, "//v2") for i in range(3))]
     )
-    messages = [Message("usage-priced", 0, i, v) for i, v in enumerate([*v1, *v2])]
+    v3 = encode_arrow_batches(
+        [
+            usage_row(ev, price(ev.data, ev.time, TABLE), epoch_us(ev.time))
+            for ev in (event(i, "//v3") for i in range(3))
+        ],
+        BATCH_BYTES,
+    )
+    messages = [Message("usage-priced", 0, i, v) for i, v in enumerate([*v1, *v2, *v3])]
     sink = StoreSink(store, FakeConsumer(messages), ListDeadLetter(), batch_size=100, sleep=lambda s: None)
-    assert sink.run_once() == 4
+    assert sink.run_once() == 5 and sink.stats.rows == 9
     cols = "event_id, toString(event_time), user_id, model, cost_nanos, flags, price_version"
     got = {
         source: store.query(
             f"SELECT {cols} FROM usage_events FINAL WHERE source = {{s:String}} ORDER BY event_id", {"s": source}
         ).rows
-        for source in ("//v1", "//v2")
+        for source in ("//v1", "//v2", "//v3")
     }
-    assert got["//v1"] == got["//v2"]
+    assert got["//v1"] == got["//v2"] == got["//v3"]
     assert [r[1] for r in got["//v2"]] == [
         "2026-10-31 23:30:00.123456",
         "2026-10-31 23:30:00.000001",

@@ -21,7 +21,7 @@ from infra.topics import SIMULATION_RETENTION_MS, create_topics
 from infra.workers import Proc, worker_command, worker_env
 from tests.factories import event_dict
 from tokenledger.kafka_config import KafkaSettings, Topics
-from tokenledger.schema.priced import decode_row, priced_items
+from tokenledger.schema.priced import priced_rows
 from tokenledger.schema.raw_batch import event_time_ms, is_batch, split_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,9 +250,7 @@ def test_pipeline_exact(pipeline: tuple[KafkaSettings, Worker, str], kill_midway
     assert broken["period_end"] == "2026-11-01T00:00:00+00:00"
 
     priced = {
-        decode_row(item).event_id
-        for _, v in read_all(settings, settings.topics.usage_priced)
-        for item in priced_items(v or b"")
+        row.event_id for _, v in read_all(settings, settings.topics.usage_priced) for row in priced_rows(v or b"")
     }
     assert len(priced) == 22  # 20 + the stream's final figure + November; estimates never priced
     keyed = [(k, orjson.loads(v or b"")) for k, v in read_all(settings, settings.topics.dead_letter)]

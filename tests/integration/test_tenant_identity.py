@@ -37,7 +37,7 @@ from tests.integration.test_stream_pipeline import Worker, latest, read_all, wai
 from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema import UsageEventV1
-from tokenledger.schema.priced import decode_row, priced_items
+from tokenledger.schema.priced import priced_rows
 from tokenledger.schema.raw_batch import encode_batch, event_time_ms, partition_for
 from tokenledger.store.chdb_store import ChdbStore
 
@@ -160,7 +160,7 @@ def test_two_tenants_same_ids_any_partition_any_codec(
     for tenant in ("acme", "globex"):
         bill = build_bill(store, Scope(tenant, "department", "research"), month_period(MONTH, ctx.config.tz), ctx)
         assert (bill.summary.requests, bill.summary.cost_nanos) == (40, truth[tenant])
-    priced = [item for _, v in read_all(kafka, kafka.topics.usage_priced) for item in priced_items(v or b"")]
+    priced = [row for _, v in read_all(kafka, kafka.topics.usage_priced) for row in priced_rows(v or b"")]
     assert len(priced) == 80  # each request priced once, whatever partition its copies came on
     assert {t: spend(kafka, app_id, t) for t in truth} == truth
     # Each tenant's budget over the same scope holds exactly its own tenant's spend.
@@ -210,11 +210,7 @@ def test_old_identity_changelog_still_refuses_copies(kafka: KafkaSettings, worke
         alive=lambda: w.alive,
     )
     time.sleep(2)
-    priced = [
-        decode_row(item).event_id
-        for _, v in read_all(kafka, kafka.topics.usage_priced)
-        for item in priced_items(v or b"{}")
-    ]
+    priced = [row.event_id for _, v in read_all(kafka, kafka.topics.usage_priced) for row in priced_rows(v or b"{}")]
     assert priced == ["evt-2"]  # the old request (and its retry) were priced before the upgrade
     assert spend(kafka, app_id, "acme") == cost(fresh)
 

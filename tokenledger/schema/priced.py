@@ -192,3 +192,18 @@ def v1_as_row(item: bytes) -> tuple[tuple[str, str, str], bytes]:
     """A v1 priced event as a v2 line, with its identity (raises as :func:`decode_priced`)."""
     priced = decode_priced(item)
     return priced.event.identity, encode_row(priced.event, priced.cost.to_cost())
+
+
+def priced_rows(value: bytes) -> list[PricedRowV2]:
+    """The stored rows of a ``usage-priced`` message of any version (readers and tests; the sink has its own path).
+
+    Raises:
+        msgspec.ValidationError, msgspec.DecodeError: A v1/v2 line is malformed.
+        tokenledger.schema.priced_arrow.InvalidPricedBatch: A v3 message is.
+    """
+    from tokenledger.schema.priced_arrow import PRICED_ARROW_PREFIX, arrow_rows, decode_arrow_batch  # noqa: PLC0415 - pyarrow loads only here
+
+    if value.startswith(PRICED_ARROW_PREFIX):
+        return [PricedRowV2(**row) for row in arrow_rows(decode_arrow_batch(value))]
+    rows_v2 = value.startswith(PRICED_ROWS_PREFIX)
+    return [decode_row(item if rows_v2 else v1_as_row(item)[1]) for item in priced_items(value)]

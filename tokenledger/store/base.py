@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tokenledger.errors import PermanentError, TransientError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 SQL_DIR = Path(__file__).resolve().parents[2] / "sql"
 
@@ -98,6 +101,10 @@ class Store(Protocol):
 
         Times may carry any UTC offset (RFC 3339): they are parsed best-effort.
         """
+        ...
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        """:meth:`insert` of rows given as Arrow columns, named as ``table``'s, passed as they are."""
         ...
 
     def close(self) -> None:

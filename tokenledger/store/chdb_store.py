@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from chdb import session as chdb_session
 
-from tokenledger.store.base import QueryResult, StoreLocked, store_error
+from tokenledger.store.base import QueryResult, StoreLocked, StoreRejected, store_error
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class ChdbStore:
@@ -81,6 +85,24 @@ class ChdbStore:
         head = f"INSERT INTO {table} ({cols}) SETTINGS {LINES_SETTINGS} FORMAT JSONCompactEachRow\n"
         self._raw(head + b"\n".join(lines).decode())
 
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        """Insert Arrow columns (named as ``table``'s) in one block, read in place by chdb's ``Python()`` function.
+
+        chdb finds ``data`` by its name among this frame's locals.
+        """
+        if not data.num_rows:
+            return
+        bad = [name for name in (table, *data.column_names) if not _IDENTIFIER.fullmatch(name)]
+        if bad:
+            raise StoreRejected(f"not a plain column or table name: {bad[0]!r}")
+        cols = ", ".join(data.column_names)
+        sql = f"INSERT INTO {table} ({cols}) SELECT {cols} FROM Python(data)"  # noqa: S608 - names checked above
+        with self._lock:
+            try:
+                self._session.query(sql, "CSV")
+            except Exception as exc:  # chdb raises bare RuntimeError for engine errors
+                raise store_error(exc) from exc
+
     def close(self) -> None:
         """Close the session."""
         with self._lock:
@@ -89,6 +111,7 @@ class ChdbStore:
 
 
 OWNER_FILE = "tokenledger-owner.json"
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 LINES_SETTINGS = "date_time_input_format = 'best_effort'"  # RFC 3339 times with their offset
 
 

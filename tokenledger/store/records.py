@@ -42,14 +42,18 @@ USAGE_COLUMNS: tuple[str, ...] = (
 )
 
 
-def usage_row(event: FastUsageEvent, cost: Cost) -> tuple[Any, ...]:
-    """One row in :data:`USAGE_COLUMNS` order. Absent labels are stored as ``''``."""
+def usage_row(event: FastUsageEvent, cost: Cost, at: Any = None) -> tuple[Any, ...]:
+    """One row in :data:`USAGE_COLUMNS` order. Absent labels are stored as ``''``.
+
+    ``at``: what to store as ``event_time`` instead of the event's datetime (the pricing agent
+    passes epoch microseconds, which its Arrow columns take as they are).
+    """
     d, lb = event.data, event.data.labels
     return (
         event.source,
         event.id,
         d.request_id,
-        event.time,
+        event.time if at is None else at,
         lb.tenant,
         lb.user or "",
         lb.department or "",

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import clickhouse_connect
 
 from tokenledger.store.base import QueryResult, store_error
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 class ServerStore:
@@ -74,6 +77,15 @@ class ServerStore:
                 settings={"date_time_input_format": "best_effort"},
                 fmt="JSONCompactEachRow",
             )
+        except Exception as exc:
+            raise store_error(exc) from exc
+
+    def insert_arrow(self, table: str, data: pa.Table) -> None:
+        """Insert Arrow columns (named as ``table``'s) in one block (the server reads them as ``Arrow``)."""
+        if not data.num_rows:
+            return
+        try:
+            self._client.insert_arrow(table, data)
         except Exception as exc:
             raise store_error(exc) from exc
 
