@@ -67,9 +67,10 @@ def encode_arrow_batches(rows: Sequence[Sequence[Any]], limit: int) -> list[byte
 
 def _messages(batch: pa.RecordBatch, limit: int) -> list[bytes]:
     sink = pa.BufferOutputStream()
+    sink.write(PRICED_ARROW_PREFIX)  # the stream follows it in the same buffer: one copy out, not two
     with pa.ipc.new_stream(sink, SCHEMA) as writer:
         writer.write_batch(batch)
-    value = PRICED_ARROW_PREFIX + sink.getvalue().to_pybytes()
+    value: bytes = sink.getvalue().to_pybytes()
     if len(value) <= limit or batch.num_rows == 1:
         return [value]
     half = batch.num_rows // 2
