@@ -51,8 +51,10 @@ from tokenledger.pricing.engine import price_with_spec
 from tokenledger.sample import simulate
 from tokenledger.schema.deltas import BUDGET_PREFIX, decode_deltas
 from tokenledger.schema.fastdecode import decode_usage_event
-from tokenledger.schema.priced import encode_row
+from tokenledger.schema.priced import BATCH_BYTES
+from tokenledger.schema.priced_arrow import encode_arrow_batches
 from tokenledger.schema.raw_batch import partition_for
+from tokenledger.store.records import usage_row
 
 N = 20_000
 RUNS = 5
@@ -108,7 +110,7 @@ def hot_path(raws: list[bytes], control: ControlState, batch: int = BATCH) -> tu
     for start in range(0, len(raws), batch):
         t0 = time.perf_counter()
         deltas = DeltaBatch(control)  # pricing stage
-        priced: list[bytes] = []
+        priced: list[tuple[Any, ...]] = []  # stored rows, sent as Arrow columns as the agent does
         for offset, raw in enumerate(raws[start : start + batch], start):
             ev = decode_usage_event(raw)
             at_us = (ev.time - EPOCH) // MICROSECOND
@@ -124,9 +126,10 @@ def hot_path(raws: list[bytes], control: ControlState, batch: int = BATCH) -> tu
                 ev.data,
                 table.lookup_at(ev.data.provider, ev.data.model, at_us, ev.time, batch=ev.data.batch),
             )
-            priced.append(encode_row(ev, cost))
+            priced.append(usage_row(ev, cost, at_us))
             total += cost.total_nanos
             deltas.add_event(0, offset, at_us, cost.total_nanos, ev)
+        encode_arrow_batches(priced, BATCH_BYTES)
         messages = deltas.partition_messages(3)
         pricing_s += time.perf_counter() - t0
         for _, wire in messages:  # spend stage

@@ -9,8 +9,9 @@ Guarantees:
   membership alive and retries with capped exponential backoff (counted in
   ``tokenledger_transient_errors_total``): nothing is dropped, nothing is skipped;
 * a permanent error (schema missing, credentials refused) is raised, never retried;
-* a message (or a line of a batch message) that is not a priced event goes to the dead-letter
-  topic with the reason, and its offset is committed with the batch;
+* a message (or a line of a v2 batch message) that is not a priced event, or a v3 message that
+  is not a valid batch of rows, goes to the dead-letter topic with the reason, and its offset is
+  committed with the batch;
 * an outage of the store or the broker is logged once when it starts and once when it ends.
 """
 
@@ -146,7 +147,7 @@ class StoreSink:
         self._should_stop = should_stop
         self.stats = SinkStats()
         self.beat = time.monotonic()  # when a step last began: the live check's proof of progress
-        self._per_message = 1.0  # priced events per message, as seen lately (batches hold ~1,000)
+        self._per_message = 1.0  # priced events per message, as seen lately (batches hold ~2,000)
         self._outages: dict[str, OutageLog] = {
             "store": Outage("store", "", "the sink pauses and retries with backoff", logger=log),
             # The process's own broker outage if it has one (quiet.py): one outage, said once.
@@ -156,8 +157,10 @@ class StoreSink:
     def run_once(self) -> int:
         """Process one batch end to end. Returns the number of messages consumed.
 
-        A message holds one priced event or a batch of them (``tokenledger.schema.priced``);
-        the poll asks for about ``batch_size`` events' worth of messages.
+        A message holds the rows of ~2,000 priced events as Arrow columns (v3,
+        ``tokenledger.schema.priced_arrow``), or, from earlier releases, JSON lines of them or one
+        priced event (``tokenledger.schema.priced``); the poll asks for about ``batch_size``
+        events' worth of messages.
 
         Raises:
             SinkStopped: Asked to stop while the store or broker was away (nothing committed).
