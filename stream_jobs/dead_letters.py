@@ -7,7 +7,13 @@ the repeat carries the same key, so readers (and a compacted topic) collapse it.
 
 from __future__ import annotations
 
+import base64
 from typing import Any
+
+# A dead letter keeps the first 64 KiB of its value: a 1 MB message written back whole (and a
+# binary one grows ~3x as text with replacement characters) would pass the broker's message limit,
+# and the dead letter, hence its batch's commit, would never go through.
+KEPT_BYTES = 65_536
 
 
 def origin_of(message: Any) -> dict[str, Any]:
@@ -26,5 +32,23 @@ def dead_letter_value(stage: str, reason: str, message: Any, raw: bytes) -> dict
         "stage": stage,
         "reason": reason,
         "origin": origin_of(message),
-        "value": raw.decode("utf-8", "replace")[:65_536],
+        **value_fields(raw),
     }
+
+
+def value_fields(raw: bytes) -> dict[str, Any]:
+    """The dead letter's copy of a value: at most :data:`KEPT_BYTES` of it, and its full size.
+
+    As ``value`` (text), or for bytes that are not UTF-8 (an Arrow batch, a binary payload) as
+    ``value_base64``.
+    """
+    kept = raw[:KEPT_BYTES]
+    try:
+        fields: dict[str, Any] = {"value": kept.decode("utf-8")}
+    except UnicodeDecodeError as exc:
+        if len(raw) > KEPT_BYTES and exc.reason == "unexpected end of data":  # a character cut at the limit
+            fields = {"value": kept[: exc.start].decode("utf-8")}
+        else:
+            fields = {"value_base64": base64.b64encode(kept).decode("ascii")}
+    fields["value_bytes"] = len(raw)
+    return fields

@@ -11,7 +11,7 @@ import orjson
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka import Message as KafkaMessage
 
-from stream_jobs.dead_letters import origin_key, origin_of
+from stream_jobs.dead_letters import origin_key, origin_of, value_fields
 from stream_jobs.stall_watch import StallWatch
 from stream_jobs.store_sink import Message
 from tokenledger import metrics
@@ -279,6 +279,9 @@ class ConfluentBatchConsumer:
 class KafkaDeadLetter:
     """Dead letters as JSON ``{reason, origin, value}``, keyed ``topic/partition/offset`` of the origin.
 
+    ``value`` is the first 64 KiB of the message as text, or ``value_base64`` when it is not
+    UTF-8, with ``value_bytes``, its full size (``stream_jobs.dead_letters.value_fields``).
+
     Flushed before the batch commits (at least once: a replay after a crash repeats the key).
     """
 
@@ -290,9 +293,7 @@ class KafkaDeadLetter:
 
     def send(self, value: bytes | None, reason: str, origin: Message) -> None:
         """Publish one dead letter and wait for the broker's acknowledgement."""
-        body = orjson.dumps(
-            {"reason": reason, "origin": origin_of(origin), "value": (value or b"").decode("utf-8", "replace")}
-        )
+        body = orjson.dumps({"reason": reason, "origin": origin_of(origin), **value_fields(value or b"")})
         self._producer.produce(self._topic, body, key=origin_key(origin), on_delivery=self._on_delivery)
         if self._producer.flush(10) > 0 or self.errors:
             errors, self.errors = self.errors, []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 from collections.abc import Sequence
@@ -20,7 +21,7 @@ from tokenledger.kafka_config import KafkaSettings
 from tokenledger.pricing import LayeredPriceTable, price
 from tokenledger.schema.fastdecode import decode_usage_event
 from tokenledger.schema.priced import BATCH_BYTES, encode_priced, encode_priced_batches, encode_row
-from tokenledger.schema.priced_arrow import encode_arrow_batches
+from tokenledger.schema.priced_arrow import PRICED_ARROW_PREFIX, encode_arrow_batches
 from tokenledger.store.base import StoreUnavailable
 from tokenledger.store.chdb_store import ChdbStore
 from tokenledger.store.records import usage_row
@@ -165,3 +166,27 @@ def test_v1_events_v2_rows_and_v3_columns_store_identically(store: ChdbStore) ->
         "2026-11-02 01:02:03.000000",
     ]
     assert got["//v2"][0][2] == "用户-ü'\"\\" and got["//v2"][2][5] == ["unknown_model"]
+
+
+def test_a_forged_900_kb_batch_is_dead_lettered_through_the_broker_and_the_rest_stored(
+    kafka: KafkaSettings, store: ChdbStore
+) -> None:
+    """A binary message near the size limit: its dead letter (base64, first 64 KiB) fits, so the batch commits."""
+    doc = event_dict(request_id="r-ok")
+    ev = decode_usage_event(json.dumps(doc).encode())
+    cost = price(ev.data, ev.time, TABLE)
+    good = encode_arrow_batches([usage_row(ev, cost, epoch_us(ev.time))], BATCH_BYTES)
+    forged = PRICED_ARROW_PREFIX + bytes(range(256)) * 3_500  # 896 KB, not an Arrow stream
+    producer = Producer(kafka.producer_config())
+    for value in (*good, forged):
+        producer.produce(kafka.topics.usage_priced, value, partition=0)
+    assert producer.flush(30) == 0
+    consumer = ConfluentBatchConsumer(kafka, kafka.topics.usage_priced, "sink-forged")
+    sink = StoreSink(store, consumer, KafkaDeadLetter(kafka), batch_size=100, sleep=lambda s: None)
+    assert drain(sink, 2) == 2
+    consumer.close()
+    assert totals(store) == (1, cost.total_nanos) and sink.stats.dead_lettered == 1
+    [letter] = [orjson.loads(m.value() or b"") for m in read_messages(kafka, kafka.topics.dead_letter)]
+    assert letter["reason"].startswith("not a priced batch: not an Arrow stream")
+    assert letter["value_bytes"] == len(forged) and "value" not in letter
+    assert base64.b64decode(letter["value_base64"]) == forged[:65_536]
