@@ -223,7 +223,7 @@ def wait_done(
         for group, topic in stages:
             done, ends = offsets.committed_and_end(group, topic)
             # Once every raw event is priced, the priced and delta topics are complete: a stage is
-            # done when it committed their ends (priced events travel ~1,000 to a message).
+            # done when it committed their ends (priced events travel ~2,000 to a message).
             if priced and group not in done_at and done == ends >= 1:
                 done_at[group] = time.perf_counter() - t0
         time.sleep(0.2)

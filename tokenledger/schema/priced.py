@@ -2,10 +2,11 @@
 
 Internal wire format between the pricing agent and the store sink. Money in integer nano-USD.
 
-* v2 (what the pricing agent sends): ``tlpr2`` batch messages, one stored row per line, a JSON
+* v3 (what the pricing agent sends): the rows as Arrow columns, ``tokenledger.schema.priced_arrow``.
+* v2 (earlier releases, still read): ``tlpr2`` batch messages, one stored row per line, a JSON
   array in ``tokenledger.store.records.USAGE_COLUMNS`` order (:class:`PricedRowV2`). The sink
   checks each line's shape and hands the lines to the store as they are
-  (``JSONCompactEachRow``): no object is built per row on the way in.
+  (``JSONCompactEachRow``).
 * v1 (earlier releases, still read): the original event plus its cost, alone in a message or
   one per line of a ``tlpb1`` batch message.
 """
