@@ -14,7 +14,7 @@
   timestamp, and priced when it arrives: every copy of a request meets in one partition, so
   dedup does not depend on the producer's partitioner;
 * each batch (one source partition's share) becomes: its priced events on ``usage-priced``
-  (for the store: their stored rows, as Arrow columns, up to ~2,500 to a message,
+  (for the store: their stored rows, as Arrow columns, ~2,000 to a message,
   ``tokenledger.schema.priced_arrow``), one delta per touched
   key on ``spend-deltas`` (for the spend stage: every dimension value and every matching
   budget, see ``tokenledger.schema.deltas``), and one identity record in the ``priced-batches`` table.

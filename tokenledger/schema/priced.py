@@ -20,6 +20,7 @@ import msgspec
 
 from tokenledger.pricing.model import Cost
 from tokenledger.schema.fastdecode import FastUsageEvent
+from tokenledger.schema.v1 import MAX_TOKENS
 from tokenledger.store.records import usage_row
 
 PRICED_TYPE_V1 = "dev.tokenledger.priced.v1"
@@ -128,7 +129,7 @@ def priced_items(value: bytes) -> list[bytes]:
     return [value]
 
 
-Count = Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)]
+Count = Annotated[int, msgspec.Meta(ge=0, le=MAX_TOKENS)]
 Nanos = Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)]  # Int64 columns
 
 
